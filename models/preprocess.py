@@ -1,0 +1,80 @@
+"""Turning stored clips into network input: the one place pixels are normalised.
+
+Clips are stored as uint8 tensors (B, T, H, W, 3), RGB. Networks take float (B, 3, T, H, W). Each model's
+``ModelConfig`` names the normalisation its weights expect; every model's ``preprocess`` calls
+:func:`preprocess_clips` with that config, so the rule lives here only.
+
+Mean and std are always written per RGB channel on the 0..1 scale, and the network sees
+``(pixel / 255 - mean) / std``. A convention that works on 0..255 values with std 1 (3D-ResNets) is the same
+formula with std = 1/255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+RGB = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std on the 0..1 scale; ``name`` is how configs and run records refer to it."""
+
+    name: str
+    mean: RGB
+    std: RGB
+    note: str = ""
+
+
+# torchvision's video models (r3d_18, r2plus1d_18, mc3_18) were trained with these Kinetics-400 statistics.
+KINETICS_TORCHVISION = Normalization(
+    "kinetics_torchvision",
+    mean=(0.43216, 0.394666, 0.37645),
+    std=(0.22803, 0.22145, 0.216989),
+    note="torchvision video models: (x/255 - mean) / std",
+)
+
+# Hara et al.'s 3D-ResNets (and Kopuklu et al.'s Efficient-3DCNNs, which reuses its data code) subtract the
+# ActivityNet mean from 0..255 pixels and do not divide by a std: std 1 on 0..255 is 1/255 on 0..1.
+RESNETS_3D = Normalization(
+    "3d_resnets",
+    mean=(114.7748 / 255, 107.7354 / 255, 99.4750 / 255),
+    std=(1 / 255, 1 / 255, 1 / 255),
+    note="3D-ResNets / Efficient-3DCNNs: 0..255 pixels minus (114.7748, 107.7354, 99.4750), std 1",
+)
+
+# For networks trained from scratch here: a plain, roughly unit-variance input.
+SIMPLE = Normalization(
+    "simple",
+    mean=(0.45, 0.45, 0.45),
+    std=(0.225, 0.225, 0.225),
+    note="trained from scratch here: (x/255 - 0.45) / 0.225",
+)
+
+NORMALIZATIONS: dict[str, Normalization] = {n.name: n for n in (KINETICS_TORCHVISION, RESNETS_3D, SIMPLE)}
+
+
+def get_normalization(name: str) -> Normalization:
+    """The normalisation called ``name``; ValueError listing the known ones otherwise."""
+    try:
+        return NORMALIZATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown normalization {name!r}; choose one of: {', '.join(NORMALIZATIONS)}") from None
+
+
+def preprocess_clips(clips: Tensor, mean: RGB, std: RGB) -> Tensor:
+    """uint8 clips (B, T, H, W, 3) RGB -> float32 (B, 3, T, H, W), ``(pixel / 255 - mean) / std``.
+
+    No resizing or cropping: clips are expected at the model's ``config.crop`` already (the data layer's job).
+    """
+    if clips.dtype != torch.uint8:
+        raise TypeError(f"clips must be uint8 (B, T, H, W, 3) as stored, got dtype {clips.dtype}")
+    if clips.ndim != 5 or clips.shape[-1] != 3:
+        raise ValueError(f"clips must have shape (B, T, H, W, 3), got {tuple(clips.shape)}")
+    channels_first = clips.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=clips.device).view(1, 3, 1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=clips.device).view(1, 3, 1, 1, 1)
+    return channels_first.div_(255.0).sub_(mean_t).div_(std_t)

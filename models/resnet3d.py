@@ -1,0 +1,153 @@
+"""3D ResNets in the style of Hara et al.'s 3D-ResNets release: the ResNeXt-101 teacher and a small ResNet-10.
+
+One class (``ResNet3D``) builds the network from a swappable block type; the registered builders only choose
+the block, depths and widths. Module names (conv1, bn1, layer1..4, fc; conv1/bn1/... and
+``downsample`` inside blocks) are the release's, so its checkpoints load key for key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from .base import ClipModel, init_weights, make_config, pool_features
+from .registry import register_model
+
+Triple = tuple[int, int, int]
+
+
+class BasicBlock3D(nn.Module):
+    """Two 3x3x3 convs with an identity (or projection) shortcut."""
+
+    expansion: ClassVar[int] = 1
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+
+class ResNeXtBottleneck3D(nn.Module):
+    """1x1x1 reduce, grouped 3x3x3 (``cardinality`` groups), 1x1x1 expand to ``planes * 2``.
+
+    As in the 3D-ResNets release the inner width is ``cardinality * (planes // 32)``: with cardinality 32 it
+    equals ``planes``, and the block outputs ``2 * planes`` channels.
+    """
+
+    expansion: ClassVar[int] = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        cardinality: int = 32,
+    ) -> None:
+        super().__init__()
+        inner = cardinality * (planes // 32)
+        self.conv1 = nn.Conv3d(in_channels, inner, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(inner)
+        self.conv2 = nn.Conv3d(inner, inner, 3, stride, 1, groups=cardinality, bias=False)
+        self.bn2 = nn.BatchNorm3d(inner)
+        self.conv3 = nn.Conv3d(inner, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + shortcut)
+
+
+Block = type[BasicBlock3D] | type[ResNeXtBottleneck3D]
+
+
+class ResNet3D(ClipModel):
+    """Stem conv + max-pool, four residual stages (strides 1, 2, 2, 2 in T, H, W), global pool, linear head.
+
+    Shortcuts are type B: identity where shapes match, else a 1x1x1 conv + BatchNorm projection.
+    """
+
+    head_name = "fc"
+
+    def __init__(
+        self,
+        block: Block,
+        layers: tuple[int, int, int, int],
+        planes: tuple[int, int, int, int],
+        num_classes: int,
+        *,
+        name: str,
+        normalization: str,
+        stem_channels: int = 64,
+        stem_kernel: Triple = (7, 7, 7),
+        block_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        feature_dim = planes[-1] * block.expansion
+        self.config = make_config(name, None, num_classes, feature_dim, normalization)
+        self._block_kwargs = block_kwargs or {}
+
+        padding = tuple(k // 2 for k in stem_kernel)
+        self.conv1 = nn.Conv3d(3, stem_channels, stem_kernel, stride=(1, 2, 2), padding=padding, bias=False)
+        self.bn1 = nn.BatchNorm3d(stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        self._in_channels = stem_channels
+        self.layer1 = self._make_layer(block, planes[0], layers[0], stride=1)
+        self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
+        self.fc = nn.Linear(feature_dim, num_classes)
+        init_weights(self)
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        out_channels = planes * block.expansion
+        downsample = None
+        if stride != 1 or self._in_channels != out_channels:
+            downsample = nn.Sequential(
+                nn.Conv3d(self._in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm3d(out_channels),
+            )
+        layers = [block(self._in_channels, planes, stride, downsample, **self._block_kwargs)]
+        self._in_channels = out_channels
+        layers += [block(out_channels, planes, **self._block_kwargs) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return pool_features(x)
+
+
+@register_model("resnext101_3d", role="teacher")
+def resnext101_3d(num_classes: int, *, normalization: str = "3d_resnets", **kw) -> ResNet3D:
+    """3D ResNeXt-101 (Hara et al. 3D-ResNets): cardinality 32, shortcut B, 64-channel 7x7x7 stem."""
+    return ResNet3D(
+        ResNeXtBottleneck3D, (3, 4, 23, 3), (128, 256, 512, 1024), num_classes,
+        name="resnext101_3d", normalization=normalization, block_kwargs={"cardinality": 32}, **kw,
+    )  # fmt: skip
+
+
+@register_model("resnet10_3d_small", role="teacher")
+def resnet10_3d_small(num_classes: int, *, normalization: str = "simple", **kw) -> ResNet3D:
+    """Narrow 3D ResNet-10 (basic blocks [1,1,1,1], widths 16-128): a teacher that trains on a CPU."""
+    return ResNet3D(
+        BasicBlock3D, (1, 1, 1, 1), (16, 32, 64, 128), num_classes,
+        name="resnet10_3d_small", normalization=normalization, stem_channels=16, stem_kernel=(3, 7, 7), **kw,
+    )  # fmt: skip

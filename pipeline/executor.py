@@ -1,0 +1,90 @@
+"""Run per-item tasks on ``dask.distributed``: a LocalCluster of worker processes, or an existing cluster.
+
+Tasks write their own results to the store and return small records; the caller consumes them as they
+complete, so a killed run loses at most the tasks in flight. A task that raises is retried by nobody: tasks
+turn bad input into failure records themselves, so an exception here is a bug and stops the stage.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from condi_pipe.pipeline.progress import progress_bar
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where tasks run. ``workers=0`` runs them in this process (no Dask), for debugging and tiny inputs."""
+
+    workers: int = 2
+    scheduler_address: str | None = None
+    in_process: bool = False  # threads in this process (needed for memory:// stores)
+    resources: dict[str, float] | None = None  # e.g. {"GPU": 1} for teacher tasks on GPU workers
+
+    def resolved_address(self) -> str | None:
+        return self.scheduler_address or os.environ.get(SCHEDULER_ENV) or None
+
+
+@contextmanager
+def dask_client(options: ExecutorOptions):
+    """A connected ``distributed.Client``, or None when tasks run inline (``workers=0`` without an address)."""
+    address = options.resolved_address()
+    if address is None and options.workers <= 0:
+        yield None
+        return
+    import dask
+    from distributed import Client, LocalCluster
+
+    if address:
+        with Client(address, timeout="30s") as client:
+            yield client
+        return
+    # One thread per worker: tasks (ffmpeg, torch) already use the core they get; more would oversubscribe.
+    with dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"}):
+        with LocalCluster(
+            n_workers=options.workers,
+            threads_per_worker=1,
+            processes=not options.in_process,
+            dashboard_address=None,
+            silence_logs=40,
+        ) as cluster, Client(cluster) as client:
+            yield client
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    options: ExecutorOptions,
+    *,
+    desc: str,
+    quiet: bool = False,
+    common: tuple = (),
+) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(item, fn(item, *common))`` as tasks complete, with a progress bar."""
+    items = list(items)
+    if not items:
+        return
+    with progress_bar(total=len(items), desc=desc, quiet=quiet) as bar, dask_client(options) as client:
+        if client is None:
+            for item in items:
+                result = fn(item, *common)
+                bar.update(1)
+                yield item, result
+            return
+        from distributed import as_completed
+
+        # Resources exist only on workers started with --resources; a LocalCluster has none to match.
+        resources = options.resources if options.resolved_address() else None
+        futures = {}
+        for item in items:
+            future = client.submit(fn, item, *common, pure=False, resources=resources)
+            futures[future] = item
+        for future in as_completed(futures):
+            result = future.result()
+            bar.update(1)
+            yield futures[future], result

@@ -1,0 +1,111 @@
+"""Stages as named steps from stored inputs to stored outputs, with their state kept in ``run.json``.
+
+A stage declares which earlier stages it reads; that is checked before any work starts. A finished stage
+re-run with the same configuration is a no-op that says so; a different configuration needs ``--force``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.lock import store_lock
+from condi_pipe.storage.run_state import read_run, set_stage
+from condi_pipe.storage.store import Store
+
+
+class StageError(RuntimeError):
+    """A stage cannot run: a missing input, a conflicting configuration, or a failure under --strict."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    reads: tuple[str, ...]  # stages whose outputs this one needs
+    writes: tuple[str, ...]  # store paths it owns (deleted by --force)
+    summary: str
+
+
+STAGES: dict[str, StageSpec] = {}
+
+
+def define_stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], summary: str) -> StageSpec:
+    for needed in reads:
+        if needed not in STAGES:
+            raise ValueError(f"stage '{name}' reads unknown stage '{needed}'")
+    spec = StageSpec(name, reads, writes, summary)
+    STAGES[name] = spec
+    return spec
+
+
+@dataclass
+class StageRun:
+    """Handle for a stage in progress: ``skip`` is True when it had already finished."""
+
+    store: Store
+    record_key: str
+    skip: bool
+    previous: dict
+
+    def done(self, counts: dict[str, Any], **fields: Any) -> None:
+        """Mark the stage finished, with its counts (shown by ``status``) and any extra record fields."""
+        set_stage(self.store, self.record_key, state="done", counts=counts, **fields)
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+@contextmanager
+def stage_run(
+    store: Store,
+    spec: StageSpec,
+    config: dict[str, Any],
+    *,
+    force: bool = False,
+    record_key: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Iterator[StageRun]:
+    """Lock the store, check inputs and state, and mark the stage running; yield a :class:`StageRun`.
+
+    ``record_key`` names the record in run.json when one stage runs several times (``teacher-cache/r3d_18``).
+    """
+    key = record_key or spec.name
+    with store_lock(store, key, log=log):
+        run = read_run(store)
+        for needed in spec.reads:
+            if run["stages"].get(needed, {}).get("state") != "done" and not any(
+                k.startswith(needed + "/") and v.get("state") == "done" for k, v in run["stages"].items()
+            ):
+                raise StageError(f"{store.url}: '{key}' needs '{needed}' to have finished; run `condi-pipe {needed}` first")
+        previous = run["stages"].get(key, {})
+        if previous and not force:
+            changed = _config_changes(previous.get("config", {}), config)
+            if changed:
+                what = "finished" if previous.get("state") == "done" else "started"
+                raise StageError(
+                    f"{store.url}: '{key}' was {what} with a different configuration ({', '.join(changed)}); "
+                    "re-run with --force to redo it with the new one"
+                )
+            if previous.get("state") == "done":
+                counts = ", ".join(f"{k} {v}" for k, v in previous.get("counts", {}).items())
+                log(f"{key}: already done ({counts}); nothing to do (use --force to redo)")
+                yield StageRun(store, key, True, previous)
+                return
+            log(f"{key}: resuming an interrupted run")
+        if force:
+            for rel in spec.writes:
+                store.remove(rel.format(key=key.split("/", 1)[-1]))
+        set_stage(store, key, state="running", config=config)
+        yield StageRun(store, key, False, previous)
+
+
+def ensure_store(url: str) -> Store:
+    try:
+        store = Store(url)
+    except (ValueError, ImportError) as exc:
+        raise StoreError(f"{url}: cannot open store ({exc})") from None
+    read_run(store)  # refuses a store from a newer format version
+    return store

@@ -1,0 +1,69 @@
+"""``run.json``: the store's format version, software versions, and each stage's configuration and state.
+
+A stage is ``running`` while it works and ``done`` once all its outputs are in place; a stage found
+``running`` with no lock holder was killed and resumes from its staged work.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.store import FORMAT_VERSION, Store
+
+RUN_FILE = "run.json"
+
+
+class StoreFormatError(StoreError):
+    """The store was written by a newer condi-pipe."""
+
+
+def software_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for dist in ("condi-pipe", "torch", "torchvision", "zarr", "pyarrow", "dask", "numpy"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def read_run(store: Store) -> dict[str, Any]:
+    run = store.read_json(RUN_FILE, default=None)
+    if run is None:
+        return {"format_version": FORMAT_VERSION, "stages": {}}
+    version = run.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{store.path(RUN_FILE)}: store format version {version!r} is newer than this condi-pipe "
+            f"understands ({FORMAT_VERSION}); upgrade condi-pipe"
+        )
+    return run
+
+
+def stage_record(store: Store, stage: str) -> dict[str, Any]:
+    return read_run(store)["stages"].get(stage, {})
+
+
+def set_stage(store: Store, stage: str, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the stage's record and write run.json atomically."""
+    run = read_run(store)
+    record = dict(run["stages"].get(stage, {}))
+    record.update(fields)
+    record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run["stages"][stage] = record
+    run["format_version"] = FORMAT_VERSION
+    run["versions"] = software_versions()
+    store.write_json(RUN_FILE, run)
+    return record
+
+
+def clear_stage(store: Store, stage: str) -> None:
+    run = read_run(store)
+    if stage in run["stages"]:
+        del run["stages"][stage]
+        store.write_json(RUN_FILE, run)
