@@ -113,6 +113,6 @@ def softmax_entropy(values: Any, from_logits: bool = True, axis: int = -1) -> An
         shifted = values - values.max(axis=axis, keepdims=True)
         log_normaliser = np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         log_p = shifted - log_normaliser
-        return -(np.exp(log_p) * log_p).sum(axis=axis)
+        return 0.0 - (np.exp(log_p) * log_p).sum(axis=axis)  # "0.0 -" turns -0.0 into 0.0
     # log(1) = 0 stands in for log(0), so zero probabilities contribute 0 log 0 = 0 without a warning
-    return -(values * np.log(np.where(values > 0, values, 1.0))).sum(axis=axis)
+    return 0.0 - (values * np.log(np.where(values > 0, values, 1.0))).sum(axis=axis)

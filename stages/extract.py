@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.storage import clip_array, staging, tables
@@ -204,7 +205,7 @@ def _extract(store: Store, request: ExtractRequest, executor: ExecutorOptions, q
     pending = [e for e in plan.entries if staging_key(e.path) not in done]
     for _ in run_tasks(decode_task, pending, executor, desc="decode", quiet=quiet,
                        common=(plan.root, store.url, request.decode)):
-        pass
+        faults.checkpoint("extract.decoded")
     metas = {e.path: staging.staged_meta(store, EXTRACT.name, staging_key(e.path)) for e in plan.entries}
     layout = _layout(plan, metas)
 
@@ -214,16 +215,18 @@ def _extract(store: Store, request: ExtractRequest, executor: ExecutorOptions, q
         clip_array.create_clip_array(store, layout.n_clips, request.clips_per_shard)
     todo = [(i, s, e, _shard_sources(layout, s, e)) for i, (s, e) in enumerate(shards) if f"{i:07d}" not in written]
     for _ in run_tasks(write_shard_task, todo, executor, desc="write shards", quiet=quiet, common=(store.url,)):
-        pass
+        faults.checkpoint("extract.shard")
 
     videos_table, clips_table = _manifests(plan, layout, request.decode)
     failures = _failure_rows(plan, metas)
     store.write_table(tables.VIDEOS, videos_table)
     store.write_table(tables.CLIPS, clips_table)
+    faults.checkpoint("extract.tables")
     store.write_table(tables.FAILURES, tables.table_from_rows(failures, tables.FAILURES_SCHEMA))
     errors = sum(r["severity"] == "error" for r in failures)
     counts = dict(videos=len(layout.videos), clips=layout.n_clips, errors=errors, warnings=len(failures) - errors)
     run.done(counts, classes=plan.classes)
+    faults.checkpoint("extract.done")
     staging.clear_staging(store, EXTRACT.name)
     staging.clear_staging(store, SHARDS_STAGE)
     return ExtractSummary(**counts, skipped=False)

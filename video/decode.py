@@ -94,6 +94,8 @@ def _failure_from_log(path: str, stderr: str, returncode: int) -> DecodeError:
         return DecodeError("unknown-codec", f"{path}: no decoder for its video codec ({codec_line})")
     if "matches no streams" in stderr or ("Stream #" in stderr and "Video:" not in stderr):
         return DecodeError("no-video-stream", f"{path}: has no video stream")
+    if "detected only with low score" in stderr:
+        return DecodeError("invalid-data", f"{path}: not a video file (ffmpeg cannot recognise its format)")
     if "moov atom not found" in stderr:
         return DecodeError("truncated", f"{path}: truncated or not a complete MP4/MOV (moov atom not found)")
     if "Invalid data found" in stderr:

@@ -1,0 +1,23 @@
+"""Fault injection for the resume tests: ``CONDI_PIPE_KILL_AT=point:n`` SIGKILLs this process the n-th time
+it passes ``point``. Unset (always, outside tests), it costs one dictionary lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+KILL_ENV = "CONDI_PIPE_KILL_AT"
+_passes: Counter = Counter()
+
+
+def checkpoint(point: str) -> None:
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    name, _, count = spec.partition(":")
+    if name != point:
+        return
+    _passes[point] += 1
+    if _passes[point] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
