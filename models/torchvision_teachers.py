@@ -7,8 +7,8 @@ layer1..4, avgpool, fc), so a plain torchvision state dict loads without renamin
 
 from __future__ import annotations
 
-from torchvision.models import video as tv_video
 from torch import Tensor
+from torchvision.models import video as tv_video
 
 from .base import ClipModel, make_config
 from .registry import register_model

@@ -50,7 +50,7 @@ def dask_client(options: ExecutorOptions):
             n_workers=options.workers,
             threads_per_worker=1,
             processes=not options.in_process,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: several pipelines may run on one machine
             silence_logs=40,
         ) as cluster, Client(cluster) as client:
             yield client

@@ -91,14 +91,14 @@ def decode_task(entry: VideoEntry, root: str, store_url: str, options: DecodeOpt
             fps=decoded.info.fps, rotation=decoded.info.rotation, file_size=os.path.getsize(path),
             sha256=file_sha256(path), warnings=decoded.warnings,
         )
-        clips = decoded.clips
+        arrays = {"clips": decoded.clips}
     except DecodeError as exc:
         meta.update(status="failed", kind=exc.kind, message=str(exc))
-        clips = None
+        arrays = None
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop the others
         meta.update(status="failed", kind="decode-error", message=f"{path}: {type(exc).__name__}: {exc}")
-        clips = None
-    staging.stage_array(store, EXTRACT.name, staging_key(entry.path), clips, meta)
+        arrays = None
+    staging.stage_item(store, EXTRACT.name, staging_key(entry.path), arrays, meta)
     return meta
 
 
@@ -122,9 +122,9 @@ def write_shard_task(shard: tuple[int, int, int, list[tuple[str, int, int]]], st
     array = clip_array.open_clip_array(store, read_only=False)
     parts = []
     for key, lo, hi in layout_slices:
-        parts.append(staging.staged_array(store, EXTRACT.name, key)[lo:hi])
+        parts.append(staging.staged_arrays(store, EXTRACT.name, key)["clips"][lo:hi])
     clip_array.write_clip_range(array, start, np.concatenate(parts))
-    staging.stage_array(store, SHARDS_STAGE, f"{index:07d}", None, {"start": start, "stop": stop})
+    staging.stage_item(store, SHARDS_STAGE, f"{index:07d}", None, {"start": start, "stop": stop})
     return index
 
 

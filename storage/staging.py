@@ -20,12 +20,12 @@ def _rel(stage: str, key: str, suffix: str) -> str:
     return f"{STAGING}/{stage}/{key}{suffix}"
 
 
-def stage_array(store: Store, stage: str, key: str, array: np.ndarray, meta: dict) -> None:
-    """Stage an array and its metadata; the metadata is written last and marks the item complete."""
-    if array is not None:
+def stage_item(store: Store, stage: str, key: str, arrays: dict[str, np.ndarray] | None, meta: dict) -> None:
+    """Stage named arrays and their metadata; the metadata is written last and marks the item complete."""
+    if arrays:
         buf = io.BytesIO()
-        np.save(buf, array, allow_pickle=False)
-        store.write_bytes(_rel(stage, key, ".npy"), buf.getvalue())
+        np.savez(buf, **arrays)
+        store.write_bytes(_rel(stage, key, ".npz"), buf.getvalue())
     store.write_bytes(_rel(stage, key, ".json"), json.dumps(meta, sort_keys=True).encode())
 
 
@@ -38,8 +38,9 @@ def staged_keys(store: Store, stage: str) -> set[str]:
     return {name[: -len(".json")] for name in store.listdir(STAGING, stage) if name.endswith(".json")}
 
 
-def staged_array(store: Store, stage: str, key: str) -> np.ndarray:
-    return np.load(io.BytesIO(store.read_bytes(_rel(stage, key, ".npy"))), allow_pickle=False)
+def staged_arrays(store: Store, stage: str, key: str) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(store.read_bytes(_rel(stage, key, ".npz"))), allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
 
 
 def clear_staging(store: Store, stage: str) -> None:

@@ -23,8 +23,9 @@ Design (fixed; every number is a module constant below and a :class:`SynthConfig
   ``P_INFORMATIVE`` for short videos).
 * Appearance is sampled independently of the class: object shape (:data:`SHAPES`, all marked by an off-centre
   dot so rotation is visible), colour (kept at least :data:`MIN_OBJECT_CONTRAST` away from the background's
-  colours), size, orientation; background texture (:data:`TEXTURES`) with its scale, angle, edge sharpness and
-  two colours; global brightness gain and sensor noise.
+  colours), size (static sizes follow the same distribution as the Grow/Shrink sizes in a random frame),
+  orientation; background texture (:data:`TEXTURES`) with its scale, angle, edge sharpness and two colours;
+  global brightness gain and sensor noise.
 
 Motion and continuity
 ---------------------
@@ -59,12 +60,14 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
 import multiprocessing
 import os
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +126,9 @@ MIN_INFORMATIVE_CLIPS = 1
 
 #: Object shapes (circumradius 1 in object units; each carries a marker dot so rotation is visible).
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ellipse")
-#: Object circumradius in pixels (the size a Grow/Shrink object has at mid-clip).
+#: Base object circumradius ``r`` in pixels: a Grow/Shrink object's radius at mid-clip. Objects of the other
+#: classes keep the radius ``r * ratio ** (f - 0.5)`` (``ratio`` from SCALE_RATIO, ``f`` uniform in [0, 1]): the
+#: same distribution as a Grow/Shrink object's radius in a random frame, so size says nothing about the class.
 OBJECT_RADIUS = (14.0, 24.0)
 #: Marker dot centre, in object radii from the object centre along the object's orientation.
 MARKER_OFFSET = 0.5
@@ -138,7 +143,7 @@ TRANSLATE_SPEED = (1.5, 3.5)
 ROTATE_SPEED_DEG = (3.0, 8.0)
 #: Grow/Shrink size ratio between the last and first frame of a clip (radius goes r/sqrt(ratio) -> r*sqrt(ratio)).
 SCALE_RATIO = (1.6, 2.4)
-#: Oscillate* amplitude in pixels.
+#: Oscillate* amplitude in pixels (capped at half the frame side minus the radius, so the object stays in frame).
 OSCILLATE_AMPLITUDE = (15.0, 35.0)
 #: Oscillate* period in frames (<= 2 * (CLIP_FRAMES - 1), so every clip holds a direction reversal).
 OSCILLATE_PERIOD = (10.0, 24.0)
@@ -405,9 +410,23 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(p - (a + t * ab)))
 
 
-def _sample_look(rng: np.random.Generator, config: SynthConfig, background: Background) -> Look:
+def _sample_size(rng: np.random.Generator, cls: int, config: SynthConfig) -> tuple[float, float]:
+    """(radius, scale ratio) of an object of class ``cls``.
+
+    Grow/Shrink objects have radius ``r`` at mid-clip and sweep ``r * ratio ** (f - 0.5)``, f in [0, 1], over each
+    clip. Every other object keeps one radius drawn from that same distribution (``f`` uniform), so the size seen
+    in any frame carries no information about the class.
+    """
+    base = _uniform(rng, config.object_radius)
+    ratio = _uniform(rng, config.scale_ratio)
+    f = _uniform(rng, (0.0, 1.0))
+    if CLASSES[cls] in ("Grow", "Shrink"):
+        return base, ratio
+    return base * ratio ** (f - 0.5), 1.0
+
+
+def _sample_look(rng: np.random.Generator, config: SynthConfig, background: Background, radius: float) -> Look:
     shape = config.shapes[int(rng.integers(len(config.shapes)))]
-    radius = _uniform(rng, config.object_radius)
     a, b = np.array(background.colour1), np.array(background.colour2)
     best, best_dist = None, -1.0
     for _ in range(64):  # rejection sampling for contrast; keeps the most distant draw if none qualifies
@@ -453,7 +472,9 @@ def motion_extent(look: Look, motion: Motion) -> float:
     return look.radius * math.sqrt(motion.scale_ratio)
 
 
-def _sample_motion(rng: np.random.Generator, cls: int, look: Look, config: SynthConfig, *, in_clip: bool) -> Motion:
+def _sample_motion(
+    rng: np.random.Generator, cls: int, look: Look, ratio: float, config: SynthConfig, *, in_clip: bool
+) -> Motion:
     """Motion of class ``cls``. ``in_clip``: a distractor that must stay fully in frame for one clip (no wrap)."""
     name = CLASSES[cls]
     w, h = config.frame_width, config.frame_height
@@ -480,7 +501,6 @@ def _sample_motion(rng: np.random.Generator, cls: int, look: Look, config: Synth
         x0, y0 = _uniform(rng, (r, w - r)), _uniform(rng, (r, h - r))
         return Motion(cls, x0, y0, angle0, sign * speed)
     if name in ("Grow", "Shrink"):
-        ratio = _uniform(rng, config.scale_ratio)
         ext = r * math.sqrt(ratio)
         x0, y0 = _uniform(rng, (ext, w - ext)), _uniform(rng, (ext, h - ext))
         return Motion(cls, x0, y0, angle0, 0.0, scale_ratio=ratio)
@@ -490,6 +510,7 @@ def _sample_motion(rng: np.random.Generator, cls: int, look: Look, config: Synth
         phase = _uniform(rng, (0.0, 2 * math.pi))
         horizontal = name == "OscillateHorizontal"
         along, across = (w, h) if horizontal else (h, w)
+        amplitude = min(amplitude, along / 2.0 - r)  # a big object oscillating vertically stays in frame
         p = _uniform(rng, (r + amplitude, along - r - amplitude))
         q = _uniform(rng, (r, across - r))
         x0, y0 = (p, q) if horizontal else (q, p)
@@ -509,8 +530,9 @@ def _sample_clip(
     if kind == "distractor":
         others = [c for c in range(len(CLASSES)) if c != label]
         cls = others[int(rng.integers(len(others)))]
-        look = _sample_look(rng, config, background)
-        motion = _sample_motion(rng, cls, look, config, in_clip=True)
+        radius, ratio = _sample_size(rng, cls, config)
+        look = _sample_look(rng, config, background, radius)
+        motion = _sample_motion(rng, cls, look, ratio, config, in_clip=True)
         margin = (_uniform(rng, config.block_margin), _uniform(rng, config.block_margin))
         return ClipPlan(kind, distractor_look=look, distractor_motion=motion, block_margin=margin, block_colour=_rgb(rng))
     if kind == "occlusion":
@@ -540,8 +562,9 @@ def plan_video(index: int, config: SynthConfig = SynthConfig()) -> VideoPlan:
     n_clips = int(rng.integers(config.min_clips, config.max_clips + 1))
     kinds = sample_clip_kinds(rng, n_clips, config)
     background = _sample_background(rng, config)
-    look = _sample_look(rng, config, background)
-    motion = _sample_motion(rng, label, look, config, in_clip=False)
+    radius, ratio = _sample_size(rng, label, config)
+    look = _sample_look(rng, config, background, radius)
+    motion = _sample_motion(rng, label, look, ratio, config, in_clip=False)
     gain = _uniform(rng, config.brightness_gain)
     sensor = _uniform(rng, config.sensor_noise_std)
     clips = tuple(_sample_clip(rng, kind, label, background, config) for kind in kinds)
@@ -720,6 +743,21 @@ def _sample_background_view(tile: np.ndarray, ox: float, oy: float, h: int, w: i
     return top * (1 - fy) + bottom * fy
 
 
+@functools.lru_cache(maxsize=1)
+def _normal_quantiles() -> np.ndarray:
+    """The 65536 standard-normal quantiles at (i + 0.5) / 65536 (float32; tails cut at about 4.3 sigma)."""
+    dist = statistics.NormalDist()
+    n = 1 << 16
+    return np.array([dist.inv_cdf((i + 0.5) / n) for i in range(n)], dtype=np.float32)
+
+
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    """Gaussian noise of standard deviation ``std`` (float32), by inverse-CDF lookup of 16-bit uniform draws
+    (3x faster than ``standard_normal``, which dominated the rendering time)."""
+    table = _normal_quantiles() * np.float32(std)
+    return table[rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)]
+
+
 class RenderedVideo(NamedTuple):
     """One video's pixels and ground truth, before encoding."""
 
@@ -783,9 +821,7 @@ def _render_clips(plan: VideoPlan, config: SynthConfig, *, with_alpha: bool = Fa
             frames *= np.float32(clip.noise_contrast)
             frames += 127.5
             std = math.sqrt(std * std + clip.noise_std * clip.noise_std)
-        noise = pixel_rng.standard_normal(frames.shape, dtype=np.float32)
-        noise *= np.float32(std)
-        frames += noise
+        frames += gaussian_noise(pixel_rng, frames.shape, std)
         np.clip(frames, 0.0, 255.0, out=frames)
         out = np.rint(frames).astype(np.uint8)
         yield out, states, camera, (alpha if with_alpha else None)

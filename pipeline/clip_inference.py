@@ -1,0 +1,135 @@
+"""Run a model over whole videos, one video's clips as one batch, timing each video as it would be served.
+
+Used by ``teacher-cache`` and ``score``: videos are split into groups of about ``clips_per_group`` clips,
+each group is one Dask task that stages its outputs, and the stage assembles the groups in video order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name,
+                                               load_state_bytes, timed)
+from condi_pipe.storage import staging
+from condi_pipe.storage.clip_array import open_clip_array
+from condi_pipe.storage.manifests import VideoSet
+from condi_pipe.storage.store import Store
+
+MAX_BATCH = 64  # a longer video runs in chunks of this many clips; their times add up
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A picklable recipe for a model: its registry name, width, class count and weights.
+
+    Weights come from a local checkpoint file (``weights_path``, any format ``load_weights`` accepts), or a
+    state dict inside the store (``store_weights``, written by ``teacher-train`` or ``distill``), or neither
+    (random init: only for tests and timing).
+    """
+
+    name: str
+    num_classes: int
+    width: float | None = None
+    weights_path: str | None = None
+    store_weights: str | None = None
+    reset_head: bool = False
+
+    def build(self, store: Store | None = None):
+        from condi_pipe.models import build_model, load_weights
+
+        model = build_model(self.name, num_classes=self.num_classes, width=self.width)
+        if self.weights_path:
+            load_weights(model, self.weights_path, reset_head=self.reset_head)
+        elif self.store_weights:
+            if store is None:
+                raise ValueError(f"{self.store_weights}: weights inside a store need the store")
+            model.load_state_dict(load_state_bytes(store.read_bytes(self.store_weights)))
+        return model
+
+
+_MODELS: dict = {}  # per process: a worker builds each model once, not once per task
+
+
+def cached_model(ref: ModelRef, store: Store, runtime: RuntimeOptions, workers: int):
+    key = (ref, store.url, runtime, workers)
+    if key not in _MODELS:
+        _MODELS.clear()
+        configure_threads(runtime, workers)
+        device = runtime.torch_device()
+        model = ref.build(store).to(device).eval()
+        with torch.inference_mode(), autocast(runtime, device):
+            model(torch.zeros(2, 3, 16, 112, 112, device=device))  # warm-up: first-call allocations are not timed
+        _MODELS[key] = model
+    return _MODELS[key]
+
+
+class VideoGroup(NamedTuple):
+    key: str
+    videos: VideoSet
+
+
+def group_videos(videos: VideoSet, clips_per_group: int = 256) -> list[VideoGroup]:
+    """Consecutive videos in groups of at least ``clips_per_group`` clips (the last may be smaller)."""
+    groups, start, total = [], 0, 0
+    for i, n in enumerate(videos.clips):
+        total += int(n)
+        if total >= clips_per_group or i == len(videos.clips) - 1:
+            mask = np.zeros(len(videos.clips), bool)
+            mask[start : i + 1] = True
+            groups.append(VideoGroup(f"{len(groups):07d}", videos.subset(mask)))
+            start, total = i + 1, 0
+    return groups
+
+
+def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: RuntimeOptions, workers: int,
+                stage: str) -> dict:
+    """Run ``ref`` over each video of ``group`` and stage logits, features, confidence and per-video time."""
+    store = Store(store_url)
+    model = cached_model(ref, store, runtime, workers)
+    device = runtime.torch_device()
+    clips_array = open_clip_array(store)
+    logits, features, confidence, seconds = [], [], [], []
+    for first, n in zip(group.videos.first_clip, group.videos.clips):
+        clips = torch.from_numpy(np.ascontiguousarray(clips_array[int(first) : int(first + n)]))
+        video_seconds = 0.0
+        for lo in range(0, int(n), MAX_BATCH):
+            batch = clips[lo : lo + MAX_BATCH]
+
+            def forward(batch=batch):
+                with torch.inference_mode(), autocast(runtime, device):
+                    return model(model.preprocess(batch.to(device)))
+
+            out, took = timed(forward, device)
+            video_seconds += took
+            logits.append(out.logits.float().cpu().numpy())
+            features.append(out.features.float().cpu().numpy())
+            if out.confidence is not None:
+                confidence.append(out.confidence.float().cpu().numpy())
+        seconds.append(video_seconds)
+    arrays = {"logits": np.concatenate(logits).astype(np.float32),
+              "features": np.concatenate(features).astype(np.float16),
+              "seconds": np.asarray(seconds, np.float64)}
+    if confidence:
+        arrays["confidence"] = np.concatenate(confidence).astype(np.float32)
+    bad = ~np.isfinite(arrays["logits"]).all(axis=1)
+    if bad.any():
+        clip_id = int(group.videos.clip_ids[np.argmax(bad)])
+        raise FloatingPointError(f"{store.url}: {ref.name} produced NaN or Inf logits for clip {clip_id}")
+    meta = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+            "pid": os.getpid()}
+    staging.stage_item(store, stage, group.key, arrays, meta)
+    return meta
+
+
+def assemble_groups(store: Store, stage: str, groups: list[VideoGroup]) -> dict[str, np.ndarray]:
+    """Concatenate the staged arrays of every group in order."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for group in groups:
+        for name, values in staging.staged_arrays(store, stage, group.key).items():
+            parts.setdefault(name, []).append(values)
+    return {name: np.concatenate(values) for name, values in parts.items()}

@@ -1,0 +1,85 @@
+"""Where and how models run: device, threads, bf16 autocast, and honest timing of a forward pass."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1"
+    threads: int | None = None  # intra-op threads per process; None: the cores divided among the workers
+    bf16: bool = False  # bfloat16 autocast (fast on CPUs with AVX-512 bf16 and on recent GPUs)
+
+    def torch_device(self) -> torch.device:
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
+        return device
+
+
+def configure_threads(options: RuntimeOptions, workers: int = 1) -> int:
+    threads = options.threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def autocast(options: RuntimeOptions, device: torch.device):
+    if not options.bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Timed(NamedTuple):
+    value: object
+    seconds: float
+
+
+def timed(fn, device: torch.device) -> Timed:
+    """Wall time of ``fn()``, waiting for queued GPU work before and after so the time is the model's."""
+    synchronize(device)
+    start = time.perf_counter()
+    value = fn()
+    synchronize(device)
+    return Timed(value, time.perf_counter() - start)
+
+
+def load_state_bytes(data: bytes) -> dict:
+    """A state dict from bytes, never executing pickled code."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,131 @@
+"""Stage ``teacher-cache``: run the teacher once over every clip and keep everything later stages need.
+
+Writes ``teacher/<name>/``: logits (float32), pooled features (float16), a per-clip table (prediction, max
+probability, entropy, probability of the true class, and the confidence label z = [top-1 == label], Eq. 1),
+and per-video timings measured with each video's clips as one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from condi_pipe.pipeline import faults
+from condi_pipe.pipeline.clip_inference import ModelRef, assemble_groups, group_videos, infer_group
+from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.stage import define_stage, stage_run
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.storage import clip_outputs, staging, tables
+from condi_pipe.storage.manifests import class_names, load_videos
+from condi_pipe.storage.store import Store
+
+TEACHER_CACHE = define_stage(
+    "teacher-cache",
+    reads=("extract",),
+    writes=("teacher/{key}", "staging/teacher-cache-{key}"),
+    summary="run the teacher once over every clip; cache logits, features, predictions, z and timings",
+)
+
+
+@dataclass(frozen=True)
+class TeacherCacheRequest:
+    teacher: ModelRef
+    runtime: RuntimeOptions = RuntimeOptions()
+    clips_per_group: int = 256
+
+    def config(self) -> dict:
+        return asdict(self)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def clip_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-clip prediction, max probability, entropy (nats), true-class probability and z (Eq. 1)."""
+    probs = softmax(logits.astype(np.float64))
+    pred = probs.argmax(axis=1)
+    entropy = -(probs * np.log(np.clip(probs, 1e-30, None))).sum(axis=1)
+    return {
+        "pred": pred.astype(np.int32),
+        "max_prob": probs.max(axis=1).astype(np.float32),
+        "entropy": entropy.astype(np.float32),
+        "true_prob": probs[np.arange(len(labels)), labels].astype(np.float32),
+        "z": (pred == labels).astype(np.int8),
+    }
+
+
+def teacher_cache(
+    store: Store,
+    request: TeacherCacheRequest,
+    executor: ExecutorOptions = ExecutorOptions(workers=1),
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Cache ``request.teacher``'s outputs for every clip of every split; resumable per video group."""
+    name = request.teacher.name
+    key = f"{TEACHER_CACHE.name}/{name}"
+    stage_name = f"teacher-cache-{name}"
+    with stage_run(store, TEACHER_CACHE, request.config(), force=force, record_key=key, log=log) as run:
+        if run.skip:
+            return run.previous.get("counts", {})
+        videos = load_videos(store)
+        groups = group_videos(videos, request.clips_per_group)
+        done = staging.staged_keys(store, stage_name)
+        todo = [g for g in groups if g.key not in done]
+        metas = []
+        for _, meta in run_tasks(infer_group, todo, executor, desc=f"teacher {name}", quiet=quiet,
+                                 common=(store.url, request.teacher, request.runtime, max(executor.workers, 1),
+                                         stage_name)):
+            metas.append(meta)
+            faults.checkpoint("teacher-cache.group")
+        outputs = assemble_groups(store, stage_name, groups)
+        device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
+        counts = _publish(store, name, request, videos, outputs, device)
+        run.done(counts)
+        staging.clear_staging(store, stage_name)
+    log(f"teacher-cache {name}: {counts['clips']} clips, clip accuracy {counts['clip_accuracy']:.1%}, "
+        f"{counts['ms_per_clip']:.1f} ms/clip on {device.get('device_name', '?')}")
+    return counts
+
+
+def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outputs, device: dict) -> dict:
+    split_of = dict(zip(*(store.read_table(tables.VIDEOS, columns=["video_id", "split"]).column(c).to_pylist()
+                          for c in ("video_id", "split"))))
+    clip_video = np.repeat(videos.video_id, videos.clips)
+    labels = np.repeat(videos.label, videos.clips)
+    stats = clip_statistics(outputs["logits"], labels)
+    clips = pa.table({
+        "clip_id": pa.array(videos.clip_ids, pa.int64()),
+        "video_id": pa.array(clip_video, pa.int64()),
+        "split": pa.array([split_of[v] for v in clip_video], pa.string()),
+        "label": pa.array(labels.astype(np.int32)),
+        **{k: pa.array(v) for k, v in stats.items()},
+    })
+    seconds = outputs["seconds"]
+    video_table = pa.table({
+        "video_id": pa.array(videos.video_id, pa.int64()),
+        "split": pa.array([split_of[v] for v in videos.video_id], pa.string()),
+        "clips": pa.array(videos.clips.astype(np.int32)),
+        "seconds": pa.array(seconds, pa.float64()),
+    })
+    meta = {
+        "model": name, "width": request.teacher.width, "num_classes": request.teacher.num_classes,
+        "weights": request.teacher.weights_path or request.teacher.store_weights,
+        "bf16": request.runtime.bf16, "device": device.get("device"), "device_name": device.get("device_name"),
+        "threads": device.get("threads"), "timing": "wall time of one forward pass over each video's clips as one batch",
+        "classes": class_names(store),
+    }
+    clip_outputs.write_outputs(store, clip_outputs.teacher_folder(name),
+                               {"logits": outputs["logits"], "features": outputs["features"]}, clips, video_table, meta)
+    total_clips = int(videos.clips.sum())
+    return {"videos": int(len(videos.video_id)), "clips": total_clips,
+            "clip_accuracy": float(stats["z"].mean()) if total_clips else 0.0,
+            "ms_per_clip": float(1000 * seconds.sum() / max(total_clips, 1))}

@@ -1,0 +1,80 @@
+"""Per-clip model outputs in the store: the teacher cache (``teacher/<name>/``) and student scores
+(``scores/<run>/``) share one layout:
+
+- ``<name>.zarr`` per array, rows aligned with ``clips.parquet`` (logits float32, features float16, ...)
+- ``clips.parquet``: one row per clip, the columns the report reads (predictions, z, ranking scores)
+- ``videos.parquet``: one row per video: clip count and the measured model time for its clips as one batch
+- ``meta.json``: model, weights, device name, thread count, dtype
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.store import Store
+
+TEACHER_ROOT = "teacher"
+SCORES_ROOT = "scores"
+ROWS_PER_CHUNK = 4096
+
+
+def teacher_folder(name: str) -> str:
+    return posixpath.join(TEACHER_ROOT, name)
+
+
+def scores_folder(run: str) -> str:
+    return posixpath.join(SCORES_ROOT, run)
+
+
+def write_outputs(store: Store, folder: str, arrays: dict[str, np.ndarray], clips: pa.Table, videos: pa.Table,
+                  meta: dict) -> None:
+    """Write a complete output folder; ``meta.json`` goes last and marks it complete."""
+    import zarr
+
+    store.remove(folder, "meta.json")
+    for name, values in arrays.items():
+        array = zarr.create_array(
+            store=store.zarr_store(posixpath.join(folder, f"{name}.zarr")),
+            shape=values.shape, dtype=values.dtype, overwrite=True,
+            chunks=(ROWS_PER_CHUNK, *values.shape[1:]), fill_value=0,
+        )
+        if len(values):
+            array[...] = values
+    store.write_table(posixpath.join(folder, "clips.parquet"), clips)
+    store.write_table(posixpath.join(folder, "videos.parquet"), videos)
+    store.write_json(posixpath.join(folder, "meta.json"), meta)
+
+
+def is_complete(store: Store, folder: str) -> bool:
+    return store.exists(folder, "meta.json")
+
+
+def _check(store: Store, folder: str) -> None:
+    if not is_complete(store, folder):
+        raise StoreError(f"{store.path(folder)}: no complete outputs here (run the stage that writes them)")
+
+
+def read_meta(store: Store, folder: str) -> dict:
+    _check(store, folder)
+    return store.read_json(posixpath.join(folder, "meta.json"))
+
+
+def read_array(store: Store, folder: str, name: str) -> np.ndarray:
+    import zarr
+
+    _check(store, folder)
+    return zarr.open_array(store=store.zarr_store(posixpath.join(folder, f"{name}.zarr"), read_only=True), mode="r")[:]
+
+
+def read_clips(store: Store, folder: str, columns: list[str] | None = None) -> pa.Table:
+    _check(store, folder)
+    return store.read_table(posixpath.join(folder, "clips.parquet"), columns=columns)
+
+
+def read_videos(store: Store, folder: str, columns: list[str] | None = None) -> pa.Table:
+    _check(store, folder)
+    return store.read_table(posixpath.join(folder, "videos.parquet"), columns=columns)

@@ -1,0 +1,78 @@
+"""Read the extract stage's manifests: videos and clips of a split, the class names, and clip arrays."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow.compute as pc
+
+from condi_pipe.storage import tables
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.run_state import stage_record
+from condi_pipe.storage.store import Store
+
+
+class VideoSet(NamedTuple):
+    """Videos of one split in clip-id order, as flat arrays (the layout every stage iterates over)."""
+
+    video_id: np.ndarray  # int64 (V,)
+    label: np.ndarray  # int64 (V,)
+    first_clip: np.ndarray  # int64 (V,)
+    clips: np.ndarray  # int64 (V,)
+
+    @property
+    def clip_ids(self) -> np.ndarray:
+        """Clip ids of every video, concatenated in video order."""
+        if len(self.clips) == 0:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.arange(f, f + n) for f, n in zip(self.first_clip, self.clips)])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(V + 1,) start of each video within ``clip_ids``."""
+        return np.concatenate([[0], np.cumsum(self.clips)]).astype(np.int64)
+
+    def subset(self, mask: np.ndarray) -> "VideoSet":
+        return VideoSet(*(a[mask] for a in self))
+
+
+def class_names(store: Store) -> list[str]:
+    record = stage_record(store, "extract")
+    if record.get("state") != "done":
+        raise StoreError(f"{store.url}: extract has not finished; run `condi-pipe extract` first")
+    return list(record["classes"])
+
+
+def available_splits(store: Store) -> list[str]:
+    return sorted(set(store.read_table(tables.VIDEOS, columns=["split"]).column("split").to_pylist()))
+
+
+def load_videos(store: Store, split: str | None = None) -> VideoSet:
+    """Videos of ``split`` (all splits when None), sorted by video id."""
+    table = store.read_table(tables.VIDEOS, columns=["video_id", "label", "first_clip", "clips", "split"])
+    if split is not None:
+        if split not in set(table.column("split").to_pylist()):
+            raise StoreError(f"{store.path(tables.VIDEOS)}: no videos in split '{split}' "
+                             f"(splits: {', '.join(available_splits(store)) or 'none'})")
+        table = table.filter(pc.equal(table.column("split"), split))
+    table = table.sort_by("video_id")
+    return VideoSet(*(table.column(c).to_numpy().astype(np.int64) for c in ("video_id", "label", "first_clip", "clips")))
+
+
+def eval_split(store: Store) -> str:
+    """The split results are reported on: ``test`` if the dataset has one, else ``val``."""
+    splits = available_splits(store)
+    return "test" if "test" in splits or "val" not in splits else "val"
+
+
+def read_clip_batch(array, clip_ids: np.ndarray) -> np.ndarray:
+    """uint8 (len(ids), 16, 112, 112, 3) for any clip ids; contiguous ids are read as one slice."""
+    ids = np.asarray(clip_ids, dtype=np.int64)
+    if len(ids) and np.all(np.diff(ids) == 1):
+        return array[int(ids[0]) : int(ids[-1]) + 1]
+    order = np.argsort(ids, kind="stable")
+    data = array.get_orthogonal_selection((ids[order],))
+    out = np.empty_like(data)
+    out[order] = data
+    return out

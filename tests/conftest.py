@@ -1,0 +1,64 @@
+"""Shared pytest fixtures, in sections by topic. Tests run with ``--import-mode=importlib``, so shared helpers
+live here as fixtures rather than in an importable module."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
+
+# ---------------------------------------------------------------------------------------------------------
+# Video fixtures: the real files in ../shared/media and tiny synthetic videos made with the bundled ffmpeg.
+# ---------------------------------------------------------------------------------------------------------
+
+MEDIA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """The real test videos (CI always checks out ../shared beside the repository)."""
+    assert (MEDIA_DIR / "README.md").is_file(), f"{MEDIA_DIR}: shared test media not found"
+    return MEDIA_DIR
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_video(tmp_path_factory):
+    """Factory ``ffmpeg_video(name, *args) -> Path``: run ``ffmpeg <args> <out>`` once per session.
+
+    ``name`` is the output file name (its extension picks the container); the same name returns the cached file,
+    so tests sharing a synthetic video encode it only once.
+    """
+    folder = tmp_path_factory.mktemp("ffmpeg_videos")
+    made: dict[str, tuple[tuple[str, ...], Path]] = {}
+
+    def make(name: str, *args: str) -> Path:
+        if name in made:
+            cached_args, cached = made[name]
+            assert cached_args == args, f"{name} was already made with other ffmpeg arguments"
+            return cached
+        out = folder / name
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args, str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0 and out.stat().st_size > 0, f"ffmpeg failed: {cmd}\n{proc.stderr}"
+        made[name] = (args, out)
+        return out
+
+    return make
+
+
+TESTSRC_FRAMES = 20
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(ffmpeg_video) -> dict[str, Path]:
+    """Tiny real videos (64x48 testsrc, 25 fps, 20 frames) per extension, in the codecs datasets use:
+    ``.mp4`` H.264 (Kinetics), ``.avi`` XviD MPEG-4 (UCF-101, HMDB-51), ``.webm`` VP9 (Something-Something V2)."""
+    src = ("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", str(TESTSRC_FRAMES), "-pix_fmt", "yuv420p")
+    return {
+        ".mp4": ffmpeg_video("tiny.mp4", *src, "-c:v", "libx264"),
+        ".avi": ffmpeg_video("tiny.avi", *src, "-c:v", "mpeg4", "-vtag", "XVID"),
+        ".webm": ffmpeg_video("tiny.webm", *src, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"),
+    }
