@@ -113,5 +113,58 @@ def status(store, as_json):
         click.echo(f"  {name:<28} {info['state']:<8} {counts}")
 
 
+@main.command()
+@click.option("--num-classes", type=click.IntRange(min=1), default=600, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A list of {name, width, role, params, flops}.")
+@_one_line_errors
+def models(num_classes, as_json):
+    """List every registered architecture and width with parameters and FLOPs per 16x112x112 clip."""
+    from condi_pipe.models import model_table
+
+    rows = model_table(num_classes)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'name':<22}{'width':>7}{'role':>9}{'params':>13}{'GFLOPs':>9}")
+    for row in rows:
+        width = "-" if row["width"] is None else f"{row['width']:g}"
+        click.echo(f"{row['name']:<22}{width:>7}{row['role']:>9}{row['params']:>13,}{row['flops'] / 1e9:>9.2f}")
+    click.echo(f"({num_classes}-class heads; FLOPs = 2 x multiply-accumulates of convolutions and linear layers, "
+               "measured by torch.utils.flop_counter)")
+
+
+@main.command()
+@click.option("--store", required=True, help="Store path or fsspec URL.")
+@click.option("--table", required=True, type=click.Choice(["3", "4", "accuracy", "oracle", "confidence"]),
+              help="3: time (accuracy) per K; 4: ConDi-SR with division; accuracy: every method against K; "
+                   "oracle: Dense against Oracle; confidence: FPR/AUROC of each score run.")
+@click.option("--teacher", default=None, help="Teacher cache name (needed when the store has several).")
+@click.option("--split", default=None, help="Split to report on (default: test, else val).")
+@click.option("--k", "k_values", default=None,
+              help="Clip budgets K, comma-separated (default 1,3,5,7; accuracy 1..10; oracle 1,5,10,15).")
+@click.option("--ks", "ks_values", default=None, help="Table 4: student clips K_s, comma-separated (default 0,1,3,5).")
+@click.option("--methods", default=None, help="Methods or score-run names, comma-separated (default per table).")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "latex"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Also write a PNG figure here.")
+@_one_line_errors
+def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot):
+    """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
+    from pathlib import Path
+
+    from condi_pipe.stages.report import build_report, plot_report, render
+
+    result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods)
+    text = render(result, fmt)
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"report: wrote table {table} to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+    if plot:
+        plot_report(result, plot)
+        click.echo(f"report: wrote {plot}", err=True)
+
+
 if __name__ == "__main__":
     main()

@@ -175,19 +175,28 @@ def test_non_square_pixels_widen_the_display_size(decoded):
     assert (info.width, info.height) == (round(340 * 1024 / 765), 256) == (455, 256)
 
 
-def test_anamorphic_circle_decodes_round(ffmpeg_video):
-    # Stored 64x128 with SAR 2:1 (display 128x128): an ellipse with radii 24 x 48 stored pixels is a circle of
-    # diameter 96 on display; ignoring the SAR would make it 2x taller than wide.
-    ellipse = "if(lte(pow((X-31.5)/24\\,2)+pow((Y-63.5)/48\\,2)\\,1)\\,255\\,0)"
+def _bright_extent(frame: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(frame.mean(axis=2) > 128)
+    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+@pytest.mark.parametrize("rotate", [None, "90"])
+def test_anamorphic_circle_decodes_round(ffmpeg_video, rotate):
+    # Stored 64x96, SAR 2:1 -> display 128x96 (96x128 when rotated); radii 20 x 40 stored = a circle of diameter 80
+    # on display, 80 * 128 / 96 = 107 after the short side is scaled to 128. Ignoring the SAR would make it twice as
+    # tall as wide; the SAR must also follow the stored width after autorotate has turned the picture.
+    ellipse = "if(lte(pow((X-31.5)/20\\,2)+pow((Y-47.5)/40\\,2)\\,1)\\,255\\,0)"
     path = ffmpeg_video(
-        "anamorphic_circle.mp4", "-f", "lavfi", "-i", f"color=black:size=64x128:rate=25,format=gray,geq=lum='{ellipse}'",
+        "anamorphic_ellipse.mp4", "-f", "lavfi", "-i", f"color=black:size=64x96:rate=25,format=gray,geq=lum='{ellipse}'",
         "-frames:v", "3", "-vf", "setsar=2", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+    if rotate:
+        path = ffmpeg_video(f"anamorphic_ellipse_rot{rotate}.mp4", "-display_rotation", rotate, "-i", str(path),
+                            "-c", "copy")
     video = decode_video(path)
-    assert (video.info.width, video.info.height) == (128, 128)
-    ys, xs = np.nonzero(video.clips[0, 0].mean(axis=2) > 128)
-    width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert (video.info.width, video.info.height) == ((96, 128) if rotate else (128, 96))
+    width, height = _bright_extent(video.clips[0, 0])
     assert abs(width - height) <= 2, (width, height)
-    assert abs(width - 96) <= 3, (width, height)  # short side 128 -> diameter 96, inside the 112 crop
+    assert abs(width - 107) <= 3, (width, height)
 
 
 # --- options ----------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def _failure_from_log(path: str, stderr: str, returncode: int) -> DecodeError:
 
 
 def decode_command(path: str, options: DecodeOptions) -> list[str]:
-    stream = ffmpeg.input(path).video
+    # An absolute path: a relative name with a colon would be read as a protocol ("a:b.mp4").
+    stream = ffmpeg.input(os.path.abspath(path)).video
     stream = stream.filter("scale", "iw*sar", "ih")
     if options.fps:
         stream = stream.filter("fps", fps=options.fps)

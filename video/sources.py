@@ -185,8 +185,11 @@ def kinetics(root: Path, annotations: Path | None, split: int) -> SourcePlan:
             builder.fail(f"row {line_no}", "bad-row", f"{where}: malformed row {dict(row)}")
             continue
         raw_split = (row.get("split") or "").strip()
-        candidates = [f"{raw_split}/{label}/{stem}.mp4", f"{raw_split}/{label.replace(' ', '_')}/{stem}.mp4",
-                      f"{stem}.mp4", f"{raw_split}/{stem}.mp4"]
+        # Downloaders name split folders by the CSV ("validate") or shortened ("val"), labels with spaces or "_".
+        split_dirs = dict.fromkeys([raw_split, split_name, *(k for k, v in SPLIT_NAMES.items() if v == split_name)])
+        label_dirs = dict.fromkeys([label, label.replace(" ", "_")])
+        candidates = [f"{d}/{lab}/{stem}.mp4" for d in split_dirs if d for lab in label_dirs]
+        candidates += [f"{lab}/{stem}.mp4" for lab in label_dirs] + [f"{stem}.mp4"]
         found = next((c for c in candidates if (root / c).is_file()), candidates[0])
         builder.add(found, label, split_name, where)
     return builder.plan()
@@ -234,7 +237,8 @@ def csv_source(root: Path, annotations: Path | None, split: int) -> SourcePlan:
         raise SourceError(f"{annotations}: the csv source needs a CSV file (pass --annotations FILE.csv)")
     with open(annotations, newline="", encoding="utf-8-sig") as fh:
         rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+    # A header is any first row whose first cell is not a video file name ("path,label", "video,class", ...).
+    if rows and not rows[0][0].strip().lower().endswith(VIDEO_EXTENSIONS):
         rows = rows[1:]
     classes = sorted({r[1].strip() for r in rows if len(r) > 1 and r[1].strip()})
     builder = _PlanBuilder(root, classes)
@@ -243,7 +247,7 @@ def csv_source(root: Path, annotations: Path | None, split: int) -> SourcePlan:
         if len(row) < 2:
             builder.fail(row[0] if row else f"row {line_no}", "bad-row", f"{where}: expected path,label[,split]")
             continue
-        rel = row[0].strip()
+        rel = row[0].strip().replace("\\", "/")  # the hash split must see the same path as the entry
         split_name = SPLIT_NAMES.get(row[2].strip().lower(), None) if len(row) > 2 else None
         builder.add(rel, row[1].strip(), split_name or _hash_split(posixpath.normpath(rel)), where)
     return builder.plan()

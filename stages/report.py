@@ -1,0 +1,1002 @@
+"""``condi-pipe report``: the paper's tables and figures, computed only from stored outputs (no model runs).
+
+Inputs (read through :mod:`condi_pipe.storage.clip_outputs`): one teacher cache ``teacher/<name>/``, every
+finished score run ``scores/<run>/`` made from that teacher, and training histories ``students/<run>/``.
+
+Tables (``table`` argument / ``--table``):
+
+* ``3``: time per video (accuracy) for K = 1, 3, 5, 7 and All (Dense) for ConDi-SR, Equidistant, BCE-Conf and
+  ST-Ent (the paper's Table 3); others (ST-Conf, Random, Oracle, Trivial-MT, ...) via ``methods``.
+* ``4``: ConDi-SR with division (type b): K_s of the K clips classified by the student (the paper's Table 4).
+* ``accuracy``: every available method against K, Dense as the reference (the paper's Fig. 4).
+* ``oracle``: Dense against Oracle at k = 1, 5, 10, 15 (the oracle case study).
+* ``confidence``: per score run, FPR of z~ > 0.5 and AUROC of its ranking score against the teacher's z on the
+  split, with the final epoch of its training history (the paper's Fig. 5 plots FPR per epoch).
+
+Everything is vectorised over videos: clips of a split sit in flat arrays with CSR offsets (video v owns clips
+``offsets[v]:offsets[v + 1]``), selections are boolean masks from :mod:`condi_pipe.methods.samplers`, and the
+only Python loops are over methods, K values and blocks of ~260k clips (to bound memory).
+
+Public API: :func:`build_report` -> :class:`ReportTable`, :func:`render`, :func:`plot_report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow.compute as pc
+
+from condi_pipe.methods import metrics, samplers
+from condi_pipe.methods.time_model import TimeBreakdown, mean_time, timed
+from condi_pipe.storage import clip_outputs, report_outputs
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.store import Store
+
+__all__ = [
+    "TABLES",
+    "FORMATS",
+    "ReportRow",
+    "ReportTable",
+    "build_report",
+    "render",
+    "plot_report",
+    "parse_int_list",
+]
+
+TABLES = ("3", "4", "accuracy", "oracle", "confidence")
+FORMATS = ("md", "csv", "json", "latex")
+DEFAULT_K = {
+    "3": (1, 3, 5, 7),
+    "4": (1, 3, 5, 7),
+    "accuracy": tuple(range(1, 11)),
+    "oracle": (1, 5, 10, 15),
+    "confidence": (),
+}
+DEFAULT_KS = (0, 1, 3, 5)
+TABLE3_METHODS = ("condi-sr", "equidistant", "bce-conf", "st-ent")
+BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant")
+CLIP_LOSSES = ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt")
+VIDEO_LOSSES = ("fewer-frames", "uniform-k")
+DISPLAY = {
+    "dense": "Dense",
+    "oracle": "Oracle",
+    "random": "Random",
+    "equidistant": "Equidistant",
+    "condi-sr": "ConDi-SR",
+    "bce-conf": "BCE-Conf",
+    "st-ent": "ST-Ent",
+    "st-conf": "ST-Conf",
+    "trivial-mt": "Trivial-MT",
+    "fewer-frames": "Fewer-frames",
+    "uniform-k": "Uniform-k",
+}
+RANDOM_SEEDS = (0, 1, 2)
+BLOCK_CLIPS = 1 << 18  # clips per block when reducing chosen softmax rows (bounds the float64 temporaries)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One result: ``method`` at clip budget ``k`` (None = All) with ``ks`` student clips (division only).
+
+    ``accuracy`` is top-1 video accuracy in percent; ``time_per_video_s`` the mean measured time per video.
+    ``extra`` holds the rest (display name, run, time parts, video count, seeds, FPR/AUROC, ...).
+    """
+
+    method: str
+    k: Optional[int]
+    ks: Optional[int]
+    accuracy: Optional[float]
+    time_per_video_s: Optional[float]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        row = {"method": self.method, "k": self.k, "ks": self.ks, "accuracy": self.accuracy,
+               "time_per_video_s": self.time_per_video_s}
+        row.update(self.extra)
+        return {key: _json_value(value) for key, value in row.items()}
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A finished table: machine rows, the human layout (``columns`` x ``cells``), and the footer."""
+
+    table: str
+    title: str
+    columns: tuple[str, ...]  # header of the human layout
+    cells: tuple[tuple[str, ...], ...]  # human layout, one tuple per line, aligned with ``columns``
+    rows: tuple[ReportRow, ...]  # machine rows (``render(..., "json")``)
+    footer: tuple[str, ...]  # how accuracy and time were obtained, devices, and notes on omitted methods
+    series: Mapping[str, Any] = field(default_factory=dict)  # extra plot data (per-epoch histories)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [row.to_json() for row in self.rows]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+class _Omit(Exception):
+    """A method cannot be computed from what the store holds; the message says why (shown as a note)."""
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def parse_int_list(text: Union[str, Iterable[int], None], name: str) -> Optional[tuple[int, ...]]:
+    """``"1,3,5"`` -> (1, 3, 5); an iterable of ints is validated; None stays None."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            values = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"{name} must be comma-separated integers, got '{text}'") from None
+    else:
+        values = tuple(text)
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"{name} must be integers, got {values!r}")
+        values = tuple(int(v) for v in values)
+    if not values:
+        raise ValueError(f"{name} is empty")
+    return tuple(dict.fromkeys(values))  # keep order, drop repeats
+
+
+def _norm(name: str) -> str:
+    return str(name).strip().lower().replace("_", "-")
+
+
+def _positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Index of every needle in ``haystack`` (unique values), -1 where absent."""
+    if len(haystack) == 0:
+        return np.full(len(needles), -1, dtype=np.int64)
+    sorter = np.argsort(haystack, kind="stable")
+    idx = np.searchsorted(haystack, needles, sorter=sorter)
+    found = sorter[np.clip(idx, 0, len(haystack) - 1)]
+    return np.where(haystack[found] == needles, found, -1).astype(np.int64)
+
+
+def _equals(column, value: str) -> np.ndarray:
+    """Boolean mask of a string column equal to ``value`` (nulls are not equal)."""
+    return pc.fill_null(pc.equal(column, value), False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _softmax_inplace(x: np.ndarray) -> np.ndarray:
+    """Row softmax of a float32 (M, C) array, in place, block by block."""
+    for lo in range(0, len(x), BLOCK_CLIPS):
+        block = x[lo : lo + BLOCK_CLIPS]
+        block -= block.max(axis=1, keepdims=True)
+        np.exp(block, out=block)
+        block /= block.sum(axis=1, keepdims=True)
+    return x
+
+
+def _blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Video ranges [v0, v1) of about BLOCK_CLIPS clips each."""
+    num_videos = len(offsets) - 1
+    cuts = np.searchsorted(offsets, np.arange(BLOCK_CLIPS, offsets[-1], BLOCK_CLIPS))
+    bounds = np.unique(np.concatenate([[0], cuts, [num_videos]]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _predict(probs: np.ndarray, offsets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`samplers.predict_videos` over blocks of videos (same result, bounded memory)."""
+    out = np.empty(len(offsets) - 1, dtype=np.int64)
+    for v0, v1 in _blocks(offsets):
+        c0, c1 = offsets[v0], offsets[v1]
+        out[v0:v1] = samplers.predict_videos(probs[c0:c1], offsets[v0 : v1 + 1] - c0, mask[c0:c1])
+    return out
+
+
+def _predict_division(teacher: np.ndarray, student: np.ndarray, offsets: np.ndarray, conf_ranks: np.ndarray,
+                      ent_ranks: np.ndarray, k: int, ks: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`samplers.predict_videos_division` over blocks: (predictions, clips sent to the teacher)."""
+    preds = np.empty(len(offsets) - 1, dtype=np.int64)
+    to_teacher = np.empty(len(offsets) - 1, dtype=np.int64)
+    for v0, v1 in _blocks(offsets):
+        c0, c1 = offsets[v0], offsets[v1]
+        result = samplers.predict_videos_division(teacher[c0:c1], student[c0:c1], offsets[v0 : v1 + 1] - c0,
+                                                  conf_ranks[c0:c1], ent_ranks[c0:c1], k, ks)
+        preds[v0:v1] = result.predictions
+        to_teacher[v0:v1] = result.num_teacher_clips
+    return preds, to_teacher
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f}s"
+    return np.format_float_positional(seconds, precision=3, unique=False, fractional=False, trim="k") + "s"
+
+
+def _cell(row: Optional[ReportRow]) -> str:
+    """The paper's cell: "1.24s (88.87)"."""
+    if row is None:
+        return ""
+    return f"{_format_seconds(row.time_per_video_s)} ({row.accuracy:.2f})"
+
+
+def _fmt(value: Optional[float], digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------- the inputs
+
+
+@dataclass
+class _Run:
+    """A finished score run made from the chosen teacher."""
+
+    run: str  # folder name under scores/
+    loss: str  # normalised loss name = the method it stands for
+    meta: dict
+    video_level: bool
+    key: str = ""  # method key in the results: the loss, or "loss:run" when several runs share a loss
+    display: str = ""
+
+    @property
+    def folder(self) -> str:
+        return clip_outputs.scores_folder(self.run)
+
+
+class _Inputs:
+    """The chosen teacher's clips of one split in flat (video, clip) order, and lazily everything else."""
+
+    def __init__(self, store: Store, teacher: Optional[str], split: Optional[str]):
+        self.store = store
+        self.notes: list[str] = []
+        self.teacher = self._choose_teacher(teacher)
+        self.teacher_folder = clip_outputs.teacher_folder(self.teacher)
+        self.teacher_meta = clip_outputs.read_meta(store, self.teacher_folder)
+        self._load_split(split)
+        self.runs = self._find_runs()
+        self._cache: dict[Any, Any] = {}
+
+    # -- teacher and split ---------------------------------------------------------------------------------
+    def _choose_teacher(self, teacher: Optional[str]) -> str:
+        store = self.store
+        if not store.exists():
+            raise StoreError(f"{store.url}: no such store")
+        complete, incomplete = report_outputs.output_folders(store, clip_outputs.TEACHER_ROOT)
+        if teacher is not None:
+            if teacher not in complete:
+                state = "is incomplete" if teacher in incomplete else "does not exist"
+                raise StoreError(f"{store.path(clip_outputs.teacher_folder(teacher))}: teacher cache '{teacher}' "
+                                 f"{state} (teacher caches here: {', '.join(complete) or 'none'})")
+            return teacher
+        if not complete:
+            extra = f" ({', '.join(incomplete)} incomplete)" if incomplete else ""
+            raise StoreError(f"{store.url}: no teacher cache in this store{extra}; run `condi-pipe teacher-cache` "
+                             "first")
+        if len(complete) > 1:
+            raise ValueError(f"{store.url}: several teacher caches ({', '.join(complete)}); choose one with --teacher")
+        return complete[0]
+
+    def _load_split(self, split: Optional[str]) -> None:
+        store, folder = self.store, self.teacher_folder
+        table = clip_outputs.read_clips(store, folder, ["clip_id", "video_id", "split", "label"])
+        splits = sorted(s for s in pc.unique(table.column("split")).to_pylist() if s is not None)
+        if split is None:
+            split = "test" if "test" in splits else "val" if "val" in splits else splits[0] if len(splits) == 1 else None
+            if split is None:
+                raise ValueError(f"{store.path(folder)}: no 'test' or 'val' split (splits: {', '.join(splits) or 'none'});"
+                                 " choose one with --split")
+        elif split not in splits:
+            raise StoreError(f"{store.path(folder, 'clips.parquet')}: no clips in split '{split}' "
+                             f"(splits: {', '.join(splits) or 'none'})")
+        self.split = split
+        rows = np.flatnonzero(_equals(table.column("split"), split))
+        clip_id = table.column("clip_id").to_numpy()[rows]
+        video = table.column("video_id").to_numpy()[rows]
+        label = table.column("label").to_numpy()[rows].astype(np.int64)
+        del table
+        same_video = video[1:] == video[:-1]
+        if not ((video[1:] >= video[:-1]).all() and (clip_id[1:][same_video] > clip_id[:-1][same_video]).all()):
+            order = np.lexsort((clip_id, video))
+            rows, clip_id, video, label = rows[order], clip_id[order], video[order], label[order]
+        starts = np.flatnonzero(np.concatenate([[True], video[1:] != video[:-1]]))
+        self.rows = rows  # positions in teacher clips.parquet / logits.zarr, in report order
+        self.clip_id = clip_id
+        self.offsets = np.concatenate([starts, [len(video)]]).astype(np.int64)
+        self.video_id = video[starts]
+        self.labels = label[starts]
+        self.clips = np.diff(self.offsets)
+        if (label != np.repeat(self.labels, self.clips)).any():
+            raise StoreError(f"{store.path(folder, 'clips.parquet')}: a video's clips have different labels")
+        videos = clip_outputs.read_videos(store, folder, ["video_id", "clips", "seconds"])
+        pos = _positions(videos.column("video_id").to_numpy(), self.video_id)
+        if (pos < 0).any():
+            raise StoreError(f"{store.path(folder, 'videos.parquet')}: no timing for video "
+                             f"{int(self.video_id[np.argmax(pos < 0)])}")
+        stored_clips = videos.column("clips").to_numpy()[pos]
+        if (stored_clips != self.clips).any():
+            bad = int(np.argmax(stored_clips != self.clips))
+            raise StoreError(f"{store.path(folder, 'videos.parquet')}: video {int(self.video_id[bad])} has "
+                             f"{int(stored_clips[bad])} clips there but {int(self.clips[bad])} in clips.parquet")
+        self.teacher_seconds = videos.column("seconds").to_numpy().astype(np.float64)[pos]
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_id)
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.clip_id)
+
+    # -- score runs ----------------------------------------------------------------------------------------
+    def _find_runs(self) -> list[_Run]:
+        store = self.store
+        complete, incomplete = report_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
+        for name in incomplete:
+            self.notes.append(f"scores/{name}: incomplete (no meta.json); ignored.")
+        runs = []
+        for name in complete:
+            meta = clip_outputs.read_meta(store, clip_outputs.scores_folder(name))
+            teacher = meta.get("teacher")
+            if teacher is not None and teacher != self.teacher:
+                continue  # made from another teacher: not part of this report
+            loss = _norm(meta.get("loss") or "")
+            if not loss:
+                self.notes.append(f"scores/{name}: meta.json names no loss; ignored.")
+                continue
+            video_level = loss in VIDEO_LOSSES or (loss not in CLIP_LOSSES and str(meta.get("level")) == "video")
+            runs.append(_Run(name, loss, meta, video_level))
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run.loss] = counts.get(run.loss, 0) + 1
+        for run in runs:
+            shared = counts[run.loss] > 1
+            run.key = f"{run.loss}:{run.run}" if shared else run.loss
+            run.display = DISPLAY.get(run.loss, run.loss) + (f" [{run.run}]" if shared else "")
+        order = {loss: i for i, loss in enumerate(CLIP_LOSSES + VIDEO_LOSSES)}
+        return sorted(runs, key=lambda r: (order.get(r.loss, len(order)), r.loss, r.run))
+
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    # -- teacher arrays ------------------------------------------------------------------------------------
+    def probs(self) -> np.ndarray:
+        """Teacher softmax (M, C) float32 of the split's clips, in report order."""
+        def make():
+            return _softmax_inplace(self._read_rows(self.teacher_folder, "logits", self.rows).astype(np.float32, copy=False))
+        return self.cached("probs", make)
+
+    def clip_labels(self) -> np.ndarray:
+        return self.cached("clip_labels", lambda: np.repeat(self.labels, self.clips))
+
+    def owner(self) -> np.ndarray:
+        return self.cached("owner", lambda: samplers.video_ids(self.offsets))
+
+    def teacher_z(self) -> np.ndarray:
+        def make():
+            z = clip_outputs.read_clips(self.store, self.teacher_folder, ["z"]).column("z").to_numpy()
+            return z[self.rows].astype(np.int8)
+        return self.cached("z", make)
+
+    def _read_rows(self, folder: str, name: str, rows: np.ndarray) -> np.ndarray:
+        if len(rows) and (np.diff(rows) > 0).all():
+            return report_outputs.array_rows(self.store, folder, name, rows)
+        order = np.argsort(rows, kind="stable")
+        data = report_outputs.array_rows(self.store, folder, name, rows[order])
+        out = np.empty_like(data)
+        out[order] = data
+        return out
+
+    # -- score-run arrays, aligned with the teacher's clips ------------------------------------------------
+    def run_rows(self, run: _Run) -> np.ndarray:
+        """Rows of the run's clips.parquet holding the split's clips, in report order (raises _Omit)."""
+        def make():
+            table = clip_outputs.read_clips(self.store, run.folder, ["clip_id", "split"])
+            keep = np.flatnonzero(_equals(table.column("split"), self.split))
+            ids = table.column("clip_id").to_numpy()[keep]
+            if len(ids) == 0:
+                raise _Omit(f"scores/{run.run} has no clips in split '{self.split}'")
+            pos = _positions(ids, self.clip_id)
+            if (pos < 0).any() or len(ids) != self.num_clips or len(np.unique(ids)) != len(ids):
+                covered = int((pos >= 0).sum())
+                raise _Omit(f"scores/{run.run} covers {covered} of the {self.num_clips} clips of split "
+                            f"'{self.split}' in teacher/{self.teacher} (and has {len(ids)} rows for it)")
+            return keep[pos]
+        return self.cached(("rows", run.run), make)
+
+    def run_column(self, run: _Run, column: str) -> np.ndarray:
+        def make():
+            rows = self.run_rows(run)
+            try:
+                values = clip_outputs.read_clips(self.store, run.folder, [column]).column(column)
+            except (KeyError, ValueError) as exc:  # pyarrow: column not in the schema
+                raise _Omit(f"scores/{run.run}/clips.parquet has no column '{column}' ({exc})") from None
+            return values.to_numpy(zero_copy_only=False).astype(np.float64)[rows]
+        return self.cached(("column", run.run, column), make)
+
+    def run_student_probs(self, run: _Run) -> np.ndarray:
+        def make():
+            logits = self._read_rows(run.folder, "logits", self.run_rows(run)).astype(np.float32, copy=False)
+            if logits.shape != (self.num_clips, self.probs().shape[1]):
+                raise _Omit(f"scores/{run.run}/logits.zarr has shape {logits.shape}, expected "
+                            f"({self.num_clips}, {self.probs().shape[1]})")
+            return _softmax_inplace(logits)
+        return self.cached(("student_probs", run.run), make)
+
+    def run_videos(self, run: _Run, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """Columns of the run's videos.parquet aligned with the split's videos (raises _Omit)."""
+        def make():
+            names = report_outputs.column_names(self.store, posixpath.join(run.folder, "videos.parquet"))
+            missing = [c for c in ("video_id", "seconds", *columns) if c not in names]
+            if missing:
+                raise _Omit(f"scores/{run.run}/videos.parquet has no column {', '.join(missing)}")
+            table = clip_outputs.read_videos(self.store, run.folder, ["video_id", "seconds", *columns])
+            pos = _positions(table.column("video_id").to_numpy(), self.video_id)
+            if (pos < 0).any():
+                raise _Omit(f"scores/{run.run} has timings for {int((pos >= 0).sum())} of the {self.num_videos} "
+                            f"videos of split '{self.split}'")
+            return {c: table.column(c).to_numpy(zero_copy_only=False)[pos] for c in ("seconds", *columns)}
+        return self.cached(("videos", run.run, tuple(columns)), make)
+
+    def ranks(self, key: Any, scores: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+        """Within-video ranks of ``scores()`` and the measured seconds of computing them (cached)."""
+        def make():
+            values = scores()
+            if np.isnan(values).any():
+                raise _Omit(f"{key}: {int(np.isnan(values).sum())} clips have no score (NaN)")
+            return timed(lambda: samplers.rank_within_videos(values, self.offsets))
+        return self.cached(("ranks", key), make)
+
+
+# -------------------------------------------------------------------------------------------- the methods
+
+
+class _Evaluator:
+    def __init__(self, inputs: _Inputs):
+        self.inp = inputs
+
+    def _row(self, method: str, display: str, k: Optional[int], preds: np.ndarray, times: TimeBreakdown, *,
+             ks: Optional[int] = None, run: Optional[str] = None, **extra: Any) -> ReportRow:
+        accuracy = 100.0 * float((preds == self.inp.labels).mean())
+        return self._make_row(method, display, k, accuracy, times, ks=ks, run=run, **extra)
+
+    def _make_row(self, method, display, k, accuracy, times: TimeBreakdown, *, ks=None, run=None, **extra):
+        info = {"display": display, "run": run, "split": self.inp.split, "videos": self.inp.num_videos,
+                "student_s": times.student, "teacher_s": times.teacher, "selection_s": times.selection}
+        info.update(extra)
+        return ReportRow(method, k, ks, accuracy, times.total, info)
+
+    # -- Dense and teacher-only selections -----------------------------------------------------------------
+    def dense(self) -> ReportRow:
+        inp = self.inp
+        preds = _predict(inp.probs(), inp.offsets, np.ones(inp.num_clips, dtype=bool))
+        times = TimeBreakdown(student=0.0, teacher=float(inp.teacher_seconds.mean()), selection=0.0)
+        return self._row("dense", "Dense", None, preds, times, k_t=None)
+
+    def _teacher_selection(self, method: str, display: str, ks: Sequence[int],
+                           masks: Callable[[int], tuple[np.ndarray, float]], *, student: Optional[np.ndarray] = None,
+                           run: Optional[str] = None, **extra: Any) -> dict[int, ReportRow]:
+        inp = self.inp
+        out = {}
+        for k in ks:
+            mask, seconds = masks(k)
+            preds = _predict(inp.probs(), inp.offsets, mask)
+            times = mean_time(inp.teacher_seconds, inp.clips, k, student, seconds / inp.num_videos)
+            out[k] = self._row(method, display, k, preds, times, run=run, k_t=k, **extra)
+        return out
+
+    def _ranked_masks(self, ranks: np.ndarray, rank_seconds: float) -> Callable[[int], tuple[np.ndarray, float]]:
+        def masks(k: int):
+            mask, seconds = timed(lambda: ranks < samplers.check_k(k))
+            return mask, rank_seconds + seconds
+        return masks
+
+    def equidistant(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+        offsets = self.inp.offsets
+        return self._teacher_selection("equidistant", "Equidistant", ks,
+                                       lambda k: timed(lambda: samplers.equidistant_mask(offsets, k)))
+
+    def oracle(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+        inp = self.inp
+
+        def true_class_probs():
+            return inp.probs()[np.arange(inp.num_clips), inp.clip_labels()]
+
+        ranks, seconds = inp.ranks("oracle", true_class_probs)
+        return self._teacher_selection("oracle", "Oracle", ks, self._ranked_masks(ranks, seconds))
+
+    def random(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+        inp = self.inp
+        owner = inp.owner()
+        clip_in_video = np.arange(inp.num_clips) - inp.offsets[owner]
+        per_seed = []
+        for seed in RANDOM_SEEDS:
+            # counter-based draws keyed by (seed, video id, clip index): independent of the split's other videos
+            def draw(seed=seed):
+                return samplers.rank_within_videos(
+                    samplers.hashed_uniform_scores(seed, inp.video_id[owner], clip_in_video), inp.offsets)
+            ranks, seconds = inp.cached(("random", seed), lambda draw=draw: timed(draw))
+            per_seed.append(self._teacher_selection("random", "Random", ks, self._ranked_masks(ranks, seconds)))
+        out = {}
+        for k in ks:
+            rows = [seed_rows[k] for seed_rows in per_seed]
+            accuracies = [row.accuracy for row in rows]
+            times = TimeBreakdown(student=0.0, teacher=rows[0].extra["teacher_s"],
+                                  selection=float(np.mean([row.extra["selection_s"] for row in rows])))
+            out[k] = self._make_row("random", "Random", k, float(np.mean(accuracies)), times, k_t=k,
+                                    seeds=list(RANDOM_SEEDS), seed_accuracies=accuracies)
+        return out
+
+    # -- students --------------------------------------------------------------------------------------------
+    def ranked_run(self, run: _Run, ks: Sequence[int]) -> dict[int, ReportRow]:
+        """Type a: the top K clips by the run's rank_score go to the teacher."""
+        inp = self.inp
+        ranks, seconds = inp.ranks(f"scores/{run.run} rank_score", lambda: inp.run_column(run, "rank_score"))
+        student = inp.run_videos(run, ())["seconds"].astype(np.float64)
+        return self._teacher_selection(run.key, run.display, ks, self._ranked_masks(ranks, seconds),
+                                       student=student, run=run.run, ranking=run.meta.get("ranking"))
+
+    def video_level(self, run: _Run) -> dict[int, ReportRow]:
+        """Fewer-frames / Uniform-k students: their stored video predictions at their own k."""
+        inp = self.inp
+        data = inp.run_videos(run, ("pred", "k"))
+        k_values = np.asarray(data["k"], dtype=np.int64)
+        k = int(run.meta.get("k") or (np.bincount(k_values).argmax() if len(k_values) else 0))
+        times = TimeBreakdown(student=float(np.asarray(data["seconds"], np.float64).mean()), teacher=0.0,
+                              selection=0.0)
+        row = self._row(run.key, run.display, k, np.asarray(data["pred"], dtype=np.int64), times, run=run.run,
+                        k_t=0, clips_seen_mean=float(np.minimum(k_values, inp.clips).mean()))
+        return {k: row}
+
+    def method(self, entry: Union[str, _Run], ks: Sequence[int]) -> dict[int, ReportRow]:
+        if isinstance(entry, _Run):
+            return self.video_level(entry) if entry.video_level else self.ranked_run(entry, ks)
+        return {"equidistant": self.equidistant, "oracle": self.oracle, "random": self.random}[entry](ks)
+
+    def division(self, run: _Run, budgets: Sequence[tuple[int, int]]) -> dict[tuple[int, int], ReportRow]:
+        """Type b: K_s clips by lowest student entropy (student softmax), K_t = K - K_s by z~ (teacher softmax)."""
+        inp = self.inp
+        conf_ranks, conf_seconds = inp.ranks(f"scores/{run.run} rank_score", lambda: inp.run_column(run, "rank_score"))
+        ent_ranks, ent_seconds = inp.ranks(f"scores/{run.run} entropy", lambda: -inp.run_column(run, "entropy"))
+        student_probs = inp.run_student_probs(run)
+        student = inp.run_videos(run, ())["seconds"].astype(np.float64)
+        out = {}
+        for k, ks in budgets:
+            (preds, to_teacher), seconds = timed(lambda: _predict_division(
+                inp.probs(), student_probs, inp.offsets, conf_ranks, ent_ranks, k, ks))
+            selection = (conf_seconds if k > ks else 0.0) + (ent_seconds if ks > 0 else 0.0)
+            times = mean_time(inp.teacher_seconds, inp.clips, to_teacher, student, selection / inp.num_videos)
+            out[(k, ks)] = self._row(run.key, f"{run.display} (division)", k, preds, times, ks=ks, run=run.run,
+                                     k_t=k - ks, division=True)
+        return out
+
+
+# --------------------------------------------------------------------------------------- method selection
+
+
+def _resolve(inputs: _Inputs, requested: Sequence[str], *, builtins: Sequence[str] = BUILTIN_METHODS,
+             notes: list[str]) -> list[Union[str, _Run]]:
+    """Method names -> builtin names and score runs; names of absent runs become notes."""
+    entries: list[Union[str, _Run]] = []
+    known = set(builtins) | set(CLIP_LOSSES) | set(VIDEO_LOSSES)
+    for token in requested:
+        name = _norm(token)
+        if name in builtins:
+            entries.append(name)
+            continue
+        matches = [r for r in inputs.runs if name in (_norm(r.key), r.loss, _norm(r.run))]
+        if matches:
+            entries.extend(matches)
+        elif name in known:
+            notes.append(f"{DISPLAY.get(name, name)}: no finished score run from teacher '{inputs.teacher}' in "
+                         f"{inputs.store.url}/scores; omitted.")
+        else:
+            available = sorted(known | {r.key for r in inputs.runs} | {r.run for r in inputs.runs})
+            raise ValueError(f"unknown method '{token}' (known: {', '.join(available)})")
+    unique: list[Union[str, _Run]] = []
+    for entry in entries:
+        if not any(entry is other or entry == other for other in unique):
+            unique.append(entry)
+    return unique
+
+
+def _entry_name(entry: Union[str, _Run]) -> str:
+    return entry.display if isinstance(entry, _Run) else DISPLAY[entry]
+
+
+def _evaluate_entries(ev: _Evaluator, entries, ks, notes) -> list[tuple[Union[str, _Run], dict[int, ReportRow]]]:
+    results = []
+    for entry in entries:
+        try:
+            results.append((entry, ev.method(entry, ks)))
+        except _Omit as exc:
+            notes.append(f"{_entry_name(entry)}: {exc}; omitted.")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ footers
+
+
+def _footer(inputs: _Inputs, rows: Sequence[ReportRow], runs: Sequence[_Run], notes: Sequence[str], *,
+            time_lines: bool = True) -> tuple[str, ...]:
+    lines = [f"Accuracy: top-1 over the {inputs.num_videos} videos ({inputs.num_clips} clips) of split "
+             f"'{inputs.split}'; a video's prediction is the argmax of the mean softmax of its chosen clips "
+             f"(teacher softmax from teacher/{inputs.teacher}/logits.zarr)."]
+    if time_lines:
+        selection = [row.extra.get("selection_s", 0.0) for row in rows if row.extra.get("selection_s")]
+        sel = (f" (here at most {max(selection) * 1e6:.2g} us per video)" if selection else "")
+        lines.append(
+            "Time per video: mean over the same videos of measured seconds, not assumed. "
+            f"Dense (All) = the teacher's seconds over all N clips of the video (teacher/{inputs.teacher}/videos.parquet: "
+            "one forward pass over the video's clips as one batch). A method = its student's seconds over all N "
+            "clips (scores/<run>/videos.parquet; only methods with a student) + the teacher's per-clip latency "
+            "(teacher seconds / N of that video) x min(K_t, N) clips sent to the teacher + clip-selection time "
+            f"measured in this report run, vectorised over all videos and amortised per video{sel}. "
+            "Video-level students (fewer-frames, uniform-k): their stored seconds over their k clips.")
+    devices = [_device_line(f"teacher '{inputs.teacher}'", inputs.teacher_meta)]
+    devices += [_device_line(f"{run.display} (scores/{run.run}, student {run.meta.get('student', '?')})", run.meta)
+                for run in runs]
+    lines.append("Measured on: " + "; ".join(devices) + ".")
+    lines += [f"Note: {note}" for note in notes]
+    return tuple(lines)
+
+
+def _device_line(what: str, meta: Mapping[str, Any]) -> str:
+    bf16 = ", bf16" if meta.get("bf16") else ""
+    model = f" {meta['model']}" if meta.get("model") and meta.get("model") not in what else ""
+    return (f"{what}{model} on {meta.get('device_name') or 'unknown device'} ({meta.get('device') or '?'}, "
+            f"{meta.get('threads') if meta.get('threads') is not None else '?'} threads{bf16})")
+
+
+def _runs_of(entries) -> list[_Run]:
+    return [e for e in entries if isinstance(e, _Run)]
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+
+def _k_rows(ks: Sequence[int], results) -> list[int]:
+    extra = {k for entry, by_k in results if isinstance(entry, _Run) and entry.video_level for k in by_k}
+    return list(ks) + sorted(extra - set(ks))
+
+
+def _table3(inputs: _Inputs, ks, methods, notes) -> ReportTable:
+    ev = _Evaluator(inputs)
+    entries = _resolve(inputs, methods or TABLE3_METHODS, notes=notes)
+    entries = [e for e in entries if e != "dense"]  # Dense is the All row
+    dense = ev.dense()
+    results = _evaluate_entries(ev, entries, ks, notes)
+    columns = ["K"] + [_entry_name(entry) for entry, _ in results] if results else ["K", "Dense"]
+    cells = [[str(k)] + [_cell(by_k.get(k)) for _, by_k in results] for k in _k_rows(ks, results)]
+    cells.append(["All", _cell(dense)] + [""] * max(len(results) - 1, 0))
+    rows = [row for _, by_k in results for row in by_k.values()] + [dense]
+    return ReportTable(
+        "3", f"Table 3: mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', split '{inputs.split}'",
+        tuple(columns), tuple(tuple(c) for c in cells), tuple(rows),
+        _footer(inputs, rows, _runs_of(e for e, _ in results), notes + ["All = Dense: the teacher on every clip."]))
+
+
+def _table4(inputs: _Inputs, ks, student_ks, methods, notes) -> ReportTable:
+    ev = _Evaluator(inputs)
+    if methods:
+        runs = [e for e in _resolve(inputs, methods, builtins=(), notes=notes) if isinstance(e, _Run)]
+        if any(r.loss != "condi-sr" for r in runs):
+            raise ValueError("table 4 (division) applies to ConDi-SR runs only")
+    else:
+        runs = [r for r in inputs.runs if r.loss == "condi-sr"]
+        if not runs:
+            notes.append(f"ConDi-SR: no finished score run from teacher '{inputs.teacher}' in "
+                         f"{inputs.store.url}/scores; no division rows.")
+    budgets = [(k, s) for k in ks for s in student_ks if s <= k]
+    if not budgets:
+        raise ValueError(f"no K_s <= K among K {list(ks)} and K_s {list(student_ks)}")
+    dense = ev.dense()
+    results = []
+    for run in runs:
+        try:
+            results.append((run, ev.division(run, budgets)))
+        except _Omit as exc:
+            notes.append(f"{run.display}: {exc}; omitted.")
+    columns = ["K", "K_s", "K_t"] + [f"{run.display} (division)" for run, _ in results]
+    cells = [[str(k), str(s), str(k - s)] + [_cell(by_b[(k, s)]) for _, by_b in results] for k, s in budgets]
+    cells.append(["All", "", "", _cell(dense)] + [""] * max(len(results) - 1, 0))
+    if not results:
+        columns.append("Dense")
+        cells = [cells[-1]]
+    rows = [row for _, by_b in results for row in by_b.values()] + [dense]
+    rule = ("Division (type b): the K_s clips with the lowest student entropy contribute the student's softmax, the "
+            "K_t = K - K_s clips with the highest z~ the teacher's; a clip in both lists contributes the mean of the "
+            "two; the prediction is the argmax of the mean of all contributed vectors. Only the K_t clips cost "
+            "teacher time. All = Dense.")
+    return ReportTable(
+        "4", f"Table 4: ConDi-SR with division, mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', "
+             f"split '{inputs.split}'",
+        tuple(columns), tuple(tuple(c) for c in cells), tuple(rows),
+        _footer(inputs, rows, [r for r, _ in results], notes + [rule]))
+
+
+def _accuracy_table(inputs: _Inputs, ks, methods, notes) -> ReportTable:
+    ev = _Evaluator(inputs)
+    if methods:
+        entries = _resolve(inputs, methods, notes=notes)
+    else:
+        entries = ["oracle", "random", "equidistant", *inputs.runs]
+    entries = [e for e in entries if e != "dense"]
+    dense = ev.dense()
+    results = _evaluate_entries(ev, entries, ks, notes)
+    columns = ["K"] + [_entry_name(entry) for entry, _ in results] if results else ["K", "Dense"]
+    cells = [[str(k)] + [_fmt(by_k[k].accuracy, 2) if k in by_k else "" for _, by_k in results]
+             for k in _k_rows(ks, results)]
+    cells.append(["All", _fmt(dense.accuracy, 2)] + [""] * max(len(results) - 1, 0))
+    rows = [row for _, by_k in results for row in by_k.values()] + [dense]
+    return ReportTable(
+        "accuracy", f"Top-1 accuracy (%) against K, teacher '{inputs.teacher}', split '{inputs.split}' (Fig. 4)",
+        tuple(columns), tuple(tuple(c) for c in cells), tuple(rows),
+        _footer(inputs, rows, _runs_of(e for e, _ in results),
+                notes + ["All = Dense. Random: mean of seeds 0, 1, 2. Video-level students appear at their own k. "
+                         "Times are in the JSON output."]))
+
+
+def _oracle_table(inputs: _Inputs, ks, notes) -> ReportTable:
+    ev = _Evaluator(inputs)
+    dense = ev.dense()
+    oracle = ev.oracle(ks)
+    rows = [dense] + [oracle[k] for k in ks]
+    columns = ("Method", "k", "Top-1 (%)", "Time per video")
+    cells = [("Dense", "All", _fmt(dense.accuracy, 2), _format_seconds(dense.time_per_video_s))]
+    cells += [("Oracle", str(k), _fmt(oracle[k].accuracy, 2), _format_seconds(oracle[k].time_per_video_s))
+              for k in ks]
+    return ReportTable(
+        "oracle", f"Oracle case study: Dense against Oracle (top-k clips by the teacher's true-class probability), "
+                  f"teacher '{inputs.teacher}', split '{inputs.split}'",
+        columns, tuple(cells), tuple(rows),
+        _footer(inputs, rows, [], notes + ["Oracle cheats with the label: an upper bound, not a usable method."]))
+
+
+def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
+    entries = _resolve(inputs, methods, builtins=(), notes=notes) if methods else list(inputs.runs)
+    z = None
+    rows, cells, series, used = [], [], {}, []
+    for run in entries:
+        if run.video_level:
+            notes.append(f"{run.display}: a video-level student has no clip scores; not in this table.")
+            continue
+        try:
+            if z is None:
+                z = inputs.teacher_z()
+            rank_score = inputs.run_column(run, "rank_score")
+            confidence = inputs.run_column(run, "confidence")
+            pred = inputs.run_column(run, "pred")
+            student_seconds = inputs.run_videos(run, ())["seconds"].astype(np.float64)
+        except _Omit as exc:
+            notes.append(f"{run.display}: {exc}; omitted.")
+            continue
+        finite = np.isfinite(confidence)
+        fpr = metrics.false_positive_rate(confidence[finite], z[finite], 0.5) if finite.any() else float("nan")
+        if finite.any() and not finite.all():
+            notes.append(f"{run.display}: FPR over the {int(finite.sum())} clips with a confidence "
+                         f"(of {len(finite)}).")
+        scored = np.isfinite(rank_score)
+        auroc = metrics.auroc(rank_score[scored], z[scored]) if scored.any() else float("nan")
+        accuracy = 100.0 * float((pred == inputs.clip_labels()).mean())
+        history = report_outputs.read_history(inputs.store, run.run)
+        final: dict[str, Any] = {}
+        if history is None or history.num_rows == 0:
+            notes.append(f"{run.display}: no training history at students/{run.run}/history.parquet.")
+        else:
+            history = history.sort_by("epoch")
+            last = {name: history.column(name)[-1].as_py() for name in history.column_names}
+            final = {f"history_{name}": last.get(name) for name in ("epoch", "fpr", "auroc", "clip_accuracy")}
+            if "fpr" in history.column_names:
+                series[run.display] = {"epoch": history.column("epoch").to_pylist(),
+                                       "fpr": history.column("fpr").to_pylist()}
+        used.append(run)
+        times = TimeBreakdown(student=float(student_seconds.mean()), teacher=0.0, selection=0.0)
+        rows.append(ReportRow(run.key, None, None, accuracy, times.total, {
+            "display": run.display, "run": run.run, "split": inputs.split, "videos": inputs.num_videos,
+            "clips": inputs.num_clips, "fpr": fpr, "auroc": auroc, "ranking": run.meta.get("ranking"),
+            "student_s": times.student, "teacher_s": 0.0, "selection_s": 0.0, **final}))
+        cells.append((run.display, run.run, _fmt(fpr), _fmt(auroc), _fmt(accuracy, 2),
+                       str(final.get("history_epoch", "")) if final else "",
+                       _fmt(final.get("history_fpr")) if final else "",
+                       _fmt(final.get("history_auroc")) if final else "",
+                       _fmt(final.get("history_clip_accuracy")) if final else ""))
+    if not entries:
+        notes.append(f"no finished score run from teacher '{inputs.teacher}' in {inputs.store.url}/scores.")
+    columns = ("Method", "Run", "FPR (z~ > 0.5)", "AUROC", "Student clip top-1 (%)", "Final epoch",
+               "Epoch FPR", "Epoch AUROC", "Epoch clip accuracy")
+    explain = (f"FPR = FP / (FP + TN) of z~ > 0.5 (clips.parquet 'confidence') against the teacher's z on split "
+               f"'{inputs.split}'; AUROC of each run's rank_score against z. Epoch columns: the last row of "
+               "students/<run>/history.parquet as stored. JSON 'accuracy' = the student's clip top-1 (%), "
+               "'time_per_video_s' = its seconds over all N clips.")
+    return ReportTable(
+        "confidence", f"Confidence of the students against the teacher's z, teacher '{inputs.teacher}', "
+                      f"split '{inputs.split}'",
+        columns, tuple(cells), tuple(rows), _footer(inputs, rows, used, notes + [explain], time_lines=False),
+        series)
+
+
+def build_report(
+    store: Union[Store, str],
+    table: Union[str, int],
+    *,
+    teacher: Optional[str] = None,
+    split: Optional[str] = None,
+    k: Union[str, Iterable[int], None] = None,
+    ks: Union[str, Iterable[int], None] = None,
+    methods: Union[str, Iterable[str], None] = None,
+) -> ReportTable:
+    """Compute one table from the stored outputs of ``store``.
+
+    ``k``: clip budgets K (default per table: 1,3,5,7; accuracy 1..10; oracle 1,5,10,15). ``ks``: the K_s values
+    of table 4 (default 0,1,3,5; only K_s <= K is computed). ``methods``: method names or score-run names
+    (comma-separated or a list); default per table. ``teacher``: the teacher cache (needed only when the store
+    has several); ``split``: default ``test``, else ``val``.
+    """
+    table = str(table).strip().lower()
+    if table not in TABLES:
+        raise ValueError(f"unknown table '{table}' (tables: {', '.join(TABLES)})")
+    store = store if isinstance(store, Store) else Store(store)
+    k_values = parse_int_list(k, "k") or DEFAULT_K[table]
+    if any(v < 1 for v in k_values):
+        raise ValueError(f"every K must be >= 1, got {list(k_values)}")
+    if ks is not None and table != "4":
+        raise ValueError("ks (K_s, the clips the student classifies) applies to table 4 only; use k for clip budgets")
+    ks_values = parse_int_list(ks, "ks") or DEFAULT_KS
+    if any(v < 0 for v in ks_values):
+        raise ValueError(f"every K_s must be >= 0, got {list(ks_values)}")
+    if table == "confidence" and k is not None:
+        raise ValueError("k does not apply to the confidence table")
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    methods = list(methods) if methods else None
+    if table == "oracle" and methods:
+        raise ValueError("methods do not apply to the oracle table (it is Dense against Oracle)")
+    inputs = _Inputs(store, teacher, split)
+    notes = list(inputs.notes)
+    if table == "3":
+        return _table3(inputs, k_values, methods, notes)
+    if table == "4":
+        return _table4(inputs, k_values, ks_values, methods, notes)
+    if table == "accuracy":
+        return _accuracy_table(inputs, k_values, methods, notes)
+    if table == "oracle":
+        return _oracle_table(inputs, k_values, notes)
+    return _confidence_table(inputs, methods, notes)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def render(report: ReportTable, fmt: str = "md") -> str:
+    """The table as Markdown, CSV (footer as ``#`` lines), JSON (a list of row objects) or LaTeX."""
+    fmt = fmt.lower()
+    if fmt == "json":
+        return json.dumps(report.to_json(), indent=2) + "\n"
+    if fmt == "md":
+        widths = [max(len(c), *(len(row[i]) for row in report.cells)) if report.cells else len(c)
+                  for i, c in enumerate(report.columns)]
+        line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+        out = [f"**{report.title}**", "", line(report.columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out += [line(row) for row in report.cells]
+        out += [""] + [f"{text}  " if i < len(report.footer) - 1 else text for i, text in enumerate(report.footer)]
+        return "\n".join(out) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(report.columns)
+        writer.writerows(report.cells)
+        for text in report.footer:
+            buf.write(f"# {text}\n")
+        return buf.getvalue()
+    if fmt == "latex":
+        return _latex(report)
+    raise ValueError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _latex(report: ReportTable) -> str:
+    spec = "l" * len(report.columns)
+    out = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(report.title)}}}", rf"\begin{{tabular}}{{{spec}}}",
+           r"\toprule", " & ".join(_tex(c) for c in report.columns) + r" \\", r"\midrule"]
+    out += [" & ".join(_tex(c) for c in row) + r" \\" for row in report.cells]
+    out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"{\footnotesize"]
+    out += [_tex(text) + r"\par" for text in report.footer]
+    out += ["}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- plotting
+
+
+def plot_report(report: ReportTable, path: str) -> None:
+    """Write a PNG for ``report`` with matplotlib's Agg canvas (no GUI, no global backend switch).
+
+    accuracy: accuracy against K per method, Dense dashed (Fig. 4); 3 and 4: accuracy against time per video
+    (the trade-off); oracle: accuracy against k; confidence: FPR per epoch per run (Fig. 5).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    rows = report.rows
+    dense = next((r for r in rows if r.method == "dense"), None)
+    groups: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        if row.method != "dense":
+            groups.setdefault(str(row.extra.get("display", row.method)), []).append(row)
+    if report.table in ("accuracy", "oracle"):
+        for name, group in groups.items():
+            group = sorted(group, key=lambda r: r.k)
+            ax.plot([r.k for r in group], [r.accuracy for r in group], marker="o", label=name,
+                    linestyle="-" if len(group) > 1 else "none")
+        if dense is not None:
+            ax.axhline(dense.accuracy, color="black", linestyle="--", label=f"Dense ({dense.accuracy:.2f})")
+        ax.set_xlabel("K (clips sent to the teacher)")
+        ax.set_ylabel("top-1 accuracy (%)")
+    elif report.table in ("3", "4"):
+        for name, group in groups.items():
+            if report.table == "4":
+                for k in sorted({r.k for r in group}):
+                    sub = sorted((r for r in group if r.k == k), key=lambda r: r.ks)
+                    line = ax.plot([r.time_per_video_s for r in sub], [r.accuracy for r in sub], marker="o",
+                                   label=f"{name}, K={k}")[0]
+                    for r in sub:
+                        ax.annotate(f"K_s={r.ks}", (r.time_per_video_s, r.accuracy), textcoords="offset points",
+                                    xytext=(4, 4), fontsize=7, color=line.get_color())
+            else:
+                group = sorted(group, key=lambda r: r.k)
+                line = ax.plot([r.time_per_video_s for r in group], [r.accuracy for r in group], marker="o",
+                               label=name)[0]
+                for r in group:
+                    ax.annotate(f"K={r.k}", (r.time_per_video_s, r.accuracy), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=line.get_color())
+        if dense is not None:
+            ax.plot([dense.time_per_video_s], [dense.accuracy], marker="*", markersize=14, color="black",
+                    linestyle="none", label=f"Dense ({_format_seconds(dense.time_per_video_s)}, {dense.accuracy:.2f})")
+        ax.set_xlabel("mean time per video (s)")
+        ax.set_ylabel("top-1 accuracy (%)")
+    elif report.table == "confidence":
+        for name, data in report.series.items():
+            points = [(e, f) for e, f in zip(data["epoch"], data["fpr"]) if f is not None]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        if not report.series:
+            ax.text(0.5, 0.5, "no training history with an 'fpr' column", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("false-positive rate of z~ > 0.5")
+    else:
+        raise ValueError(f"no plot for table '{report.table}'")
+    ax.set_title(report.title, fontsize=9, wrap=True)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
