@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name,
-                                               load_state_bytes, timed)
+                                               load_state_bytes, timed, to_runtime_layout)
 from condi_pipe.storage import staging
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet
@@ -61,9 +61,9 @@ def cached_model(ref: ModelRef, store: Store, runtime: RuntimeOptions, workers: 
         _MODELS.clear()
         configure_threads(runtime, workers)
         device = runtime.torch_device()
-        model = ref.build(store).to(device).eval()
+        model = to_runtime_layout(ref.build(store).to(device).eval(), runtime)
         with torch.inference_mode(), autocast(runtime, device):
-            model(torch.zeros(2, 3, 16, 112, 112, device=device))  # warm-up: first-call allocations are not timed
+            model(to_runtime_layout(torch.zeros(2, 3, 16, 112, 112, device=device), runtime))  # warm-up: first-call allocations are not timed
         _MODELS[key] = model
     return _MODELS[key]
 
@@ -102,7 +102,7 @@ def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: Runti
 
             def forward(batch=batch):
                 with torch.inference_mode(), autocast(runtime, device):
-                    return model(model.preprocess(batch.to(device)))
+                    return model(to_runtime_layout(model.preprocess(batch.to(device)), runtime))
 
             out, took = timed(forward, device)
             video_seconds += took

@@ -18,6 +18,8 @@ class RuntimeOptions:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     threads: int | None = None  # intra-op threads per process; None: the cores divided among the workers
     bf16: bool = False  # bfloat16 autocast (fast on CPUs with AVX-512 bf16 and on recent GPUs)
+    # NDHWC layout: oneDNN's 3D convolutions run ~1.4-2x faster in it on this CPU (bench/teacher_cache.py).
+    channels_last: bool = True
 
     def torch_device(self) -> torch.device:
         device = torch.device(self.device)
@@ -49,6 +51,15 @@ def autocast(options: RuntimeOptions, device: torch.device):
     if not options.bf16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def to_runtime_layout(tensor_or_model, options: RuntimeOptions):
+    """Put a model or a 5-D batch in the memory layout the runtime computes in."""
+    if options.channels_last:
+        if isinstance(tensor_or_model, torch.Tensor):
+            return tensor_or_model.contiguous(memory_format=torch.channels_last_3d)
+        return tensor_or_model.to(memory_format=torch.channels_last_3d)
+    return tensor_or_model
 
 
 def synchronize(device: torch.device) -> None:

@@ -662,8 +662,8 @@ def _footer(inputs: _Inputs, rows: Sequence[ReportRow], runs: Sequence[_Run], no
 def _device_line(what: str, meta: Mapping[str, Any]) -> str:
     bf16 = ", bf16" if meta.get("bf16") else ""
     model = f" {meta['model']}" if meta.get("model") and meta.get("model") not in what else ""
-    return (f"{what}{model} on {meta.get('device_name') or 'unknown device'} ({meta.get('device') or '?'}, "
-            f"{meta.get('threads') if meta.get('threads') is not None else '?'} threads{bf16})")
+    threads = meta.get("threads") if meta.get("threads") is not None else "?"
+    return f"{what}{model} on {meta.get('device_name') or 'unknown device'} ({meta.get('device') or '?'}, threads {threads}{bf16})"
 
 
 def _runs_of(entries) -> list[_Run]:
@@ -913,7 +913,8 @@ def render(report: ReportTable, fmt: str = "md") -> str:
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def _tex(text: str) -> str:
@@ -942,6 +943,7 @@ def plot_report(report: ReportTable, path: str) -> None:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7.5, 5), dpi=120)
     FigureCanvasAgg(fig)
@@ -959,6 +961,7 @@ def plot_report(report: ReportTable, path: str) -> None:
                     linestyle="-" if len(group) > 1 else "none")
         if dense is not None:
             ax.axhline(dense.accuracy, color="black", linestyle="--", label=f"Dense ({dense.accuracy:.2f})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("K (clips sent to the teacher)")
         ax.set_ylabel("top-1 accuracy (%)")
     elif report.table in ("3", "4"):
@@ -990,6 +993,7 @@ def plot_report(report: ReportTable, path: str) -> None:
         if not report.series:
             ax.text(0.5, 0.5, "no training history with an 'fpr' column", ha="center", va="center",
                     transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("false-positive rate of z~ > 0.5")
     else:

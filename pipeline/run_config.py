@@ -1,0 +1,155 @@
+"""``condi-pipe run --config FILE.toml``: the whole pipeline from one checked configuration file.
+
+Every section is a dataclass; the file is validated eagerly (unknown keys, wrong types, missing required
+values) before any stage runs, and each error is one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """The configuration file is unusable."""
+
+
+@dataclass(frozen=True)
+class ExtractSection:
+    source: str
+    root: str
+    annotations: str | None = None
+    split: int = 1
+    fps: float | None = None
+    clips_per_shard: int = 64
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class TeacherSection:
+    name: str
+    width: float | None = None
+    weights: str | None = None  # a checkpoint file; without one, teacher-train trains the teacher first
+    reset_head: bool = False
+    device: str = "cpu"
+    bf16: bool = False
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class TeacherTrainSection:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    flip: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DistillSection:
+    student: str = "shufflenetv2_3d"
+    width: float | None = None
+    losses: list[str] = field(default_factory=lambda: ["condi-sr", "bce-conf", "st-ent", "st-conf"])
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.1
+    tau: float = 0.9
+    lam: float = 1.5
+    mu: float = 1.5
+    k: int = 3  # clips seen by the fewer-frames and uniform-k students
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    tables: list[str] = field(default_factory=lambda: ["3", "4", "accuracy", "oracle", "confidence"])
+    k: list[int] = field(default_factory=lambda: [1, 3, 5, 7])
+    ks: list[int] = field(default_factory=lambda: [0, 1, 3, 5])
+    out_dir: str = "reports"
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    store: str
+    extract: ExtractSection
+    teacher: TeacherSection
+    teacher_train: TeacherTrainSection = TeacherTrainSection()
+    distill: DistillSection = DistillSection()
+    report: ReportSection = ReportSection()
+    source_file: str = ""
+
+
+def _type_ok(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _section(cls, values, where: str, path: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{path}: unknown key '{key}' in [{where}] (known: {', '.join(names)})")
+    for key, value in values.items():
+        if not _type_ok(value, hints[key]):
+            expected = str(hints[key]).replace("typing.", "")
+            raise ConfigError(f"{path}: [{where}].{key} must be {expected}, got {type(value).__name__} {value!r}")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise ConfigError(f"{path}: [{where}] needs {', '.join(missing)}")
+    return cls(**values)
+
+
+SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train": TeacherTrainSection,
+            "distill": DistillSection, "report": ReportSection}
+
+
+def load_run_config(path: str | os.PathLike) -> RunConfig:
+    """Parse and check ``path``; relative paths in it are relative to the file's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for key in raw:
+        if key != "store" and key not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section or key '{key}' (known: store, {', '.join(SECTIONS)})")
+    if not isinstance(raw.get("store"), str):
+        raise ConfigError(f"{path}: 'store' (a path or URL) is required and must be a string")
+    for required in ("extract", "teacher"):
+        if required not in raw:
+            raise ConfigError(f"{path}: section [{required}] is required")
+    sections = {name: _section(cls, raw[name], name, str(path)) for name, cls in SECTIONS.items() if name in raw}
+    base = path.resolve().parent
+
+    def local(p: str | None) -> str | None:
+        return None if p is None or "://" in p else str((base / os.path.expanduser(p)).resolve())
+
+    sections["extract"] = dataclasses.replace(sections["extract"], root=local(sections["extract"].root),
+                                              annotations=local(sections["extract"].annotations))
+    sections["teacher"] = dataclasses.replace(sections["teacher"], weights=local(sections["teacher"].weights))
+    store = raw["store"] if "://" in raw["store"] else local(raw["store"])
+    return RunConfig(store=store, source_file=str(path), **sections)
