@@ -10,9 +10,10 @@ Two equivalent paths:
   :func:`predict_video` / :func:`predict_video_division` give its class. Clear, and the reference for tests.
 * vectorised: :class:`FlatVideos` holds every clip of every video in flat arrays with CSR-style ``offsets``
   (video v owns clips ``offsets[v]:offsets[v + 1]``). :func:`rank_within_videos` ranks all clips of all videos
-  with one ``np.lexsort``; a selection for any K is then the boolean mask ``ranks < K``, and
-  :func:`video_accuracy` reduces the chosen clips per video with ``np.add.reduceat``. There is no Python loop
-  per video, so a million clips take seconds; loop over K values only.
+  with one ``np.lexsort``; a selection for any K is then the boolean mask ``ranks < K``, which
+  :func:`video_accuracy` reduces per video with ``np.add.reduceat``. :func:`ranked_predictions_for_ks` gives
+  every K of a ranking in one incremental pass (used by :func:`accuracy_for_ks`). There is no Python loop per
+  video, so a million clips take seconds; loop over K values only.
 
 Ranking rule everywhere: higher score first, ties broken by the lower clip index. Scores must not be NaN.
 """
@@ -50,6 +51,7 @@ __all__ = [
     "predict_video",
     "predict_videos",
     "video_accuracy",
+    "ranked_predictions_for_ks",
     "accuracy_for_ks",
     "predict_video_division",
     "predict_videos_division",
@@ -116,7 +118,7 @@ class FlatVideos(NamedTuple):
             label=int(self.labels[v]),
             student_probs=None if self.student_probs is None else self.student_probs[start:stop],
             confidence=None if self.confidence is None else self.confidence[start:stop],
-            index=int(self.video_indices()[v]),
+            index=int(v if self.indices is None else self.indices[v]),
         )
 
     @classmethod
@@ -323,7 +325,10 @@ class ClipSelector(abc.ABC):
 
     @abc.abstractmethod
     def select(self, video: VideoClips, k: int) -> np.ndarray:
-        """Indices of the chosen clips of ``video`` (at most k; all N when k >= N)."""
+        """Indices of the chosen clips of ``video``: at most k, all N when k >= N.
+
+        Ranked selectors return them best first; Dense and Equidistant in clip order.
+        """
 
     def select_mask(self, videos: FlatVideos, k: int) -> np.ndarray:
         """Boolean mask (M,) of the clips ``select`` would choose in every video.
@@ -537,14 +542,51 @@ def video_accuracy(teacher_probs: np.ndarray, labels: np.ndarray, offsets: np.nd
     return float((predict_videos(teacher_probs, offsets, mask) == np.asarray(labels)).mean())
 
 
+def ranked_predictions_for_ks(
+    teacher_probs: np.ndarray, offsets: np.ndarray, ranks: np.ndarray, ks: Iterable[int]
+) -> dict[int, np.ndarray]:
+    """Video predictions (V,) for every K in ``ks`` from within-video ``ranks`` (:func:`rank_within_videos`).
+
+    Incremental: the running per-video sum of the chosen teacher vectors grows by the clips of rank K - 1 (at
+    most one per video) as K increases, so every row is read at most once for all K together, instead of once
+    per K as with :func:`predict_videos`. Sums run in rank order rather than clip order, so the two can differ
+    only where two classes tie to the last floating-point bit.
+    """
+    offsets = _check_offsets(offsets, teacher_probs.shape[0])
+    ranks = np.asarray(ranks, dtype=np.int64)
+    wanted = sorted({check_k(k) for k in ks})
+    owner = video_ids(offsets)
+    counts = np.diff(offsets)
+    by_rank = np.argsort(ranks, kind="stable")  # clips grouped by rank: rank 0 of every video, then rank 1, ...
+    rank_starts = np.concatenate([[0], np.cumsum(np.bincount(ranks))])
+    sums = np.zeros((len(counts), teacher_probs.shape[1]), dtype=np.float64)
+    predictions = {}
+    for rank in range(wanted[-1]):
+        if rank + 1 < len(rank_starts):
+            clips = by_rank[rank_starts[rank]:rank_starts[rank + 1]]
+            sums[owner[clips]] += teacher_probs[clips]  # one clip per video: no repeated index in the add
+        if rank + 1 in wanted:
+            predictions[rank + 1] = (sums / np.minimum(counts, rank + 1)[:, None]).argmax(axis=1)
+    return predictions
+
+
 def accuracy_for_ks(selector: ClipSelector, videos: FlatVideos, ks: Iterable[int]) -> dict[int, float]:
-    """Video accuracy for every K in ``ks``; ranked selectors rank all clips once and reuse the ranks."""
-    ranks = selector.ranks(videos) if isinstance(selector, ScoreRankingSelector) else None
-    result = {}
-    for k in ks:
-        mask = ranks < check_k(k) if ranks is not None else selector.select_mask(videos, k)
-        result[int(k)] = video_accuracy(videos.teacher_probs, videos.labels, videos.offsets, mask)
-    return result
+    """Video accuracy for every K in ``ks``, vectorised over videos.
+
+    Ranked selectors rank all clips once and use :func:`ranked_predictions_for_ks`; Dense is computed once; any
+    other selector goes through ``select_mask`` and :func:`predict_videos` for each K.
+    """
+    _check_flat(videos)
+    labels = np.asarray(videos.labels)
+    ks = [check_k(k) for k in ks]
+    if isinstance(selector, ScoreRankingSelector):
+        curve = ranked_predictions_for_ks(videos.teacher_probs, videos.offsets, selector.ranks(videos), ks)
+        return {k: float((curve[k] == labels).mean()) for k in ks}
+    if isinstance(selector, DenseSelector):
+        dense = video_accuracy(videos.teacher_probs, labels, videos.offsets, selector.select_mask(videos))
+        return {k: dense for k in ks}
+    return {k: video_accuracy(videos.teacher_probs, labels, videos.offsets, selector.select_mask(videos, k))
+            for k in ks}
 
 
 class DivisionPrediction(NamedTuple):
@@ -585,8 +627,7 @@ def predict_video_division(
     DivisionPrediction(prediction=1, num_teacher_clips=1, num_student_clips=1)
     """
     k, ks = _check_division_budget(k, ks)
-    teacher_probs = np.asarray(teacher_probs, dtype=np.float64)
-    student_probs = np.asarray(student_probs, dtype=np.float64)
+    teacher_probs, student_probs = np.asarray(teacher_probs), np.asarray(student_probs)
     num_clips = teacher_probs.shape[0]
     teacher_clips = top_k_indices(z_scores, k - ks) if k - ks > 0 else np.array([], dtype=np.int64)
     student_clips = top_k_indices(-_entropy(student_probs), ks) if ks > 0 else np.array([], dtype=np.int64)
@@ -602,7 +643,8 @@ def predict_video_division(
             vectors.append(teacher_probs[clip])
         else:
             vectors.append(student_probs[clip])
-    prediction = int(np.mean(vectors, axis=0).argmax())
+    # vectors in the input dtype, their mean accumulated in float64: the same arithmetic as the batch path
+    prediction = int(np.mean(vectors, axis=0, dtype=np.float64).argmax())
     return DivisionPrediction(prediction, len(teacher_clips), len(student_clips))
 
 
@@ -629,9 +671,8 @@ def predict_videos_division(
     chosen = np.flatnonzero(contributions)
     # teacher vector, student vector, or the mean of both when a clip is in both lists
     vectors = (
-        teacher_probs[chosen].astype(np.float64) * in_teacher[chosen, None]
-        + student_probs[chosen].astype(np.float64) * in_student[chosen, None]
-    ) / contributions[chosen, None]
+        teacher_probs[chosen] * in_teacher[chosen, None] + student_probs[chosen] * in_student[chosen, None]
+    ) / contributions[chosen, None].astype(teacher_probs.dtype)
     counts = np.add.reduceat((contributions > 0).astype(np.int64), offsets[:-1])
     predictions = _segment_means(vectors, counts).argmax(axis=1)
     num_teacher = np.add.reduceat(in_teacher.astype(np.int64), offsets[:-1])

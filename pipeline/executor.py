@@ -25,6 +25,9 @@ class ExecutorOptions:
     scheduler_address: str | None = None
     in_process: bool = False  # threads in this process (needed for memory:// stores)
     resources: dict[str, float] | None = None  # e.g. {"GPU": 1} for teacher tasks on GPU workers
+    # Tasks per local worker at once. Model tasks want 1 (torch uses the cores); extract tasks spend most of
+    # their time waiting on an ffmpeg child process, so 2 overlap one video's decoding with another's writes.
+    threads_per_worker: int = 1
 
     def resolved_address(self) -> str | None:
         return self.scheduler_address or os.environ.get(SCHEDULER_ENV) or None
@@ -44,11 +47,10 @@ def dask_client(options: ExecutorOptions):
         with Client(address, timeout="30s") as client:
             yield client
         return
-    # One thread per worker: tasks (ffmpeg, torch) already use the core they get; more would oversubscribe.
     with dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"}):
         with LocalCluster(
             n_workers=options.workers,
-            threads_per_worker=1,
+            threads_per_worker=options.threads_per_worker,
             processes=not options.in_process,
             dashboard_address=":0",  # any free port: several pipelines may run on one machine
             silence_logs=40,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import os
 from dataclasses import asdict, dataclass
@@ -181,8 +182,7 @@ def extract(
     log: Callable[[str], None] = print,
 ) -> ExtractSummary:
     """Run the extract stage on ``store``; resumable, idempotent, and safe to kill at any moment."""
-    if store.is_in_process_only:
-        executor = ExecutorOptions(workers=executor.workers, in_process=True)
+    executor = dataclasses.replace(executor, threads_per_worker=2, in_process=store.is_in_process_only)
     with stage_run(store, EXTRACT, request.config(), force=force, log=log) as run:
         if run.skip:
             staging.clear_staging(store, EXTRACT.name)  # leftovers of a run killed while cleaning up

@@ -261,7 +261,8 @@ def test_bce_conf_downsampling_is_reproducible_and_random():
     c = rng.normal(size=20)
 
     def loss(seed):
-        return bce_conf_loss(torch.tensor(c), torch.tensor(z), generator=torch.Generator().manual_seed(seed)).total.item()
+        generator = torch.Generator().manual_seed(seed)
+        return bce_conf_loss(torch.tensor(c), torch.tensor(z), generator=generator).total.item()
 
     assert loss(3) == loss(3)
     assert len({round(loss(seed), 12) for seed in range(10)}) > 1

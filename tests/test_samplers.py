@@ -24,6 +24,7 @@ from condi_pipe.methods.samplers import (
     predict_videos,
     predict_videos_division,
     rank_within_videos,
+    ranked_predictions_for_ks,
     select_ranked_batch,
     top_k_indices,
     video_accuracy,
@@ -197,7 +198,8 @@ def test_division_equals_hand_computation():
     assert predict_video_division(teacher, student, z_scores, k=4, ks=2) == (int(expected.argmax()), 2, 2)
     # K_s = 0 is plain ConDi-SR (type a); K_s = K is the student alone
     assert predict_video_division(teacher, student, z_scores, k=2, ks=0).prediction == predict_video(teacher, [1, 2])
-    assert predict_video_division(teacher, student, z_scores, k=2, ks=2) == (int(((student[0] + student[2]) / 2).argmax()), 0, 2)
+    student_only = int(((student[0] + student[2]) / 2).argmax())
+    assert predict_video_division(teacher, student, z_scores, k=2, ks=2) == (student_only, 0, 2)
     # budgets beyond N use all clips of each list
     assert predict_video_division(teacher, student, z_scores, k=9, ks=3)[1:] == (4, 3)
     with pytest.raises(ValueError):
@@ -230,6 +232,16 @@ def test_vectorised_selection_equals_per_video(seed, selector):
         per_video = np.mean([predict_video(flat.video(v).teacher_probs, selector.select(flat.video(v), k))
                              == flat.labels[v] for v in range(flat.num_videos)])
         assert accuracies[k] == per_video
+
+
+@pytest.mark.parametrize("selector", [OracleSelector(), RankedByScoreSelector(), LowestEntropySelector()], ids=repr)
+def test_incremental_curve_equals_mask_path(selector):
+    flat = random_flat(5)
+    ranks = selector.ranks(flat)
+    curve = ranked_predictions_for_ks(flat.teacher_probs, flat.offsets, ranks, [7, 1, 3, 1, 30])
+    assert sorted(curve) == [1, 3, 7, 30]
+    for k, predictions in curve.items():
+        np.testing.assert_array_equal(predictions, predict_videos(flat.teacher_probs, flat.offsets, ranks < k))
 
 
 def test_select_ranked_batch_matches_top_k():
