@@ -62,3 +62,34 @@ def tiny_videos(ffmpeg_video) -> dict[str, Path]:
         ".avi": ffmpeg_video("tiny.avi", *src, "-c:v", "mpeg4", "-vtag", "XVID"),
         ".webm": ffmpeg_video("tiny.webm", *src, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Store fixtures: a small embedded-benchmark dataset, extracted once per session. Tests that modify a store
+# copy it first (``shutil.copytree``).
+# ---------------------------------------------------------------------------------------------------------
+
+SYNTH_VIDEOS = 20
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """20 embedded-benchmark videos (2 per class, real H.264 files in the UCF-101 layout)."""
+    from condi_pipe.video.synth import generate_benchmark
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    generate_benchmark(root, videos=SYNTH_VIDEOS, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_store(synth_root, tmp_path_factory) -> Path:
+    """``synth_root`` extracted into a store (in-process, 8 clips per shard)."""
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.stages.extract import ExtractRequest, extract
+    from condi_pipe.storage.store import Store
+
+    out = tmp_path_factory.mktemp("synth_store") / "store"
+    extract(Store(str(out)), ExtractRequest("ucf101", str(synth_root), clips_per_shard=8), ExecutorOptions(workers=0),
+            quiet=True, log=lambda message: None)
+    return out

@@ -1,0 +1,393 @@
+"""One resumable epoch loop for every training stage (``teacher-train``, ``distill``).
+
+A stage describes *what* to train as a :class:`TrainingTask` (its modules, parameter groups with LR schedules,
+how to batch an epoch, one training step, an evaluation); :func:`run_training` does the rest the same way for
+all of them:
+
+* SGD with momentum (0.9 by default), one parameter group per task group, each with its own per-epoch LR
+  schedule (a ``LambdaLR`` stepped after every epoch: epoch ``e``, counted from 0, trains at
+  ``lr * schedule(e)``).
+* After every epoch, one checkpoint ``<folder>/checkpoints/last.pt`` (atomic, through the store) with the
+  modules, optimizer, schedulers, RNG states (torch, CUDA, NumPy, Python), the epoch count, the history rows
+  and the task's extra state; and ``<folder>/history.parquet`` rewritten with one row per finished epoch.
+  Only the last checkpoint is kept: it alone is needed to continue.
+* The data order of epoch ``e`` comes from ``numpy.random.default_rng([seed, e])`` and the per-step random
+  choices (flips, sub-sampling inside losses) from a ``torch.Generator`` seeded with ``(seed, e)``; the global
+  RNGs (dropout) are restored from the checkpoint. So a run killed at any moment (even mid-epoch: the partial
+  epoch is redone) and resumed ends with the same weights, byte for byte on CPU, as an uninterrupted run with
+  the same thread count. ``torch.use_deterministic_algorithms`` is on while training (warn-only, so a GPU op
+  without a deterministic kernel still runs).
+* Batches are read from the store while the previous batch trains (one prefetch thread); nothing loads a
+  whole dataset.
+
+Fault points for the resume tests: ``<stage>.step`` after every optimizer step, ``<stage>.epoch`` after every
+checkpoint (see ``pipeline.faults``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from condi_pipe.pipeline import faults
+from condi_pipe.pipeline.progress import progress_bar
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, configure_threads, seed_everything
+from condi_pipe.storage import training_artifacts as artifacts
+from condi_pipe.storage.manifests import VideoSet, read_clip_batch
+from condi_pipe.storage.store import Store
+
+CHECKPOINT_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------------------------ options
+@dataclass(frozen=True)
+class TrainOptions:
+    """The optimisation settings every training stage shares (recorded in the stage's configuration)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    eval_every: int = 1  # evaluate after every N-th epoch (and always after the last)
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("epochs, batch size and eval-every must be >= 1")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError("need lr > 0, momentum >= 0 and weight decay >= 0")
+
+
+# ------------------------------------------------------------------------------------------- LR schedules
+class StepDecay:
+    """Divide the LR by ``factor`` after every epoch: epoch e (from 0) trains at ``lr / factor**e``.
+
+    ConDi's schedule (method.md): factor 5 for the confidence head, 1.25 for the rest of the network, so the
+    first epoch runs at the base LR and the third at ``lr / 5**2`` and ``lr / 1.25**2``.
+    """
+
+    def __init__(self, factor: float) -> None:
+        if not factor >= 1:
+            raise ValueError(f"an LR decay factor must be >= 1, got {factor}")
+        self.factor = float(factor)
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0 / self.factor**epoch
+
+    def __repr__(self) -> str:
+        return f"lr / {self.factor:g}^epoch"
+
+
+class CosineDecay:
+    """Cosine annealing over ``epochs``: epoch e (from 0) trains at ``lr * (1 + cos(pi * e / epochs)) / 2``."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = int(epochs)
+
+    def __call__(self, epoch: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.epochs) / max(self.epochs, 1)))
+
+    def __repr__(self) -> str:
+        return f"cosine over {self.epochs} epochs"
+
+
+@dataclass
+class ParamGroup:
+    """Parameters trained with one LR and one schedule; ``name`` labels its ``lr_<name>`` history column."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+    schedule: Callable[[int], float]
+    weight_decay: float | None = None  # None: TrainOptions.weight_decay
+
+
+# ------------------------------------------------------------------------------------------------- task
+class StepResult(NamedTuple):
+    """One training step: the loss to back-propagate, numbers to log (averaged over the epoch, weighted by
+    ``samples``) and how many samples the step saw."""
+
+    loss: torch.Tensor
+    logs: dict[str, float]
+    samples: int
+
+
+class TrainingTask(Protocol):
+    """What a stage trains. ``setup`` is called after the RNGs are seeded, so model initialisation is
+    reproducible; everything else is called in the order epoch_batches -> load_batch/train_step -> evaluate."""
+
+    train_columns: Sequence[str]  # keys of StepResult.logs, logged as train_<name>
+    eval_columns: Sequence[str]  # keys returned by evaluate()
+
+    def setup(self, device: torch.device) -> None: ...
+
+    def modules(self) -> dict[str, nn.Module]: ...
+
+    def param_groups(self) -> list[ParamGroup]: ...
+
+    def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[Any]: ...
+
+    def load_batch(self, spec: Any) -> Any: ...
+
+    def train_step(self, batch: Any, generator: torch.Generator) -> StepResult: ...
+
+    def evaluate(self, epoch: int) -> dict[str, float]: ...
+
+    def extra_state(self) -> dict: ...
+
+    def load_extra_state(self, state: dict) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------ data helpers
+def read_clips(array, clip_ids: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 16, 112, 112, 3) clips in the order of ``clip_ids``.
+
+    Ids are sorted and read as runs of consecutive ids, one ``read_clip_batch`` call per run (a run reads as
+    one slice: far faster on a sharded array than a scattered selection).
+    """
+    ids = np.asarray(clip_ids, dtype=np.int64)
+    if len(ids) == 0:
+        return torch.zeros((0, *array.shape[1:]), dtype=torch.uint8)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+    parts = [read_clip_batch(array, run) for run in np.split(unique, breaks)]
+    data = np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
+    return torch.from_numpy(np.ascontiguousarray(data[inverse]))
+
+
+def sample_clips(videos: VideoSet, rng: np.random.Generator, clips_per_video: int | None) -> np.ndarray:
+    """Clip ids of every video of ``videos`` (all, or a random ``clips_per_video`` of each), shuffled."""
+    if clips_per_video is None:
+        ids = videos.clip_ids
+    else:
+        chosen = []
+        for first, n in zip(videos.first_clip, videos.clips):
+            take = min(int(n), clips_per_video)
+            chosen.append(first + np.sort(rng.choice(int(n), size=take, replace=False)))
+        ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    return ids[rng.permutation(len(ids))]
+
+
+def batches_of(items: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def prefetched(load: Callable[[Any], Any], specs: Iterable[Any]) -> Iterator[Any]:
+    """``load(spec)`` for each spec, in order, loading the next one in a thread while the caller works."""
+    specs = list(specs)
+    if not specs:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = pool.submit(load, specs[0])
+        for nxt in specs[1:]:
+            batch = pending.result()
+            pending = pool.submit(load, nxt)
+            yield batch
+        yield pending.result()
+
+
+def derived_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed from ``seed`` and ``parts`` (e.g. the epoch), independent of Python's hash seed."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+# ---------------------------------------------------------------------------------------------- RNG state
+def rng_state() -> dict:
+    """The global RNG states as tensors and plain containers (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """Deterministic kernels while training (warn-only); the previous settings are restored afterwards."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if enabled:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+@dataclass
+class TrainingRun:
+    """What :func:`run_training` leaves behind: the trained task (its modules hold the final weights), the
+    history rows and the history schema."""
+
+    task: TrainingTask
+    history: list[dict]
+    schema: pa.Schema
+    resumed_from: int = 0
+    groups: list[str] = field(default_factory=list)
+
+
+def history_schema(task: TrainingTask, group_names: Sequence[str]) -> pa.Schema:
+    """epoch (int32), then float64 columns: lr per group, train_* terms, eval columns, timings."""
+    names = ([f"lr_{g}" for g in group_names] + [f"train_{c}" for c in task.train_columns] + ["train_samples"]
+             + list(task.eval_columns) + ["train_seconds", "eval_seconds"])
+    return pa.schema([("epoch", pa.int32())] + [(n, pa.float64()) for n in names])
+
+
+def build_optimizer(groups: list[ParamGroup], options: TrainOptions):
+    optimizer = torch.optim.SGD(
+        [{"params": g.params, "lr": g.lr, "name": g.name,
+          "weight_decay": options.weight_decay if g.weight_decay is None else g.weight_decay} for g in groups],
+        lr=options.lr, momentum=options.momentum,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [g.schedule for g in groups])
+    return optimizer, scheduler
+
+
+def run_training(
+    store: Store,
+    folder: str,
+    task: TrainingTask,
+    options: TrainOptions,
+    runtime: RuntimeOptions,
+    *,
+    stage: str,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainingRun:
+    """Train ``task`` for ``options.epochs`` epochs, resuming from ``<folder>/checkpoints/last.pt`` if present."""
+    configure_threads(runtime, 1)
+    device = runtime.torch_device()
+    with deterministic_algorithms(options.deterministic, device):
+        seed_everything(options.seed)
+        task.setup(device)
+        groups = task.param_groups()
+        names = [g.name for g in groups]
+        optimizer, scheduler = build_optimizer(groups, options)
+        schema = history_schema(task, names)
+        modules = task.modules()
+        rows: list[dict] = []
+        start = 0
+        checkpoint = artifacts.read_checkpoint(store, folder)
+        if checkpoint is not None:
+            if checkpoint.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"{store.path(folder)}: checkpoint format {checkpoint.get('format')} is not "
+                                 f"{CHECKPOINT_FORMAT}; re-run with --force")
+            for name, module in modules.items():
+                module.load_state_dict(checkpoint["modules"][name])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["schedulers"][0])
+            task.load_extra_state(checkpoint["extra"])
+            set_rng_state(checkpoint["rng"])
+            rows = list(checkpoint["history"])
+            start = int(checkpoint["epoch"])
+            if start < options.epochs:
+                log(f"{stage}: resuming after epoch {start} of {options.epochs}")
+
+        for epoch in range(start, options.epochs):
+            row = _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet)
+            scheduler.step()
+            evaluate = (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs
+            began = time.perf_counter()
+            metrics = task.evaluate(epoch) if evaluate else {}
+            row.update({c: float(metrics.get(c, math.nan)) for c in task.eval_columns})
+            row["eval_seconds"] = time.perf_counter() - began if evaluate else math.nan
+            rows.append(row)
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch + 1,
+                "modules": {name: module.state_dict() for name, module in modules.items()},
+                "optimizer": optimizer.state_dict(),
+                "schedulers": [scheduler.state_dict()],
+                "rng": rng_state(),
+                "extra": task.extra_state(),
+                "history": rows,
+            }
+            artifacts.write_checkpoint(store, folder, state)
+            artifacts.write_history(store, folder, rows, schema)
+            faults.checkpoint(f"{stage}.epoch")
+            log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
+        artifacts.write_history(store, folder, rows, schema)
+    return TrainingRun(task, rows, schema, start, names)
+
+
+def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet) -> dict:
+    rng = np.random.default_rng([options.seed, epoch])
+    generator = torch.Generator().manual_seed(derived_seed(options.seed, epoch, 1))
+    for module in modules.values():
+        module.train()
+    lrs = {f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups}
+    specs = task.epoch_batches(epoch, rng)
+    sums = {c: 0.0 for c in task.train_columns}
+    samples = 0
+    began = time.perf_counter()
+    with progress_bar(total=len(specs), desc=f"{stage} epoch {epoch + 1}", quiet=quiet) as bar:
+        for batch in prefetched(task.load_batch, specs):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(runtime, device):
+                result = task.train_step(batch, generator)
+            if not torch.isfinite(result.loss.detach()).all():
+                raise FloatingPointError(f"{stage}: the training loss became {float(result.loss)} in epoch "
+                                         f"{epoch + 1}; lower the learning rate")
+            result.loss.backward()
+            optimizer.step()
+            for c in task.train_columns:
+                sums[c] += float(result.logs[c]) * result.samples
+            samples += result.samples
+            bar.update(1)
+            faults.checkpoint(f"{stage}.step")
+    row = {"epoch": epoch + 1, **lrs}
+    row.update({f"train_{c}": (sums[c] / samples if samples else math.nan) for c in task.train_columns})
+    row["train_samples"] = float(samples)
+    row["train_seconds"] = time.perf_counter() - began
+    return row
+
+
+def _epoch_line(stage: str, row: dict, epochs: int, eval_columns: Sequence[str]) -> str:
+    shown = [f"{k} {row[k]:.4g}" for k in row if k.startswith("train_") and k not in ("train_samples", "train_seconds")]
+    shown += [f"{k} {row[k]:.4g}" for k in eval_columns if not math.isnan(row[k])]
+    return f"{stage}: epoch {row['epoch']}/{epochs} ({row['train_seconds']:.0f}s): " + ", ".join(shown)
+
+
+def video_mean_softmax(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(V, C) mean of the clip softmaxes of each video; ``offsets`` (V + 1,) delimit the videos' rows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    sums = np.add.reduceat(probs, offsets[:-1], axis=0) if len(offsets) > 1 else np.zeros((0, logits.shape[1]))
+    return sums / np.diff(offsets)[:, None]
