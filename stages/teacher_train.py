@@ -1,0 +1,202 @@
+"""Stage ``teacher-train``: train a registered teacher on the store's train split.
+
+Each clip is a sample labelled with its video's label. SGD with momentum, per-epoch **cosine** LR schedule
+(epoch e of E, from 0, trains at ``lr * (1 + cos(pi e / E)) / 2``), weight decay, and random horizontal
+flips of whole clips (p = 0.5) unless ``flip=False``: turn flips off for direction-sensitive classes (the
+embedded benchmark's TranslateLeft/Right and Rotate(Anti)Clockwise, Something-Something V2), where a flipped
+clip shows the other class. ``clips_per_video`` trains each epoch on a random subset of each video's clips.
+
+After every ``eval_every``-th epoch (and the last) the model is evaluated on the eval split
+(``manifests.eval_split``): clip accuracy and video accuracy (argmax of the mean softmax over all of a
+video's clips). Writes ``teachers/<name>/``: ``history.parquet`` (one row per epoch), ``weights.pt`` (plain
+state dict, what ``teacher-cache`` loads) and ``meta.json``. Resumable after a kill at any point
+(``pipeline.training``), idempotent, ``force`` retrains from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
+from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
+                                          prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
+from condi_pipe.storage import training_artifacts as artifacts
+from condi_pipe.storage.clip_array import open_clip_array
+from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos
+from condi_pipe.storage.store import Store
+
+TEACHER_TRAIN = define_stage(
+    "teacher-train",
+    reads=("extract",),
+    writes=("teachers/{key}",),
+    summary="train a teacher on the train split; per-epoch eval accuracy, final weights in teachers/<name>/",
+)
+TRAIN_SPLIT = "train"
+SCHEDULE = "cosine"
+
+
+def default_teacher_options() -> TrainOptions:
+    return TrainOptions(epochs=4, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-4, seed=0)
+
+
+@dataclass(frozen=True)
+class TeacherTrainRequest:
+    """What to train: a registered model ``teacher`` (``width`` if it has one), optionally initialised from a
+    local checkpoint ``weights`` (``reset_head`` for a different class count), and how."""
+
+    teacher: str
+    width: float | None = None
+    train: TrainOptions = field(default_factory=default_teacher_options)
+    flip: bool = True
+    weights: str | None = None
+    reset_head: bool = False
+    clips_per_video: int | None = None  # per epoch; None: every clip
+    runtime: RuntimeOptions = RuntimeOptions()
+
+    def config(self) -> dict:
+        cfg = asdict(self)
+        cfg["weights"] = os.path.abspath(self.weights) if self.weights else None
+        cfg["schedule"] = SCHEDULE
+        return cfg
+
+
+class TeacherTask:
+    """The teacher-train :class:`~condi_pipe.pipeline.training.TrainingTask`: cross-entropy on clips."""
+
+    train_columns = ("loss", "accuracy")
+    eval_columns = ("eval_loss", "eval_clip_accuracy", "eval_video_accuracy")
+
+    def __init__(self, store: Store, request: TeacherTrainRequest, num_classes: int, train: VideoSet,
+                 evaluation: VideoSet | None) -> None:
+        self.store, self.request, self.num_classes = store, request, num_classes
+        self.train_videos, self.eval_videos = train, evaluation
+        self.clips = open_clip_array(store)
+        self.clip_label = np.zeros(self.clips.shape[0], np.int64)
+        for videos in (train, evaluation):
+            if videos is not None:
+                self.clip_label[videos.clip_ids] = np.repeat(videos.label, videos.clips)
+
+    def setup(self, device: torch.device) -> None:
+        from condi_pipe.models import build_model, load_weights
+
+        self.device = device
+        self.model = build_model(self.request.teacher, num_classes=self.num_classes, width=self.request.width)
+        if self.request.weights:
+            load_weights(self.model, self.request.weights, reset_head=self.request.reset_head)
+        self.model.to(device)
+
+    def modules(self) -> dict:
+        return {"model": self.model}
+
+    def param_groups(self) -> list[ParamGroup]:
+        opts = self.request.train
+        return [ParamGroup("model", list(self.model.parameters()), opts.lr, CosineDecay(opts.epochs))]
+
+    def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        ids = sample_clips(self.train_videos, rng, self.request.clips_per_video)
+        return batches_of(ids, self.request.train.batch_size)
+
+    def load_batch(self, ids: np.ndarray):
+        return read_clips(self.clips, ids), torch.from_numpy(self.clip_label[ids])
+
+    def train_step(self, batch, generator: torch.Generator) -> StepResult:
+        clips, labels = batch
+        if self.request.flip:
+            flip = torch.rand(len(clips), generator=generator) < 0.5
+            clips[flip] = clips[flip].flip(3)  # (B, T, H, W, 3): W is dim 3
+        out = self.model(self.model.preprocess(clips.to(self.device)))
+        labels = labels.to(self.device)
+        loss = F.cross_entropy(out.logits.float(), labels)
+        accuracy = (out.logits.detach().argmax(1) == labels).float().mean()
+        return StepResult(loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}, len(labels))
+
+    def predict(self, videos: VideoSet, batch_size: int) -> np.ndarray:
+        """float32 logits of every clip of ``videos``, in clip-id order."""
+        self.model.eval()
+        out = []
+        from condi_pipe.pipeline.torch_runtime import autocast
+
+        with torch.inference_mode(), autocast(self.request.runtime, self.device):
+            for clips in prefetched(lambda ids: read_clips(self.clips, ids), batches_of(videos.clip_ids, batch_size)):
+                out.append(self.model(self.model.preprocess(clips.to(self.device))).logits.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        if self.eval_videos is None:
+            return {}
+        logits = self.predict(self.eval_videos, self.request.train.batch_size)
+        labels = self.clip_label[self.eval_videos.clip_ids]
+        loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+        video_probs = video_mean_softmax(logits, self.eval_videos.offsets)
+        return {"eval_loss": loss,
+                "eval_clip_accuracy": float((logits.argmax(1) == labels).mean()),
+                "eval_video_accuracy": float((video_probs.argmax(1) == self.eval_videos.label).mean())}
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    """A JSON-friendly number: None for NaN (not evaluated)."""
+    return None if value != value else round(float(value), digits)
+
+
+def teacher_train(
+    store: Store,
+    request: TeacherTrainRequest,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train ``request.teacher`` on ``store`` (resumable); returns the stage counts."""
+    name = request.teacher
+    key = f"{TEACHER_TRAIN.name}/{name}"
+    folder = artifacts.trained_teacher_folder(name)
+    with stage_run(store, TEACHER_TRAIN, request.config(), force=force, record_key=key, log=log) as run:
+        if run.skip:
+            return run.previous.get("counts", {})
+        classes = class_names(store)
+        if TRAIN_SPLIT not in available_splits(store):
+            raise StageError(f"{store.url}: no '{TRAIN_SPLIT}' split to train on")
+        train_videos = load_videos(store, TRAIN_SPLIT)
+        split = eval_split(store)
+        evaluation = load_videos(store, split) if split in available_splits(store) else None
+        if evaluation is None:
+            log(f"teacher-train {name}: no eval split; accuracy columns stay NaN")
+        artifacts.unpublish(store, folder)
+        task = TeacherTask(store, request, len(classes), train_videos, evaluation)
+        result = run_training(store, folder, task, request.train, request.runtime, stage=TEACHER_TRAIN.name,
+                              quiet=quiet, log=log)
+        last = result.history[-1]
+        model = task.model
+        artifacts.write_state_dict(store, folder, model.state_dict())
+        meta = {
+            "teacher": name, "width": model.config.width, "num_classes": len(classes), "classes": classes,
+            "normalization": model.config.normalization, "feature_dim": model.config.feature_dim,
+            "train_split": TRAIN_SPLIT, "eval_split": split if evaluation is not None else None,
+            "train_videos": int(len(train_videos.video_id)), "train_clips": int(train_videos.clips.sum()),
+            "schedule": f"SGD momentum {request.train.momentum}, {task.param_groups()[0].schedule!r}",
+            "config": request.config(),
+            "device": str(task.device), "device_name": device_name(task.device), "threads": torch.get_num_threads(),
+            "final": {k: _rounded(last[k], 6) for k in ("train_loss", "train_accuracy", *TeacherTask.eval_columns)},
+        }
+        artifacts.write_meta(store, folder, meta)
+        counts = {"epochs": request.train.epochs,
+                  "clip_accuracy": _rounded(last["eval_clip_accuracy"]),
+                  "video_accuracy": _rounded(last["eval_video_accuracy"])}
+        run.done(counts)
+        artifacts.remove_checkpoints(store, folder)
+    log(f"teacher-train {name}: {counts['epochs']} epochs, eval clip accuracy {last['eval_clip_accuracy']:.1%}, "
+        f"video accuracy {last['eval_video_accuracy']:.1%}; weights in {store.path(folder)}")
+    return counts
