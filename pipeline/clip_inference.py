@@ -133,3 +133,42 @@ def assemble_groups(store: Store, stage: str, groups: list[VideoGroup]) -> dict[
         for name, values in staging.staged_arrays(store, stage, group.key).items():
             parts.setdefault(name, []).append(values)
     return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+LATENCY_BATCHES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
+
+
+def latency_curve_task(batch_sizes: tuple[int, ...], store_url: str, ref: ModelRef, runtime: RuntimeOptions,
+                       workers: int, repeats: int = 3) -> dict:
+    """Seconds of one forward pass at each batch size, on stored clips, median of ``repeats``.
+
+    The report costs a method's K teacher clips with this curve at batch K: a batch of K clips is not K times
+    a clip's share of a big batch (on this CPU one clip alone takes ~3x its share of a batch of 8).
+    """
+    store = Store(store_url)
+    model = cached_model(ref, store, runtime, workers)
+    device = runtime.torch_device()
+    array = open_clip_array(store)
+    available = int(array.shape[0])
+    seconds = []
+    for size in batch_sizes:
+        ids = np.arange(size) % max(available, 1)
+        batch = torch.from_numpy(np.ascontiguousarray(array.get_orthogonal_selection((ids,)))).to(device)
+
+        def forward(batch=batch):
+            with torch.inference_mode(), autocast(runtime, device):
+                return model(to_runtime_layout(model.preprocess(batch), runtime))
+
+        seconds.append(float(np.median([timed(forward, device).seconds for _ in range(repeats)])))
+    return {"batch": list(batch_sizes), "seconds": seconds}
+
+
+def latency_for_batch(curve: dict, size: int) -> float:
+    """Seconds for a batch of ``size`` clips from a measured curve: linear between points, and beyond the
+    largest measured batch, its per-clip cost times ``size``."""
+    batches, seconds = np.asarray(curve["batch"], float), np.asarray(curve["seconds"], float)
+    if size <= 0:
+        return 0.0
+    if size > batches[-1]:
+        return float(seconds[-1] / batches[-1] * size)
+    return float(np.interp(size, batches, seconds))

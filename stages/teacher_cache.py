@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.clip_inference import ModelRef, assemble_groups, group_videos, infer_group
+from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, assemble_groups, group_videos, infer_group,
+                                               latency_curve_task)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
 from condi_pipe.pipeline.stage import define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
@@ -88,7 +89,10 @@ def teacher_cache(
             faults.checkpoint("teacher-cache.group")
         outputs = assemble_groups(store, stage_name, groups)
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
-        counts = _publish(store, name, request, videos, outputs, device)
+        common = (store.url, request.teacher, request.runtime, max(executor.workers, 1))
+        [(_, curve)] = list(run_tasks(latency_curve_task, [LATENCY_BATCHES], executor, desc="latency", quiet=True,
+                                      common=common))
+        counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve})
         run.done(counts)
         staging.clear_staging(store, stage_name)
     log(f"teacher-cache {name}: {counts['clips']} clips, clip accuracy {counts['clip_accuracy']:.1%}, "
@@ -120,7 +124,9 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
         "model": name, "width": request.teacher.width, "num_classes": request.teacher.num_classes,
         "weights": request.teacher.weights_path or request.teacher.store_weights,
         "bf16": request.runtime.bf16, "device": device.get("device"), "device_name": device.get("device_name"),
-        "threads": device.get("threads"), "timing": "wall time of one forward pass over each video's clips as one batch",
+        "threads": device.get("threads"), "latency_curve": device.get("latency_curve"),
+        "timing": "videos.parquet: wall time of one forward pass over each video's clips as one batch; "
+                  "latency_curve: seconds of one forward pass per batch size (median of 3)",
         "classes": class_names(store),
     }
     clip_outputs.write_outputs(store, clip_outputs.teacher_folder(name),

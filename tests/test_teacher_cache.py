@@ -86,6 +86,9 @@ def test_timings_and_device_are_recorded(cached):
     assert (timing["clips"].to_numpy() == videos["clips"].to_numpy()).all() and (timing["seconds"] > 0).all()
     meta = clip_outputs.read_meta(store, folder)
     assert meta["device"] == "cpu" and meta["threads"] >= 1 and meta["device_name"]
+    curve = meta["latency_curve"]
+    assert curve["batch"][0] == 1 and len(curve["batch"]) == len(curve["seconds"])
+    assert all(s > 0 for s in curve["seconds"]) and curve["seconds"][-1] > curve["seconds"][0]
     assert counts["ms_per_clip"] == pytest.approx(1000 * timing["seconds"].sum() / timing["clips"].sum())
 
 
