@@ -14,7 +14,7 @@ from condi_pipe.storage.errors import StoreError
 from condi_pipe.video.sources import SOURCES, SourceError
 
 # Errors a user can cause and fix: shown as one line, exit status 2, no traceback.
-USER_ERRORS = (StageError, StoreError, SourceError, FileNotFoundError, ValueError)
+USER_ERRORS = (StageError, StoreError, SourceError, FileNotFoundError, ValueError, FloatingPointError)
 
 
 def _one_line_errors(fn):
@@ -164,6 +164,255 @@ def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out,
     if plot:
         plot_report(result, plot)
         click.echo(f"report: wrote {plot}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training and scoring: teacher-train, teacher-cache, distill, score.
+# ---------------------------------------------------------------------------------------------------------
+
+def _runtime_options(fn):
+    fn = click.option("--threads", type=click.IntRange(min=1), default=None,
+                      help="Torch threads per process (default: the cores divided among the workers).")(fn)
+    fn = click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on recent GPUs and AVX-512 bf16 CPUs).")(fn)
+    fn = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
+    return fn
+
+
+def _inference_executor_options(fn):
+    """Like ``_executor_options`` but one worker by default: timed inference should not share the cores."""
+    fn = click.option("--scheduler-address", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                      help="Use an existing Dask cluster (tcp://HOST:PORT) instead of starting local workers.")(fn)
+    fn = click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+                      help="Local Dask worker processes (0: run in this process).")(fn)
+    return fn
+
+
+def _train_options(epochs, batch_size, lr, weight_decay):
+    """--epochs, --batch-size, --lr, --momentum, --weight-decay, --seed, --eval-every with per-stage defaults."""
+
+    def decorate(fn):
+        fn = click.option("--eval-every", type=click.IntRange(min=1), default=1, show_default=True,
+                          help="Evaluate on the eval split after every N-th epoch (and after the last).")(fn)
+        fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
+        fn = click.option("--weight-decay", type=click.FloatRange(min=0), default=weight_decay, show_default=True)(fn)
+        fn = click.option("--momentum", type=click.FloatRange(min=0), default=0.9, show_default=True,
+                          help="SGD momentum.")(fn)
+        fn = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr, show_default=True)(fn)
+        fn = click.option("--batch-size", type=click.IntRange(min=1), default=batch_size, show_default=True)(fn)
+        fn = click.option("--epochs", type=click.IntRange(min=1), default=epochs, show_default=True)(fn)
+        return fn
+
+    return decorate
+
+
+def _model_errors(fn):
+    """Unreadable checkpoints and diverging training are the user's to fix: one line, exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        from condi_pipe.models import CheckpointError
+
+        try:
+            return fn(*args, **kwargs)
+        except (CheckpointError, FloatingPointError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@main.command("teacher-train")
+@click.option("--teacher", required=True, help="Registered teacher model (see `condi-pipe models`).")
+@click.option("--width", type=float, default=None, help="Width multiplier, for models that have one.")
+@click.option("--store", required=True, help="Store path or fsspec URL.")
+@_train_options(epochs=4, batch_size=16, lr=0.05, weight_decay=1e-4)
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Random horizontal flips of whole clips. Use --no-flip for direction-sensitive classes: the "
+                   "embedded benchmark (TranslateLeft/Right, RotateClockwise/Anticlockwise) and "
+                   "Something-Something V2, where a flipped clip shows another class.")
+@click.option("--clips-per-video", type=click.IntRange(min=1), default=None,
+              help="Train each epoch on this many random clips of each video (default: all clips).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from this local checkpoint (fine-tuning) instead of random weights.")
+@click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
+@_runtime_options
+@_common_stage_options
+@_one_line_errors
+@_model_errors
+def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weight_decay, seed, eval_every, flip,
+                  clips_per_video, weights, reset_head, device, bf16, threads, force, quiet):
+    """Train a teacher on the train split (cosine LR schedule); per-epoch eval accuracy in STORE/teachers/NAME/."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.pipeline.training import TrainOptions
+    from condi_pipe.stages.teacher_train import TeacherTrainRequest
+    from condi_pipe.stages.teacher_train import teacher_train as run_teacher_train
+
+    request = TeacherTrainRequest(
+        teacher, width, TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every),
+        flip=flip, weights=weights, reset_head=reset_head, clips_per_video=clips_per_video,
+        runtime=RuntimeOptions(device, threads, bf16),
+    )
+    run_teacher_train(ensure_store(store), request, force=force, quiet=quiet)
+
+
+@main.command("teacher-cache")
+@click.option("--teacher", required=True, help="Registered teacher model (see `condi-pipe models`).")
+@click.option("--width", type=float, default=None, help="Width multiplier, for models that have one.")
+@click.option("--store", required=True, help="Store path or fsspec URL.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Local checkpoint (plain state dict or {'state_dict': ...}); default: the store's trained "
+                   "teacher from `condi-pipe teacher-train`.")
+@click.option("--random-init", is_flag=True, help="Random weights: for tests and timing only.")
+@click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
+@click.option("--clips-per-group", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Clips per task (whole videos; each task stages its outputs).")
+@_runtime_options
+@_inference_executor_options
+@_common_stage_options
+@_one_line_errors
+@_model_errors
+def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips_per_group, device, bf16, threads,
+                  workers, scheduler_address, force, quiet):
+    """Run the teacher once over every clip: logits, features, z and per-video timings in STORE/teacher/NAME/."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest
+    from condi_pipe.stages.teacher_cache import teacher_cache as run_teacher_cache
+    from condi_pipe.stages.teacher_train import teacher_ref
+
+    target = ensure_store(store)
+    ref = teacher_ref(target, teacher, width, weights, random_init, reset_head)
+    request = TeacherCacheRequest(ref, RuntimeOptions(device, threads, bf16), clips_per_group)
+    run_teacher_cache(target, request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
+
+
+@main.command()
+@click.option("--loss", type=click.Choice(["condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "fewer-frames",
+                                           "uniform-k"]), default="condi-sr", show_default=True,
+              help="condi-sr: the method; bce-conf, st-ent, st-conf: baseline samplers; trivial-mt: the cheating "
+                   "ablation; fewer-frames, uniform-k: one prediction per video from K clips.")
+@click.option("--student", required=True, help="Registered student model (see `condi-pipe models`).")
+@click.option("--width", type=float, default=None, help="Width multiplier (default: the model's default).")
+@click.option("--name", default=None, help="Run name (default: <loss>-<student>-<width>, plus -k<K> for video losses).")
+@click.option("--teacher", required=True, help="Teacher whose cache to distil from (`condi-pipe teacher-cache`).")
+@click.option("--store", required=True, help="Store path or fsspec URL.")
+@_train_options(epochs=50, batch_size=32, lr=0.1, weight_decay=1e-4)
+@click.option("--conf-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Base LR of the confidence head (default: --lr).")
+@click.option("--lr-decay", type=click.FloatRange(min=1), default=1.25, show_default=True,
+              help="The network's LR is divided by this after every epoch.")
+@click.option("--conf-lr-decay", type=click.FloatRange(min=1), default=5.0, show_default=True,
+              help="The confidence head's LR is divided by this after every epoch.")
+@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=0.9, show_default=True,
+              help="Distillation temperature.")
+@click.option("--lambda", "lam", type=click.FloatRange(min=0), default=1.5, show_default=True,
+              help="Weight of the confidence term (condi-sr, trivial-mt).")
+@click.option("--mu", type=click.FloatRange(min=0), default=1.5, show_default=True,
+              help="Weight of the positive BCE term (condi-sr, trivial-mt).")
+@click.option("--detach-confidence", is_flag=True, help="condi-sr: no KD gradient into z~ (Eq. 5).")
+@click.option("--beta", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="trivial-mt: CE weight.")
+@click.option("--downsample/--no-downsample", default=True, show_default=True,
+              help="bce-conf: balance z = 0 and z = 1 in each batch.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=0.3, show_default=True,
+              help="st-conf: the budget on mean(-log c).")
+@click.option("--lambda-init", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="st-conf: initial lambda.")
+@click.option("--lambda-factor", type=click.FloatRange(1, 2, min_open=True, max_open=True), default=1.01,
+              show_default=True, help="st-conf: lambda update factor.")
+@click.option("--hint-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="st-conf: share of each batch given hints.")
+@click.option("--k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="fewer-frames, uniform-k: equidistant clips the student sees per video.")
+@click.option("--alpha-rep", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="fewer-frames: weight of ||E_T - E_S||^2.")
+@click.option("--alpha-kl", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="fewer-frames: weight of KL(P_T || P_S).")
+@click.option("--alpha-ce", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="fewer-frames: weight of CE.")
+@click.option("--clips-per-video", type=click.IntRange(min=1), default=None,
+              help="Per-clip losses: train each epoch on this many random clips of each video (default: all).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start the student from this local checkpoint (the paper fine-tunes at --lr 0.01).")
+@click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
+@_runtime_options
+@_common_stage_options
+@_one_line_errors
+@_model_errors
+def distill(loss, student, width, name, teacher, store, epochs, batch_size, lr, momentum, weight_decay, seed,
+            eval_every, conf_lr, lr_decay, conf_lr_decay, tau, lam, mu, detach_confidence, beta, downsample, budget,
+            lambda_init, lambda_factor, hint_fraction, k, alpha_rep, alpha_kl, alpha_ce, clips_per_video, weights,
+            reset_head, device, bf16, threads, force, quiet):
+    """Train a student from the teacher cache (the teacher is not run); history in STORE/students/RUN/."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.pipeline.training import TrainOptions
+    from condi_pipe.stages.distill import DistillRequest, LossOptions
+    from condi_pipe.stages.distill import distill as run_distill
+
+    request = DistillRequest(
+        loss, student, teacher, width, name,
+        LossOptions(tau, lam, mu, detach_confidence, beta, downsample, budget, lambda_init, lambda_factor,
+                    hint_fraction, k, alpha_rep, alpha_kl, alpha_ce),
+        TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every),
+        conf_lr=conf_lr, lr_decay=lr_decay, conf_lr_decay=conf_lr_decay, clips_per_video=clips_per_video,
+        weights=weights, reset_head=reset_head, runtime=RuntimeOptions(device, threads, bf16),
+    )
+    run_distill(ensure_store(store), request, force=force, quiet=quiet)
+
+
+@main.command()
+@click.option("--student", "run", required=True, help="The distill run to score (its --name).")
+@click.option("--store", required=True, help="Store path or fsspec URL.")
+@click.option("--clips-per-group", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Clips per task (whole videos; each task stages its outputs).")
+@_runtime_options
+@_inference_executor_options
+@_common_stage_options
+@_one_line_errors
+@_model_errors
+def score(run, store, clips_per_group, device, bf16, threads, workers, scheduler_address, force, quiet):
+    """Score every eval clip with a trained student: predictions, confidence, ranking score, timings."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.stages.score import ScoreRequest
+    from condi_pipe.stages.score import score as run_score
+
+    request = ScoreRequest(run, RuntimeOptions(device, threads, bf16), clips_per_group)
+    run_score(ensure_store(store), request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--store", required=True, help="Store holding the teacher cache and the student run.")
+@click.option("--teacher", required=True, help="Teacher name (as cached by teacher-cache).")
+@click.option("--method", default="condi-sr", show_default=True,
+              help="dense, equidistant, or the loss of the student run (condi-sr, bce-conf, st-ent, st-conf, ...).")
+@click.option("--student", "student_run", default=None, help="Student run (from distill) for ranked methods / --ks.")
+@click.option("--k", type=click.IntRange(min=1), default=3, show_default=True, help="Clips classified in all.")
+@click.option("--ks", type=click.IntRange(min=0), default=0, show_default=True,
+              help="How many of the K clips the student classifies itself (ConDi-SR type b).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast.")
+@click.option("--json", "as_json", is_flag=True)
+@_one_line_errors
+def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, as_json):
+    """Classify new videos: student over every clip, top-K to the teacher; print top-5 and time per step."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.stages.infer import infer as run_infer
+
+    results = run_infer(ensure_store(store), list(videos), teacher=teacher, method=method, student_run=student_run,
+                        k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16))
+    if as_json:
+        click.echo(json.dumps([r._asdict() for r in results], indent=2))
+        return
+    for r in results:
+        click.echo(f"{r.path}: {r.clips} clips; teacher on {r.teacher_clips}"
+                   + (f", student on {r.student_clips}" if r.student_clips else ""))
+        for name, prob in r.top5:
+            click.echo(f"  {prob:6.1%}  {name}")
+        click.echo("  time: " + ", ".join(f"{step} {sec * 1000:.0f} ms" for step, sec in r.seconds.items()))
 
 
 if __name__ == "__main__":

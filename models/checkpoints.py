@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 DATA_PARALLEL_PREFIX = "module."
 
 
-class CheckpointError(Exception):
+class CheckpointError(ValueError):
     """A weight file that cannot be loaded into the model as asked."""
 
 

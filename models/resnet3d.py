@@ -147,6 +147,8 @@ def resnext101_3d(num_classes: int, *, normalization: str = "3d_resnets", **kw) 
 @register_model("resnet10_3d_small", role="teacher")
 def resnet10_3d_small(num_classes: int, *, normalization: str = "simple", **kw) -> ResNet3D:
     """Narrow 3D ResNet-10 (basic blocks [1,1,1,1], widths 16-128): a teacher that trains on a CPU."""
+    # A 3x7x7 stem (as in torchvision's R3D) rather than 7x7x7: the stem dominates the FLOPs of a network this
+    # narrow, and 3x7x7 costs less than half (1.0 instead of 1.9 GFLOPs per clip in total).
     return ResNet3D(
         BasicBlock3D, (1, 1, 1, 1), (16, 32, 64, 128), num_classes,
         name="resnet10_3d_small", normalization=normalization, stem_channels=16, stem_kernel=(3, 7, 7), **kw,

@@ -200,3 +200,32 @@ def teacher_train(
     log(f"teacher-train {name}: {counts['epochs']} epochs, eval clip accuracy {last['eval_clip_accuracy']:.1%}, "
         f"video accuracy {last['eval_video_accuracy']:.1%}; weights in {store.path(folder)}")
     return counts
+
+
+def teacher_ref(store: Store, teacher: str, width: float | None = None, weights: str | None = None,
+                random_init: bool = False, reset_head: bool = False):
+    """The teacher ``teacher-cache`` should run: a local checkpoint ``weights`` (any format ``load_weights``
+    reads), else the store's trained teacher (``teachers/<name>/weights.pt``), else random weights if
+    ``random_init`` (for tests and timing only); otherwise a ValueError saying how to get weights."""
+    from condi_pipe.pipeline.clip_inference import ModelRef
+
+    if weights and random_init:
+        raise ValueError("pass either --weights or --random-init, not both")
+    num_classes = len(class_names(store))
+    if weights:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"{weights}: no such checkpoint file")
+        return ModelRef(teacher, num_classes, width, weights_path=os.path.abspath(weights), reset_head=reset_head)
+    folder = artifacts.trained_teacher_folder(teacher)
+    if not random_init and artifacts.is_complete(store, folder):
+        meta = artifacts.read_meta(store, folder)
+        if width is not None and meta.get("width") is not None and float(width) != float(meta["width"]):
+            raise ValueError(f"{teacher} was trained with width {meta['width']}, not {width}")
+        if int(meta["num_classes"]) != num_classes:
+            raise ValueError(f"{store.path(folder)}: trained for {meta['num_classes']} classes, the store has "
+                             f"{num_classes}; re-run teacher-train --force")
+        return ModelRef(teacher, num_classes, meta.get("width"), store_weights=artifacts.weights_rel(folder))
+    if random_init:
+        return ModelRef(teacher, num_classes, width)
+    raise ValueError(f"no weights: pass --weights or run teacher-train first (no trained {teacher} in "
+                     f"{store.path(folder)})")

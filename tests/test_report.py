@@ -565,3 +565,31 @@ def test_cli_writes_json_and_plot(empty_store, tmp_path):
     assert result.exit_code == 2 and "unknown method 'nope'" in result.output
     result = CliRunner().invoke(cli, ["report", "--store", empty_store.url, "--table", "4", "--ks", "0,1"])
     assert result.exit_code == 0 and "| All" in result.output
+
+
+def test_vectorised_averaging_equals_samplers(monkeypatch):
+    """The report's one-pass averaging gives samplers' predictions (masks, top-K by rank, division), over blocks."""
+    from condi_pipe.methods import samplers
+    from condi_pipe.stages import report as report_module
+
+    monkeypatch.setattr(report_module, "BLOCK_VIDEOS", 7)  # many blocks of videos
+    rng = np.random.default_rng(11)
+    counts = rng.integers(1, 12, 300)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    owner = samplers.video_ids(offsets)
+    teacher = softmax(rng.normal(0, 2, (offsets[-1], 6))).astype(np.float32)
+    student = softmax(rng.normal(0, 1, (offsets[-1], 6))).astype(np.float32)
+    scores = rng.normal(size=offsets[-1])
+    ranks = samplers.rank_within_videos(scores, offsets)
+    order = report_module._rank_order(ranks, offsets, owner)
+    top = report_module._mean_argmax(lambda rows: teacher[rows], order, offsets[:-1], counts, [1, 2, 5, 11, 20])
+    for k, preds in top.items():
+        mask = ranks < k
+        assert (report_module._mask_predictions(teacher, owner, len(counts), mask)
+                == samplers.predict_videos(teacher, offsets, mask)).all()
+        assert (preds == samplers.predict_videos(teacher, offsets, mask)).mean() == 1.0, k
+    ent_ranks = samplers.rank_within_videos(-entropy(student), offsets)
+    for k, ks in ((1, 0), (3, 1), (5, 5), (7, 3)):
+        expected = samplers.predict_videos_division(teacher, student, offsets, ranks, ent_ranks, k, ks).predictions
+        got = report_module._division_predictions(teacher, student, owner, len(counts), ranks < k - ks, ent_ranks < ks)
+        assert (got == expected).all(), (k, ks)

@@ -1,0 +1,76 @@
+"""Run every stage of a :class:`~condi_pipe.pipeline.run_config.RunConfig` in order, skipping finished ones.
+
+extract -> teacher-train (only without teacher weights) -> teacher-cache -> distill (each loss) -> score (each
+run) -> report. Every stage is itself resumable, so a killed ``run`` re-run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.run_config import RunConfig
+from condi_pipe.pipeline.stage import ensure_store
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.training import TrainOptions
+from condi_pipe.storage import training_artifacts
+from condi_pipe.storage.manifests import class_names
+from condi_pipe.video.decode import DecodeOptions
+
+
+def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Run the configured pipeline; returns the rendered report tables by name (also written to out_dir)."""
+    from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
+    from condi_pipe.stages.extract import ExtractRequest, extract
+    from condi_pipe.stages.report import build_report, plot_report, render
+    from condi_pipe.stages.score import ScoreRequest, score
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+    from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_train
+
+    store = ensure_store(config.store)
+    ex, te, tt, di, rep = config.extract, config.teacher, config.teacher_train, config.distill, config.report
+
+    extract(store, ExtractRequest(ex.source, ex.root, ex.annotations, ex.split, DecodeOptions(fps=ex.fps),
+                                  ex.clips_per_shard), ExecutorOptions(workers=ex.workers), quiet=quiet, log=log)
+    num_classes = len(class_names(store))
+    runtime = RuntimeOptions(device=te.device, bf16=te.bf16)
+    if te.weights:
+        teacher = ModelRef(te.name, num_classes, te.width, weights_path=te.weights, reset_head=te.reset_head)
+    else:
+        train = TrainOptions(epochs=tt.epochs, batch_size=tt.batch_size, lr=tt.lr, weight_decay=tt.weight_decay,
+                             seed=tt.seed)
+        teacher_train(store, TeacherTrainRequest(te.name, te.width, train, flip=tt.flip, runtime=runtime),
+                      quiet=quiet, log=log)
+        folder = training_artifacts.trained_teacher_folder(te.name)
+        teacher = ModelRef(te.name, num_classes, te.width, store_weights=training_artifacts.weights_rel(folder))
+    teacher_cache(store, TeacherCacheRequest(teacher, runtime), ExecutorOptions(workers=te.workers),
+                  quiet=quiet, log=log)
+
+    student_runtime = RuntimeOptions(device=di.device)
+    losses = LossOptions(tau=di.tau, lam=di.lam, mu=di.mu, k=di.k)
+    train = TrainOptions(epochs=di.epochs, batch_size=di.batch_size, lr=di.lr, seed=di.seed)
+    for loss in di.losses:
+        request = DistillRequest(loss, di.student, te.name, di.width, losses=losses, train=train,
+                                 runtime=student_runtime)
+        distill(store, request, quiet=quiet, log=log)
+        score(store, ScoreRequest(request.run, student_runtime), ExecutorOptions(workers=te.workers),
+              quiet=quiet, log=log)
+
+    rendered = {}
+    out_dir = rep.out_dir if os.path.isabs(rep.out_dir) else os.path.join(os.path.dirname(config.source_file) or ".",
+                                                                          rep.out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    for table in rep.tables:
+        report = build_report(store, table, teacher=te.name, k=rep.k if table in ("3", "4") else None,
+                              ks=rep.ks if table == "4" else None)
+        rendered[table] = render(report, "md")
+        stem = os.path.join(out_dir, f"table-{table}")
+        for fmt in ("md", "json", "csv"):
+            with open(f"{stem}.{fmt}", "w") as fh:
+                fh.write(render(report, fmt))
+        if rep.plots and table in ("3", "accuracy", "confidence"):
+            plot_report(report, f"{stem}.png")
+    log(f"run: reports written to {out_dir}")
+    return rendered

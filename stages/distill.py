@@ -1,0 +1,478 @@
+"""Stage ``distill``: train a student from the teacher cache (the teacher is never run here).
+
+Losses (``methods.losses``), each the paper's default configuration unless a flag says otherwise:
+
+=============  ============================================================  ==============================
+loss           trains                                                        ranking (``score``)
+=============  ============================================================  ==============================
+condi-sr       KD to the confidence-modified teacher target + lam * BCE(z~, z)  z~ = sigmoid(confidence logit)
+bce-conf       only BCE(z~, z), majority class downsampled per batch           z~
+st-ent         plain soft-label KD (Hinton)                                    lowest student entropy
+st-conf        NLL with hints on half the batch + lam * -log c, lam steered    c = sigmoid(confidence logit)
+               towards the budget (BudgetLambda, one-hot labels only)
+trivial-mt     beta * CE + (1 - beta) * KD + lam * BCE (the cheating ablation)  z~
+fewer-frames   video level: the student sees K equidistant clips, averages     none: one prediction per video
+               its pooled features, matches the teacher's mean feature over
+               all clips (through a learned Linear when widths differ) + KL
+               to the teacher's mean softmax + CE
+uniform-k      the same student on K equidistant clips, CE only               none
+=============  ============================================================  ==============================
+
+Per-clip losses train on every clip of the train split (or ``clips_per_video`` random ones per video and
+epoch), with the teacher's cached logits, its z (Eq. 1) and the video's label; no augmentation (the cached
+teacher outputs are for the unflipped clips). Video-level losses take ``batch_size // k`` videos per step.
+
+Optimisation (method.md): SGD momentum 0.9, LR 0.1 from scratch; epoch e (from 0) trains the confidence head
+at ``conf_lr / 5**e`` and everything else at ``lr / 1.25**e`` (so the first epoch uses the base LRs and the
+third ``lr / 5**2`` and ``lr / 1.25**2``). Every hyperparameter is part of the stage configuration and of
+``students/<run>/meta.json``.
+
+After every ``eval_every``-th epoch the student is evaluated on the eval split; ``students/<run>/history.parquet``
+gets, per epoch: the LR of each group, every loss term on train and eval (``LossTerms`` fields), student clip
+accuracy, dense video accuracy, the AUROC of the run's ranking score against z and the false-positive rate of
+z~ > 0.5 (video-level runs: video accuracy only; the clip metrics are NaN).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from condi_pipe.methods import losses as L
+from condi_pipe.methods.metrics import auroc, false_positive_rate, softmax_entropy
+from condi_pipe.methods.samplers import equidistant_indices
+from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
+from condi_pipe.pipeline.training import (ParamGroup, StepDecay, StepResult, TrainOptions, batches_of, derived_seed,
+                                          prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
+from condi_pipe.storage import clip_outputs
+from condi_pipe.storage import training_artifacts as artifacts
+from condi_pipe.storage.clip_array import open_clip_array
+from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos
+from condi_pipe.storage.store import Store
+
+DISTILL = define_stage(
+    "distill",
+    reads=("teacher-cache",),
+    writes=("students/{key}",),
+    summary="train a student from the teacher cache with ConDi-SR or a baseline loss",
+)
+TRAIN_SPLIT = "train"
+
+CLIP_LOSSES = ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt")
+VIDEO_LOSSES = ("fewer-frames", "uniform-k")
+LOSSES = CLIP_LOSSES + VIDEO_LOSSES
+#: What ``score`` ranks clips by (higher rank_score = send to the teacher first).
+RANKING = {"condi-sr": "confidence", "bce-conf": "confidence", "trivial-mt": "confidence", "st-conf": "confidence",
+           "st-ent": "entropy", "fewer-frames": "none", "uniform-k": "none"}
+NEEDS_CONFIDENCE_HEAD = ("condi-sr", "bce-conf", "st-conf", "trivial-mt")
+TERMS = ("total", "kd", "conf", "ce", "rep")
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """Hyperparameters of the losses (each is ignored by the losses that do not use it)."""
+
+    tau: float = L.DEFAULT_TAU  # temperature (condi-sr, st-ent, trivial-mt)
+    lam: float = L.DEFAULT_LAMBDA  # weight of the confidence term (condi-sr, trivial-mt)
+    mu: float = L.DEFAULT_MU  # weight of the positive BCE term (condi-sr, trivial-mt)
+    detach_confidence: bool = False  # condi-sr: stop the KD gradient into z~ (Eq. 5)
+    beta: float = 0.5  # trivial-mt: weight of CE
+    downsample: bool = True  # bce-conf: balance z per batch
+    budget: float = 0.3  # st-conf: the budget beta on mean(-log c)
+    lambda_init: float = 0.1  # st-conf: initial lambda
+    lambda_factor: float = 1.01  # st-conf: lambda update factor
+    hint_fraction: float = 0.5  # st-conf: share of each batch given hints
+    k: int = 3  # fewer-frames / uniform-k: clips the student sees per video
+    alpha_rep: float = 1.0  # fewer-frames weights
+    alpha_kl: float = 1.0
+    alpha_ce: float = 1.0
+
+
+def default_distill_options() -> TrainOptions:
+    return TrainOptions(epochs=50, batch_size=32, lr=0.1, momentum=0.9, weight_decay=1e-4, seed=0)
+
+
+def default_run_name(loss: str, student: str, width: float | None, k: int | None = None) -> str:
+    """``<loss>-<student>-<width>`` (``-k<K>`` appended for the video-level losses)."""
+    name = f"{loss}-{student}" + ("" if width is None else f"-{float(width)}")
+    return name + (f"-k{k}" if loss in VIDEO_LOSSES and k is not None else "")
+
+
+@dataclass(frozen=True)
+class DistillRequest:
+    loss: str
+    student: str
+    teacher: str
+    width: float | None = None
+    name: str | None = None  # default: default_run_name(...)
+    losses: LossOptions = LossOptions()
+    train: TrainOptions = field(default_factory=default_distill_options)
+    conf_lr: float | None = None  # confidence head's base LR; None: the same as train.lr
+    lr_decay: float = 1.25  # the network's LR is divided by this after every epoch
+    conf_lr_decay: float = 5.0  # the confidence head's LR is divided by this after every epoch
+    clips_per_video: int | None = None  # per-clip losses: train on this many random clips per video and epoch
+    weights: str | None = None  # initialise the student from a local checkpoint (fine-tuning: use lr 0.01)
+    reset_head: bool = False
+    runtime: RuntimeOptions = RuntimeOptions()
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
+        if self.losses.k < 1:
+            raise ValueError("--k must be >= 1")
+
+    def resolved_width(self) -> float | None:
+        from condi_pipe.models import model_spec
+
+        spec = model_spec(self.student)
+        if spec.widths is None:
+            return None
+        return spec.default_width if self.width is None else float(self.width)
+
+    @property
+    def run(self) -> str:
+        return self.name or default_run_name(self.loss, self.student, self.resolved_width(), self.losses.k)
+
+    def config(self) -> dict:
+        cfg = asdict(self)
+        cfg["width"] = self.resolved_width()
+        cfg["name"] = self.run
+        cfg["weights"] = os.path.abspath(self.weights) if self.weights else None
+        if self.loss not in VIDEO_LOSSES:
+            cfg["losses"] = {k: v for k, v in cfg["losses"].items() if not k.startswith("alpha_") and k != "k"}
+        return cfg
+
+
+class TeacherCache:
+    """The cached teacher outputs the losses need, indexed by clip id."""
+
+    def __init__(self, store: Store, teacher: str, need_features: bool) -> None:
+        folder = clip_outputs.teacher_folder(teacher)
+        if not clip_outputs.is_complete(store, folder):
+            raise StageError(f"{store.url}: no teacher cache for '{teacher}'; run `condi-pipe teacher-cache "
+                             f"--teacher {teacher}` first")
+        self.meta = clip_outputs.read_meta(store, folder)
+        table = clip_outputs.read_clips(store, folder, columns=["clip_id", "z"])
+        clip_id = table.column("clip_id").to_numpy()
+        self.row = np.full(int(clip_id.max()) + 1 if len(clip_id) else 0, -1, np.int64)
+        self.row[clip_id] = np.arange(len(clip_id))
+        self.z = table.column("z").to_numpy().astype(np.float32)
+        self.logits = clip_outputs.read_array(store, folder, "logits").astype(np.float32)
+        self.features = clip_outputs.read_array(store, folder, "features") if need_features else None
+
+    def rows(self, clip_ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(clip_ids, np.int64)
+        if len(ids) and (ids.max() >= len(self.row) or (self.row[ids] < 0).any()):
+            raise StageError("the teacher cache does not cover every clip of the store; re-run teacher-cache --force")
+        return self.row[ids]
+
+    def video_targets(self, videos: VideoSet) -> tuple[np.ndarray, np.ndarray]:
+        """(V, D) mean teacher feature and (V, C) mean teacher softmax over all clips of each video."""
+        rows = self.rows(videos.clip_ids)
+        probs = video_mean_softmax(self.logits[rows], videos.offsets)
+        features = self.features[rows].astype(np.float32)
+        mean_features = np.add.reduceat(features, videos.offsets[:-1], axis=0) / videos.clips[:, None]
+        return mean_features.astype(np.float32), probs.astype(np.float32)
+
+
+class DistillTask:
+    """The distill :class:`~condi_pipe.pipeline.training.TrainingTask` for every loss."""
+
+    train_columns = (*TERMS, "accuracy", "lam")
+    eval_columns = (*(f"eval_{t}" for t in TERMS), "eval_clip_accuracy", "eval_video_accuracy", "eval_auroc",
+                    "eval_fpr")
+
+    def __init__(self, store: Store, request: DistillRequest, num_classes: int, cache: TeacherCache,
+                 train: VideoSet, evaluation: VideoSet | None) -> None:
+        self.store, self.request, self.num_classes, self.cache = store, request, num_classes, cache
+        self.train_videos, self.eval_videos = train, evaluation
+        self.video_level = request.loss in VIDEO_LOSSES
+        self.clips = open_clip_array(store)
+        self.clip_label = np.zeros(self.clips.shape[0], np.int64)
+        for videos in (train, evaluation):
+            if videos is not None:
+                self.clip_label[videos.clip_ids] = np.repeat(videos.label, videos.clips)
+                cache.rows(videos.clip_ids)  # fails early if the cache misses clips
+        self.budget = L.BudgetLambda(request.losses.lambda_init, request.losses.budget, request.losses.lambda_factor)
+        self.projection: nn.Linear | None = None
+        if self.video_level:
+            self.targets = {split: cache.video_targets(v) for split, v in (("train", train), ("eval", evaluation))
+                            if v is not None}
+
+    # -- model ---------------------------------------------------------------------------------------------
+    def setup(self, device: torch.device) -> None:
+        from condi_pipe.models import build_model, load_weights
+
+        request = self.request
+        self.device = device
+        self.model = build_model(request.student, num_classes=self.num_classes, width=request.resolved_width())
+        if request.weights:
+            load_weights(self.model, request.weights, reset_head=request.reset_head)
+        if request.loss in NEEDS_CONFIDENCE_HEAD and self.model.confidence_head is None:
+            raise StageError(f"{request.loss} needs a student with a confidence head; {request.student} has none")
+        if request.loss == "fewer-frames":
+            teacher_dim = self.cache.features.shape[1]
+            if teacher_dim != self.model.config.feature_dim:
+                self.projection = nn.Linear(self.model.config.feature_dim, teacher_dim)
+        self.model.to(device)
+        if self.projection is not None:
+            self.projection.to(device)
+
+    def modules(self) -> dict:
+        return {"model": self.model, **({"projection": self.projection} if self.projection is not None else {})}
+
+    def param_groups(self) -> list[ParamGroup]:
+        request = self.request
+        head = self.model.confidence_head
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        main = [p for p in self.model.parameters() if id(p) not in head_ids]
+        if self.projection is not None:
+            main += list(self.projection.parameters())
+        groups = [ParamGroup("main", main, request.train.lr, StepDecay(request.lr_decay))]
+        if head is not None:
+            groups.append(ParamGroup("confidence", list(head.parameters()), request.conf_lr or request.train.lr,
+                                     StepDecay(request.conf_lr_decay)))
+        return groups
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def video_clip_ids(self, videos: VideoSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clip ids of the K equidistant clips of each video ``index``, and how many each video got."""
+        k = self.request.losses.k
+        picks = [first + equidistant_indices(int(n), k) for first, n in zip(videos.first_clip[index], videos.clips[index])]
+        return np.concatenate(picks), np.array([len(p) for p in picks], np.int64)
+
+    def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        if self.video_level:
+            per_step = max(1, self.request.train.batch_size // self.request.losses.k)
+            return batches_of(rng.permutation(len(self.train_videos.video_id)), per_step)
+        ids = sample_clips(self.train_videos, rng, self.request.clips_per_video)
+        return batches_of(ids, self.request.train.batch_size)
+
+    def load_batch(self, spec: np.ndarray):
+        if self.video_level:
+            return self._video_batch(self.train_videos, spec, "train")
+        rows = self.cache.rows(spec)
+        return (read_clips(self.clips, spec), torch.from_numpy(self.cache.logits[rows]),
+                torch.from_numpy(self.cache.z[rows]), torch.from_numpy(self.clip_label[spec]))
+
+    def _video_batch(self, videos: VideoSet, index: np.ndarray, split: str):
+        ids, counts = self.video_clip_ids(videos, index)
+        features, probs = self.targets[split]
+        return (read_clips(self.clips, ids), torch.from_numpy(counts), torch.from_numpy(features[index]),
+                torch.from_numpy(probs[index]), torch.from_numpy(videos.label[index]))
+
+    # -- losses --------------------------------------------------------------------------------------------
+    def clip_loss(self, logits, confidence, teacher_logits, z, labels, generator) -> tuple[L.LossTerms, float]:
+        """The run's loss on a batch of clips, and the confidence-term weight it used."""
+        o, loss = self.request.losses, self.request.loss
+        if loss == "condi-sr":
+            return L.condi_sr_loss(logits, confidence, teacher_logits, z, o.tau, o.lam, o.mu, o.detach_confidence), o.lam
+        if loss == "bce-conf":
+            return L.bce_conf_loss(confidence, z, generator, o.downsample), float("nan")
+        if loss == "st-ent":
+            return L.st_ent_loss(logits, teacher_logits, o.tau), float("nan")
+        if loss == "st-conf":
+            lam = self.budget.value
+            return L.st_conf_loss(logits, confidence, labels, lam, o.hint_fraction, generator), lam
+        if loss == "trivial-mt":
+            return L.trivial_mt_loss(logits, confidence, teacher_logits, labels, z, o.beta, o.tau, o.lam, o.mu), o.lam
+        raise AssertionError(loss)
+
+    def video_loss(self, features, logits, teacher_features, teacher_probs, labels) -> L.LossTerms:
+        o = self.request.losses
+        if self.request.loss == "fewer-frames":
+            return L.fewer_frames_loss(features, teacher_features, logits, teacher_probs, labels, self.projection,
+                                       o.alpha_rep, o.alpha_kl, o.alpha_ce)
+        return L.uniform_k_loss(logits, labels)
+
+    def video_forward(self, clips: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student video features (mean of its pooled clip features) and video logits (the head on them)."""
+        out = self.model(self.model.preprocess(clips.to(self.device)))
+        segment = torch.repeat_interleave(torch.arange(len(counts), device=self.device), counts.to(self.device))
+        sums = torch.zeros(len(counts), out.features.shape[1], device=self.device, dtype=torch.float32)
+        features = sums.index_add(0, segment, out.features.float()) / counts.to(self.device, torch.float32)[:, None]
+        return features, self.model.get_submodule(self.model.head_name)(features).float()
+
+    def train_step(self, batch, generator: torch.Generator) -> StepResult:
+        if self.video_level:
+            clips, counts, t_features, t_probs, labels = batch
+            labels = labels.to(self.device)
+            features, logits = self.video_forward(clips, counts)
+            terms = self.video_loss(features, logits, t_features.to(self.device), t_probs.to(self.device), labels)
+            lam = float("nan")
+        else:
+            clips, t_logits, z, labels = batch
+            labels = labels.to(self.device)
+            out = self.model(self.model.preprocess(clips.to(self.device)))
+            logits = out.logits.float()
+            confidence = out.confidence.float() if out.confidence is not None else None
+            terms, lam = self.clip_loss(logits, confidence, t_logits.to(self.device), z.to(self.device), labels,
+                                        generator)
+            if self.request.loss == "st-conf":
+                self.budget.update(terms.conf)
+        logs = {name: float(getattr(terms, name).detach()) for name in TERMS}
+        logs["accuracy"] = float((logits.detach().argmax(1) == labels).float().mean())
+        logs["lam"] = lam
+        return StepResult(terms.total, logs, int(len(labels)))
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def predict_clips(self, videos: VideoSet) -> tuple[np.ndarray, np.ndarray | None]:
+        """Student logits (M, C) and confidence logits (M,) or None for every clip of ``videos``."""
+        self.model.eval()
+        logits, confidence = [], []
+        with torch.inference_mode(), autocast(self.request.runtime, self.device):
+            loader = prefetched(lambda ids: read_clips(self.clips, ids),
+                                batches_of(videos.clip_ids, self.request.train.batch_size))
+            for clips in loader:
+                out = self.model(self.model.preprocess(clips.to(self.device)))
+                logits.append(out.logits.float().cpu().numpy())
+                if out.confidence is not None:
+                    confidence.append(out.confidence.float().cpu().numpy())
+        return np.concatenate(logits), (np.concatenate(confidence) if confidence else None)
+
+    def predict_videos(self, videos: VideoSet, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student video features (V, D) and logits (V, C) from each video's K equidistant clips."""
+        self.model.eval()
+        per_step = max(1, self.request.train.batch_size // self.request.losses.k)
+        features, logits = [], []
+        with torch.inference_mode(), autocast(self.request.runtime, self.device):
+            for batch in prefetched(lambda ix: self._video_batch(videos, ix, split),
+                                    batches_of(np.arange(len(videos.video_id)), per_step)):
+                f, lg = self.video_forward(batch[0], batch[1])
+                features.append(f.float().cpu())
+                logits.append(lg.float().cpu())
+        return torch.cat(features), torch.cat(logits)
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        videos = self.eval_videos
+        if videos is None:
+            return {}
+        generator = torch.Generator().manual_seed(derived_seed(self.request.train.seed, epoch, 2))
+        labels = torch.from_numpy(videos.label)
+        if self.video_level:
+            features, logits = self.predict_videos(videos, "eval")
+            t_features, t_probs = (torch.from_numpy(a) for a in self.targets["eval"])
+            projection = self.projection
+            if projection is not None:
+                projection = projection.cpu()
+            with torch.no_grad():
+                terms = (L.fewer_frames_loss(features, t_features, logits, t_probs, labels, projection,
+                                             *(getattr(self.request.losses, a) for a in ("alpha_rep", "alpha_kl",
+                                                                                          "alpha_ce")))
+                         if self.request.loss == "fewer-frames" else L.uniform_k_loss(logits, labels))
+            if self.projection is not None:
+                self.projection.to(self.device)
+            metrics = {"eval_video_accuracy": float((logits.argmax(1) == labels).float().mean())}
+        else:
+            logits_np, confidence_np = self.predict_clips(videos)
+            rows = self.cache.rows(videos.clip_ids)
+            z = self.cache.z[rows]
+            clip_labels = self.clip_label[videos.clip_ids]
+            confidence = torch.from_numpy(confidence_np) if confidence_np is not None else None
+            with torch.no_grad():
+                terms, _ = self.clip_loss(torch.from_numpy(logits_np), confidence,
+                                          torch.from_numpy(self.cache.logits[rows]), torch.from_numpy(z),
+                                          torch.from_numpy(clip_labels), generator)
+            score = rank_scores(self.request.loss, logits_np, confidence_np)
+            video_probs = video_mean_softmax(logits_np, videos.offsets)
+            metrics = {
+                "eval_clip_accuracy": float((logits_np.argmax(1) == clip_labels).mean()),
+                "eval_video_accuracy": float((video_probs.argmax(1) == videos.label).mean()),
+                "eval_auroc": auroc(score, z.astype(np.int64)),
+                "eval_fpr": (false_positive_rate(sigmoid(confidence_np), z.astype(np.int64))
+                             if confidence_np is not None and RANKING[self.request.loss] == "confidence"
+                             else float("nan")),
+            }
+        metrics.update({f"eval_{t}": float(getattr(terms, t)) for t in TERMS})
+        return metrics
+
+    def extra_state(self) -> dict:
+        return {"budget_lambda": self.budget.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.budget.load_state_dict(state["budget_lambda"])
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def rank_scores(loss: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+    """What the run's sampler ranks clips by, higher = send to the teacher first: z~ (or ST-Conf's c, also a
+    sigmoid of the confidence logit) for confidence-ranked runs, minus the student's softmax entropy for
+    st-ent."""
+    if RANKING[loss] == "entropy":
+        return -np.asarray(softmax_entropy(logits.astype(np.float64)))
+    if RANKING[loss] == "confidence":
+        if confidence is None:
+            raise ValueError(f"{loss} ranks by confidence but the model has no confidence head")
+        return sigmoid(confidence)
+    raise ValueError(f"{loss} runs predict per video; they do not rank clips")
+
+
+def distill(
+    store: Store,
+    request: DistillRequest,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train the student of ``request`` from the teacher cache (resumable); returns the stage counts."""
+    run_name = request.run
+    key = f"{DISTILL.name}/{run_name}"
+    folder = artifacts.student_folder(run_name)
+    with stage_run(store, DISTILL, request.config(), force=force, record_key=key, log=log) as run:
+        if run.skip:
+            return run.previous.get("counts", {})
+        classes = class_names(store)
+        cache = TeacherCache(store, request.teacher, need_features=request.loss == "fewer-frames")
+        if cache.logits.shape[1] != len(classes):
+            raise StageError(f"teacher cache '{request.teacher}' has {cache.logits.shape[1]} classes, the store "
+                             f"{len(classes)}")
+        if TRAIN_SPLIT not in available_splits(store):
+            raise StageError(f"{store.url}: no '{TRAIN_SPLIT}' split to train on")
+        split = eval_split(store)
+        evaluation = load_videos(store, split) if split in available_splits(store) else None
+        artifacts.unpublish(store, folder)
+        task = DistillTask(store, request, len(classes), cache, load_videos(store, TRAIN_SPLIT), evaluation)
+        result = run_training(store, folder, task, request.train, request.runtime, stage=DISTILL.name,
+                              quiet=quiet, log=log)
+        last = result.history[-1]
+        artifacts.write_state_dict(store, folder, task.model.state_dict())
+        if task.projection is not None:
+            artifacts.write_state_dict(store, folder, task.projection.state_dict(), part="projection")
+        model = task.model
+        meta = {
+            "run": run_name, "loss": request.loss, "student": request.student, "width": request.resolved_width(),
+            "num_classes": len(classes), "classes": classes, "teacher": request.teacher,
+            "teacher_weights": cache.meta.get("weights"), "ranking": RANKING[request.loss],
+            "k": request.losses.k if request.loss in VIDEO_LOSSES else None,
+            "normalization": model.config.normalization, "feature_dim": model.config.feature_dim,
+            "projection": "projection.pt" if task.projection is not None else None,
+            "config": request.config(),
+            "lr_schedule": {g.name: f"{g.lr:g} then {g.schedule!r}" for g in task.param_groups()},
+            "budget_lambda": task.budget.state_dict() if request.loss == "st-conf" else None,
+            "train_split": TRAIN_SPLIT, "eval_split": split if evaluation is not None else None,
+            "device": str(task.device), "device_name": device_name(task.device), "threads": torch.get_num_threads(),
+            "final": {k: _finite(v) for k, v in last.items()},
+        }
+        artifacts.write_meta(store, folder, meta)
+        accuracy = last["eval_video_accuracy"] if request.loss in VIDEO_LOSSES else last["eval_clip_accuracy"]
+        counts = {"epochs": request.train.epochs, "accuracy": _finite(accuracy), "auroc": _finite(last["eval_auroc"])}
+        run.done(counts, run=run_name)
+        artifacts.remove_checkpoints(store, folder)
+    log(f"distill {run_name}: {counts['epochs']} epochs, eval accuracy {accuracy:.1%}, "
+        f"AUROC {last['eval_auroc']:.3f}; weights in {store.path(folder)}")
+    return counts
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return None if value != value else round(value, 6)

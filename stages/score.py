@@ -1,0 +1,208 @@
+"""Stage ``score``: run a trained student over the eval split and keep what the samplers and the report need.
+
+Per-clip students (condi-sr, bce-conf, st-ent, st-conf, trivial-mt) score every clip of every eval video,
+each video's clips as one timed batch (``pipeline.clip_inference``). ``scores/<run>/`` gets:
+
+- ``logits.zarr`` (M, C) float32 student logits, rows aligned with ``clips.parquet``;
+- ``clips.parquet``: clip_id, video_id, split, label, pred (student argmax), confidence (z~ = sigmoid of the
+  confidence logit; NaN without a confidence head), entropy (student softmax entropy, nats), rank_score (what
+  the run's sampler ranks by, higher = send to the teacher first: z~ for condi-sr, bce-conf and trivial-mt,
+  c = sigmoid(confidence logit) for st-conf, minus the entropy for st-ent);
+- ``videos.parquet``: video_id, split, clips, seconds (student time for all the video's clips as one batch);
+- ``meta.json``: run, student, width, loss, ranking, device, device_name, threads, teacher.
+
+Video-level students (fewer-frames, uniform-k) predict once per video from its K equidistant clips:
+``videos.parquet`` also has ``pred`` and ``k`` (clips the student saw), ``seconds`` is the student's time over
+those K clips, ``probs.zarr`` (V, C) holds the video softmax, and ``clips.parquet`` is empty.
+
+Resumable per group of videos (staged under ``staging/score-<run>/``), parallel through the Dask executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from condi_pipe.methods.metrics import softmax_entropy
+from condi_pipe.methods.samplers import equidistant_indices
+from condi_pipe.pipeline import faults
+from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
+                                                infer_group)
+from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name, timed
+from condi_pipe.pipeline.training import read_clips
+from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores, sigmoid
+from condi_pipe.stages.teacher_cache import softmax
+from condi_pipe.storage import clip_outputs, staging, tables
+from condi_pipe.storage import training_artifacts as artifacts
+from condi_pipe.storage.clip_array import open_clip_array
+from condi_pipe.storage.manifests import eval_split, load_videos
+from condi_pipe.storage.store import Store
+
+SCORE = define_stage(
+    "score",
+    reads=("distill",),
+    writes=("scores/{key}", "staging/score-{key}"),
+    summary="score every eval clip (or video) with a trained student: predictions, confidence, ranking, timings",
+)
+
+CLIPS_SCHEMA = pa.schema([
+    ("clip_id", pa.int64()), ("video_id", pa.int64()), ("split", pa.string()), ("label", pa.int32()),
+    ("pred", pa.int32()), ("confidence", pa.float64()), ("entropy", pa.float32()), ("rank_score", pa.float64()),
+])
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    run: str
+    runtime: RuntimeOptions = RuntimeOptions()
+    clips_per_group: int = 256
+
+    def config(self) -> dict:
+        return asdict(self)
+
+
+def student_ref(store: Store, run: str) -> tuple[ModelRef, dict]:
+    """The trained student of ``run`` as a ModelRef, and its meta.json."""
+    folder = artifacts.student_folder(run)
+    if not artifacts.is_complete(store, folder):
+        raise StageError(f"{store.url}: no trained student '{run}'; run `condi-pipe distill` first "
+                         f"(students: {', '.join(store.listdir(artifacts.STUDENTS_ROOT)) or 'none'})")
+    meta = artifacts.read_meta(store, folder)
+    ref = ModelRef(meta["student"], int(meta["num_classes"]), meta["width"],
+                   store_weights=artifacts.weights_rel(folder))
+    return ref, meta
+
+
+def score_video_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: RuntimeOptions, workers: int,
+                      stage: str, k: int) -> dict:
+    """Video-level students: each video's K equidistant clips as one timed batch -> one video prediction."""
+    store = Store(store_url)
+    model = cached_model(ref, store, runtime, workers)
+    device = runtime.torch_device()
+    head = model.get_submodule(model.head_name)
+    clips_array = open_clip_array(store)
+    logits, seconds, used = [], [], []
+    for first, n in zip(group.videos.first_clip, group.videos.clips):
+        ids = int(first) + equidistant_indices(int(n), k)
+        clips = read_clips(clips_array, ids)
+
+        def forward(clips=clips):
+            with torch.inference_mode(), autocast(runtime, device):
+                features = model(model.preprocess(clips.to(device))).features.float().mean(0, keepdim=True)
+                return head(features)
+
+        out, took = timed(forward, device)
+        logits.append(out.float().cpu().numpy())
+        seconds.append(took)
+        used.append(len(ids))
+    arrays = {"video_logits": np.concatenate(logits).astype(np.float32), "seconds": np.asarray(seconds, np.float64),
+              "k": np.asarray(used, np.int32)}
+    if not np.isfinite(arrays["video_logits"]).all():
+        raise FloatingPointError(f"{store.url}: {ref.name} produced NaN or Inf logits in group {group.key}")
+    meta = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+            "pid": os.getpid()}
+    staging.stage_item(store, stage, group.key, arrays, meta)
+    return meta
+
+
+def score(
+    store: Store,
+    request: ScoreRequest,
+    executor: ExecutorOptions = ExecutorOptions(workers=1),
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Score the eval split with the student of ``request.run``; resumable per video group."""
+    if store.is_in_process_only:
+        executor = ExecutorOptions(workers=executor.workers, in_process=True)
+    ref, student = student_ref(store, request.run)
+    config = request.config()
+    config["student_weights_sha256"] = hashlib.sha256(store.read_bytes(ref.store_weights)).hexdigest()
+    key = f"{SCORE.name}/{request.run}"
+    stage_name = f"score-{request.run}"
+    video_level = student["loss"] in VIDEO_LOSSES
+    with stage_run(store, SCORE, config, force=force, record_key=key, log=log) as run:
+        if run.skip:
+            return run.previous.get("counts", {})
+        split = eval_split(store)
+        videos = load_videos(store, split)
+        groups = group_videos(videos, request.clips_per_group)
+        done = staging.staged_keys(store, stage_name)
+        todo = [g for g in groups if g.key not in done]
+        workers = max(executor.workers, 1)
+        if video_level:
+            fn, common = score_video_group, (store.url, ref, request.runtime, workers, stage_name, int(student["k"]))
+        else:
+            fn, common = infer_group, (store.url, ref, request.runtime, workers, stage_name)
+        for _ in run_tasks(fn, todo, executor, desc=f"score {request.run}", quiet=quiet, common=common):
+            faults.checkpoint("score.group")
+        outputs = assemble_groups(store, stage_name, groups)
+        device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
+        counts = _publish(store, request, student, split, videos, outputs, device, video_level)
+        run.done(counts)
+        staging.clear_staging(store, stage_name)
+    log(f"score {request.run}: {counts['videos']} videos, {counts['clips']} clips, accuracy {counts['accuracy']:.1%}, "
+        f"{counts['ms_per_video']:.1f} ms/video on {device.get('device_name', '?')}")
+    return counts
+
+
+def _publish(store: Store, request: ScoreRequest, student: dict, split: str, videos, outputs: dict, device: dict,
+             video_level: bool) -> dict:
+    seconds = outputs.get("seconds", np.zeros(0, np.float64))
+    video_columns = {
+        "video_id": pa.array(videos.video_id, pa.int64()),
+        "split": pa.array([split] * len(videos.video_id), pa.string()),
+        "clips": pa.array(videos.clips.astype(np.int32)),
+        "seconds": pa.array(seconds, pa.float64()),
+    }
+    if video_level:
+        logits = outputs.get("video_logits", np.zeros((0, student["num_classes"]), np.float32))
+        probs = softmax(logits.astype(np.float64)).astype(np.float32)
+        pred = probs.argmax(1).astype(np.int32) if len(probs) else np.zeros(0, np.int32)
+        video_columns["pred"] = pa.array(pred)
+        video_columns["k"] = pa.array(outputs.get("k", np.zeros(0, np.int32)).astype(np.int32))
+        clips = CLIPS_SCHEMA.empty_table()
+        arrays = {"probs": probs}
+        accuracy = float((pred == videos.label).mean()) if len(pred) else 0.0
+    else:
+        logits = outputs.get("logits", np.zeros((0, student["num_classes"]), np.float32)).astype(np.float32)
+        raw = outputs.get("confidence")
+        confidence = sigmoid(raw) if raw is not None else np.full(len(logits), np.nan)
+        clip_video = np.repeat(videos.video_id, videos.clips)
+        labels = np.repeat(videos.label, videos.clips).astype(np.int32)
+        pred = logits.argmax(1).astype(np.int32) if len(logits) else np.zeros(0, np.int32)
+        clips = pa.table({
+            "clip_id": pa.array(videos.clip_ids, pa.int64()),
+            "video_id": pa.array(clip_video, pa.int64()),
+            "split": pa.array([split] * len(clip_video), pa.string()),
+            "label": pa.array(labels),
+            "pred": pa.array(pred),
+            "confidence": pa.array(confidence.astype(np.float64)),
+            "entropy": pa.array(np.asarray(softmax_entropy(logits.astype(np.float64))).astype(np.float32)),
+            "rank_score": pa.array(rank_scores(student["loss"], logits, raw).astype(np.float64)),
+        }, schema=CLIPS_SCHEMA)
+        arrays = {"logits": logits}
+        accuracy = float((pred == labels).mean()) if len(pred) else 0.0
+    meta = {
+        "run": request.run, "student": student["student"], "width": student["width"], "loss": student["loss"],
+        "ranking": student["ranking"], "teacher": student["teacher"], "k": student.get("k"),
+        "device": device.get("device"), "device_name": device.get("device_name"), "threads": device.get("threads"),
+        "bf16": request.runtime.bf16, "split": split,
+        "timing": ("wall time of one forward pass over each video's K equidistant clips as one batch" if video_level
+                   else "wall time of one forward pass over each video's clips as one batch"),
+    }
+    clip_outputs.write_outputs(store, clip_outputs.scores_folder(request.run), arrays, clips,
+                               pa.table(video_columns), meta)
+    n_videos = int(len(videos.video_id))
+    return {"videos": n_videos, "clips": int(clips.num_rows), "accuracy": round(accuracy, 4),
+            "ms_per_video": float(1000 * seconds.sum() / max(n_videos, 1))}
