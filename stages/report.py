@@ -872,6 +872,49 @@ def _oracle_table(inputs: _Inputs, ks, notes) -> ReportTable:
         _footer(inputs, rows, [], notes + ["Oracle cheats with the label: an upper bound, not a usable method."]))
 
 
+def _history_column(history, metric: str) -> Optional[str]:
+    """The history's column for ``metric``: ``eval_<metric>`` (the distill stage's name) or ``<metric>``."""
+    for name in (f"eval_{metric}", metric):
+        if name in history.column_names:
+            return name
+    return None
+
+
+def _history_summary(history) -> tuple[dict[str, Any], dict[str, list]]:
+    """(final values, FPR curve) of a training history: the last epoch with an evaluation (finite FPR or AUROC).
+
+    Columns ``epoch`` and ``fpr``/``auroc``/``clip_accuracy``, or their ``eval_`` forms; epochs without an
+    evaluation (NaN) are skipped.
+    """
+    if history is None or history.num_rows == 0:
+        return {}, {}
+    epoch = (np.asarray(history.column("epoch").to_numpy(zero_copy_only=False), dtype=np.int64)
+             if "epoch" in history.column_names else np.arange(1, history.num_rows + 1))
+    order = np.argsort(epoch, kind="stable")
+    values = {}
+    for metric in ("fpr", "auroc", "clip_accuracy"):
+        name = _history_column(history, metric)
+        if name is not None:
+            column = history.column(name).to_numpy(zero_copy_only=False)
+            values[metric] = np.asarray([np.nan if v is None else v for v in column], dtype=np.float64)[order]
+    epoch = epoch[order]
+    evaluated = np.zeros(len(epoch), dtype=bool)
+    for metric in ("fpr", "auroc"):
+        if metric in values:
+            evaluated |= np.isfinite(values[metric])
+    if not evaluated.any():
+        return {}, {}
+    last = int(np.flatnonzero(evaluated)[-1])
+    final = {"history_epoch": int(epoch[last])}
+    for metric in ("fpr", "auroc", "clip_accuracy"):
+        final[f"history_{metric}"] = float(values[metric][last]) if metric in values else None
+    curve = {}
+    if "fpr" in values:
+        finite = np.isfinite(values["fpr"])
+        curve = {"epoch": epoch[finite].tolist(), "fpr": values["fpr"][finite].tolist()}
+    return final, curve
+
+
 def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
     entries = _resolve(inputs, methods, builtins=(), notes=notes) if methods else list(inputs.runs)
     z = None
@@ -898,19 +941,11 @@ def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
         scored = np.isfinite(rank_score)
         auroc = metrics.auroc(rank_score[scored], z[scored]) if scored.any() else float("nan")
         accuracy = 100.0 * float((pred == inputs.clip_labels()).mean())
-        history = report_outputs.read_history(inputs.store, run.run)
-        final: dict[str, Any] = {}
-        if history is None or history.num_rows == 0:
-            notes.append(f"{run.display}: no training history at students/{run.run}/history.parquet.")
-        else:
-            if "epoch" not in history.column_names:
-                history = history.append_column("epoch", pa.array(np.arange(1, history.num_rows + 1)))
-            history = history.sort_by("epoch")
-            last = {name: history.column(name)[-1].as_py() for name in history.column_names}
-            final = {f"history_{name}": last.get(name) for name in ("epoch", "fpr", "auroc", "clip_accuracy")}
-            if "fpr" in history.column_names:
-                series[run.display] = {"epoch": history.column("epoch").to_pylist(),
-                                       "fpr": history.column("fpr").to_pylist()}
+        final, curve = _history_summary(report_outputs.read_history(inputs.store, run.run))
+        if not final:
+            notes.append(f"{run.display}: no evaluated epoch in students/{run.run}/history.parquet.")
+        if curve:
+            series[run.display] = curve
         used.append(run)
         times = TimeBreakdown(student=float(student_seconds.mean()), teacher=0.0, selection=0.0)
         rows.append(ReportRow(run.key, None, None, accuracy, times.total, {
