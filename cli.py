@@ -147,14 +147,19 @@ def models(num_classes, as_json):
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "latex"]), default="md", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Also write a PNG figure here.")
+@click.option("--teacher-time", type=click.Choice(["auto", "share", "curve"]), default="auto", show_default=True,
+              help="Cost of the K_t teacher clips: one batch of K_t from the teacher cache's measured latency curve "
+                   "(curve; what auto picks when the cache has one), or the video's per-clip share of its measured "
+                   "batch x K_t (share).")
 @_one_line_errors
-def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot):
+def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time):
     """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
     from pathlib import Path
 
     from condi_pipe.stages.report import build_report, plot_report, render
 
-    result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods)
+    result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods,
+                          teacher_time=teacher_time)
     text = render(result, fmt)
     if out:
         Path(out).write_text(text)

@@ -10,19 +10,27 @@ time for one video with N clips that sends K_t clips to the teacher is
 
 and Dense is the teacher's seconds over all N clips. Tables report the mean over a split's videos, and keep the
 three parts separate so a reader can check the sum.
+
+The per-clip latency (the video's share of a batch of N) is what the brief asks for, but on a CPU a batch of K
+small clips costs more than K shares of a batch of N. When the teacher cache also holds a measured
+batch-latency curve (``meta.json`` ``latency_curve``: seconds of one forward pass per batch size), the "curve"
+model costs the K_t < N clips as one batch of K_t from that curve instead (see :func:`curve_seconds`); K_t >= N is
+the video's measured seconds in both models.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple, Optional, TypeVar, Union
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
-__all__ = ["TimeBreakdown", "teacher_latency", "teacher_seconds_for", "video_seconds", "mean_time", "timed"]
+__all__ = ["TimeBreakdown", "teacher_latency", "curve_seconds", "teacher_seconds_for", "video_seconds", "mean_time",
+           "timed"]
 
 T = TypeVar("T")
 ClipBudget = Union[int, np.ndarray]
+Curve = Mapping[str, Sequence[float]]  # {"batch": [1, 2, ...], "seconds": [...]} (teacher meta ``latency_curve``)
 
 
 class TimeBreakdown(NamedTuple):
@@ -57,23 +65,46 @@ def teacher_latency(teacher_seconds: np.ndarray, clips: np.ndarray) -> np.ndarra
     return seconds / clips
 
 
-def teacher_seconds_for(teacher_seconds: np.ndarray, clips: np.ndarray, clips_to_teacher: ClipBudget) -> np.ndarray:
+def curve_seconds(curve: Curve, sizes: ClipBudget) -> np.ndarray:
+    """Seconds of one batch of each size from a measured curve: linear between measured batch sizes, below the
+    smallest the smallest's time, beyond the largest its per-clip cost times the size; size 0 costs nothing.
+
+    >>> curve_seconds({"batch": [1, 2, 4], "seconds": [0.3, 0.4, 0.6]}, np.array([0, 1, 3, 8]))
+    array([0. , 0.3, 0.5, 1.2])
+    """
+    batch = np.asarray(curve["batch"], dtype=np.float64)
+    seconds = np.asarray(curve["seconds"], dtype=np.float64)
+    if batch.ndim != 1 or batch.shape != seconds.shape or len(batch) == 0 or (np.diff(batch) <= 0).any():
+        raise ValueError("a latency curve needs increasing batch sizes and one time per size")
+    sizes = np.asarray(sizes, dtype=np.float64)
+    inside = np.interp(sizes, batch, seconds)
+    beyond = seconds[-1] / batch[-1] * sizes
+    return np.where(sizes <= 0, 0.0, np.where(sizes > batch[-1], beyond, inside))
+
+
+def teacher_seconds_for(teacher_seconds: np.ndarray, clips: np.ndarray, clips_to_teacher: ClipBudget,
+                        curve: Optional[Curve] = None) -> np.ndarray:
     """Teacher time of every video when ``clips_to_teacher`` clips (a K_t, or one per video) go to the teacher.
 
-    The budget is capped at the video's N: ``latency x min(K_t, N)``; K_t = 0 costs nothing.
+    The budget is capped at the video's N. Without ``curve``: ``latency x min(K_t, N)``; with it, the
+    min(K_t, N) < N clips cost one batch of that size on the curve. K_t >= N is the video's measured seconds
+    and K_t = 0 costs nothing, in both models.
 
     >>> teacher_seconds_for(np.array([2.0, 0.9]), np.array([4, 3]), 5)
     array([2. , 0.9])
     >>> teacher_seconds_for(np.array([2.0, 0.9]), np.array([4, 3]), np.array([1, 0]))
     array([0.5, 0. ])
+    >>> teacher_seconds_for(np.array([2.0, 0.9]), np.array([4, 3]), 1, {"batch": [1, 8], "seconds": [0.7, 2.0]})
+    array([0.7, 0.7])
     """
     seconds, clips = _check(teacher_seconds, clips)
     budget = np.asarray(clips_to_teacher, dtype=np.int64)
     if (budget < 0).any():
         raise ValueError("the teacher's clip budget must be >= 0")
     used = np.minimum(budget, clips)
+    part = seconds / clips * used if curve is None else curve_seconds(curve, used)
     # K_t >= N is exactly the teacher's measured seconds (no latency round trip)
-    return np.where(used >= clips, seconds, seconds / clips * used)
+    return np.where(used >= clips, seconds, part)
 
 
 def video_seconds(
@@ -82,9 +113,10 @@ def video_seconds(
     clips_to_teacher: ClipBudget,
     student_seconds: Optional[np.ndarray] = None,
     selection_seconds: float = 0.0,
+    curve: Optional[Curve] = None,
 ) -> np.ndarray:
-    """Time of every video, (V,): student (if any) + teacher latency x min(K_t, N) + selection time per video."""
-    total = teacher_seconds_for(teacher_seconds, clips, clips_to_teacher) + float(selection_seconds)
+    """Time of every video, (V,): student (if any) + teacher time of min(K_t, N) clips + selection time per video."""
+    total = teacher_seconds_for(teacher_seconds, clips, clips_to_teacher, curve) + float(selection_seconds)
     if student_seconds is not None:
         student = np.asarray(student_seconds, dtype=np.float64)
         if student.shape != total.shape:
@@ -99,13 +131,14 @@ def mean_time(
     clips_to_teacher: ClipBudget,
     student_seconds: Optional[np.ndarray] = None,
     selection_seconds: float = 0.0,
+    curve: Optional[Curve] = None,
 ) -> TimeBreakdown:
     """Mean over videos of :func:`video_seconds`, by part.
 
     >>> mean_time(np.array([2.0, 0.9]), np.array([4, 3]), 1, np.array([0.1, 0.3]), 0.001)
     TimeBreakdown(student=0.2, teacher=0.4, selection=0.001)
     """
-    teacher = float(teacher_seconds_for(teacher_seconds, clips, clips_to_teacher).mean())
+    teacher = float(teacher_seconds_for(teacher_seconds, clips, clips_to_teacher, curve).mean())
     student = 0.0 if student_seconds is None else float(np.asarray(student_seconds, dtype=np.float64).mean())
     return TimeBreakdown(student=student, teacher=teacher, selection=float(selection_seconds))
 

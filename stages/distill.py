@@ -201,9 +201,14 @@ class DistillTask:
                 cache.rows(videos.clip_ids)  # fails early if the cache misses clips
         self.budget = L.BudgetLambda(request.losses.lambda_init, request.losses.budget, request.losses.lambda_factor)
         self.projection: nn.Linear | None = None
+        self.rep_scale = 1.0
         if self.video_level:
             self.targets = {split: cache.video_targets(v) for split, v in (("train", train), ("eval", evaluation))
                             if v is not None}
+            if request.loss == "fewer-frames":
+                # ||E_T - E_S||^2 is weighted by alpha_rep / mean ||E_T||^2 over the training videos, so its size
+                # does not depend on the teacher's feature scale (the logged rep term is the raw distance).
+                self.rep_scale = float(max(np.mean(np.sum(self.targets["train"][0] ** 2, axis=1)), 1e-12))
 
     # -- model ---------------------------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:
@@ -287,8 +292,9 @@ class DistillTask:
     def video_loss(self, features, logits, teacher_features, teacher_probs, labels) -> L.LossTerms:
         o = self.request.losses
         if self.request.loss == "fewer-frames":
-            return L.fewer_frames_loss(features, teacher_features, logits, teacher_probs, labels, self.projection,
-                                       o.alpha_rep, o.alpha_kl, o.alpha_ce)
+            return L.fewer_frames_loss(features, teacher_features, logits, teacher_probs, labels,
+                                       self.projection, o.alpha_rep / self.rep_scale, o.alpha_kl,
+                                       o.alpha_ce)
         return L.uniform_k_loss(logits, labels)
 
     def video_forward(self, clips: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,19 +364,15 @@ class DistillTask:
         if self.video_level:
             features, logits = self.predict_videos(videos, "eval")
             t_features, t_probs = (torch.from_numpy(a) for a in self.targets["eval"])
-            projection = self.projection
-            if projection is not None:
-                projection = projection.cpu()
+            _check_finite(logits.numpy(), self.request.run)
             with torch.no_grad():
-                terms = (L.fewer_frames_loss(features, t_features, logits, t_probs, labels, projection,
-                                             *(getattr(self.request.losses, a) for a in ("alpha_rep", "alpha_kl",
-                                                                                          "alpha_ce")))
-                         if self.request.loss == "fewer-frames" else L.uniform_k_loss(logits, labels))
-            if self.projection is not None:
-                self.projection.to(self.device)
+                terms = self.video_loss(*(t.to(self.device) for t in (features, logits, t_features, t_probs, labels)))
             metrics = {"eval_video_accuracy": float((logits.argmax(1) == labels).float().mean())}
         else:
             logits_np, confidence_np = self.predict_clips(videos)
+            _check_finite(logits_np, self.request.run)
+            if confidence_np is not None:
+                _check_finite(confidence_np, self.request.run)
             rows = self.cache.rows(videos.clip_ids)
             z = self.cache.z[rows]
             clip_labels = self.clip_label[videos.clip_ids]
@@ -397,6 +399,12 @@ class DistillTask:
 
     def load_extra_state(self, state: dict) -> None:
         self.budget.load_state_dict(state["budget_lambda"])
+
+
+def _check_finite(values: np.ndarray, run: str) -> None:
+    if not np.isfinite(values).all():
+        raise FloatingPointError(f"distill {run}: the student's outputs on the eval split became NaN or Inf; "
+                                 "lower the learning rate")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -456,6 +464,7 @@ def distill(
             "k": request.losses.k if request.loss in VIDEO_LOSSES else None,
             "normalization": model.config.normalization, "feature_dim": model.config.feature_dim,
             "projection": "projection.pt" if task.projection is not None else None,
+            "rep_scale": task.rep_scale if request.loss == "fewer-frames" else None,
             "config": request.config(),
             "lr_schedule": {g.name: f"{g.lr:g} then {g.schedule!r}" for g in task.param_groups()},
             "budget_lambda": task.budget.state_dict() if request.loss == "st-conf" else None,

@@ -13,6 +13,11 @@ Tables (``table`` argument / ``--table``):
 * ``confidence``: per score run, FPR of z~ > 0.5 and AUROC of its ranking score against the teacher's z on the
   split, with the final epoch of its training history (the paper's Fig. 5 plots FPR per epoch).
 
+Time per video is measured, never assumed (:mod:`condi_pipe.methods.time_model`): the student's seconds over all N
+clips + the teacher's time for the K_t clips (default: the video's per-clip share of its measured batch x K_t;
+``teacher_time="curve"``: one batch of K_t from the teacher cache's measured latency curve) + the clip-ranking
+time measured in this run, amortised per video. Every table's footer says so, with devices and thread counts.
+
 Everything is vectorised over videos: clips of a split sit in flat arrays with CSR offsets (video v owns clips
 ``offsets[v]:offsets[v + 1]``), selections are boolean masks from :mod:`condi_pipe.methods.samplers`, and the
 only Python loops are over methods, K values and blocks of ~260k clips (to bound memory).
@@ -26,18 +31,15 @@ import csv
 import io
 import json
 import math
-import os
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from condi_pipe.methods import metrics, samplers
-from condi_pipe.methods.time_model import TimeBreakdown, mean_time, timed
+from condi_pipe.methods.time_model import TimeBreakdown, curve_seconds, mean_time, timed
 from condi_pipe.storage import clip_outputs, report_outputs
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
@@ -55,6 +57,7 @@ __all__ = [
 
 TABLES = ("3", "4", "accuracy", "oracle", "confidence")
 FORMATS = ("md", "csv", "json", "latex")
+TEACHER_TIME = ("auto", "share", "curve")  # how K_t < N teacher clips are costed (methods/time_model.py)
 DEFAULT_K = {
     "3": (1, 3, 5, 7),
     "4": (1, 3, 5, 7),
@@ -205,8 +208,7 @@ def _mean_argmax(vectors: Callable[[np.ndarray], np.ndarray], order: np.ndarray,
     sums (videos sorted by length, so the videos still active at step j are a prefix: no scatter), which is the
     arithmetic of :func:`samplers.predict_videos` (sequential float64 sums divided by the count) done ~10x faster
     than its ``np.add.reduceat``. With ``order`` in index order the predictions equal samplers' bit for bit; with
-    ``order`` in rank order one pass gives every K of a top-K selection. Loops: blocks of videos (on up to
-    ``os.cpu_count()`` threads; NumPy releases the GIL) x positions j.
+    ``order`` in rank order one pass gives every K of a top-K selection. Loops: blocks of videos x positions j.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
@@ -237,20 +239,9 @@ def _mean_argmax(vectors: Callable[[np.ndarray], np.ndarray], order: np.ndarray,
                     if s == j + 1 or (j + 1 == steps and s > steps):
                         out[s][videos] = preds
 
-    bounds = list(range(0, len(lengths), _block_videos(len(lengths)))) + [len(lengths)]
-    pairs = list(zip(bounds[:-1], bounds[1:]))
-    if len(pairs) == 1:
-        block(*pairs[0])
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(pairs), os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda pair: block(*pair), pairs))
+    for v0 in range(0, len(lengths), BLOCK_VIDEOS):
+        block(v0, min(v0 + BLOCK_VIDEOS, len(lengths)))
     return out
-
-
-def _block_videos(num_videos: int) -> int:
-    """Videos per block: at most BLOCK_VIDEOS, and enough blocks to keep every core busy."""
-    workers = max(os.cpu_count() or 1, 1)
-    return max(1, min(BLOCK_VIDEOS, -(-num_videos // workers)))
 
 
 def _rank_order(ranks: np.ndarray, offsets: np.ndarray, owner: np.ndarray) -> np.ndarray:
@@ -330,13 +321,15 @@ class _Run:
 class _Inputs:
     """The chosen teacher's clips of one split in flat (video, clip) order, and lazily everything else."""
 
-    def __init__(self, store: Store, teacher: Optional[str], split: Optional[str]):
+    def __init__(self, store: Store, teacher: Optional[str], split: Optional[str], teacher_time: str = "share"):
         self.store = store
+        self.teacher_time = teacher_time
         self.notes: list[str] = []
         self._cache: dict[Any, Any] = {}
         self.teacher = self._choose_teacher(teacher)
         self.teacher_folder = clip_outputs.teacher_folder(self.teacher)
         self.teacher_meta = clip_outputs.read_meta(store, self.teacher_folder)
+        self.curve = self._latency_curve()
         self._load_split(split)
         self.runs = self._find_runs()
 
@@ -359,6 +352,17 @@ class _Inputs:
         if len(complete) > 1:
             raise ValueError(f"{store.url}: several teacher caches ({', '.join(complete)}); choose one with --teacher")
         return complete[0]
+
+    def _latency_curve(self) -> Optional[dict]:
+        curve = self.teacher_meta.get("latency_curve")
+        if not curve:
+            return None
+        try:
+            curve_seconds(curve, np.array([1]))
+        except (KeyError, TypeError, ValueError) as exc:
+            self.notes.append(f"teacher/{self.teacher}/meta.json: latency_curve unusable ({exc}); ignored.")
+            return None
+        return {"batch": list(curve["batch"]), "seconds": list(curve["seconds"])}
 
     def _load_split(self, split: Optional[str]) -> None:
         store, folder = self.store, self.teacher_folder
@@ -559,6 +563,19 @@ class _Inputs:
 class _Evaluator:
     def __init__(self, inputs: _Inputs):
         self.inp = inputs
+        self.teacher_time = inputs.teacher_time
+
+    def _times(self, clips_to_teacher, student: Optional[np.ndarray], selection_per_video: float
+               ) -> tuple[TimeBreakdown, dict[str, float]]:
+        """Mean time parts in the chosen teacher-time model, and the teacher part in both models."""
+        inp = self.inp
+        share = mean_time(inp.teacher_seconds, inp.clips, clips_to_teacher, student, selection_per_video)
+        parts = {"teacher_s_share": share.teacher}
+        if inp.curve is None:
+            return share, parts
+        curve = mean_time(inp.teacher_seconds, inp.clips, clips_to_teacher, student, selection_per_video, inp.curve)
+        parts["teacher_s_curve"] = curve.teacher
+        return (curve if self.teacher_time == "curve" else share), parts
 
     def _row(self, method: str, display: str, k: Optional[int], preds: np.ndarray, times: TimeBreakdown, *,
              ks: Optional[int] = None, run: Optional[str] = None, **extra: Any) -> ReportRow:
@@ -567,7 +584,8 @@ class _Evaluator:
 
     def _make_row(self, method, display, k, accuracy, times: TimeBreakdown, *, ks=None, run=None, **extra):
         info = {"display": display, "run": run, "split": self.inp.split, "videos": self.inp.num_videos,
-                "student_s": times.student, "teacher_s": times.teacher, "selection_s": times.selection}
+                "student_s": times.student, "teacher_s": times.teacher, "selection_s": times.selection,
+                "teacher_time": self.teacher_time}
         info.update(extra)
         return ReportRow(method, k, ks, accuracy, times.total, info)
 
@@ -577,8 +595,8 @@ class _Evaluator:
         probs = inp.probs()
         preds = _mean_argmax(lambda rows: probs[rows], np.arange(inp.num_clips), inp.offsets[:-1], inp.clips,
                              [int(inp.clips.max())]).popitem()[1]
-        times = TimeBreakdown(student=0.0, teacher=float(inp.teacher_seconds.mean()), selection=0.0)
-        return self._row("dense", "Dense", None, preds, times, k_t=None)
+        times, parts = self._times(inp.clips, None, 0.0)  # all N clips: the measured seconds in both models
+        return self._row("dense", "Dense", None, preds, times, k_t=None, **parts)
 
     def _top_k(self, method: str, display: str, ks: Sequence[int], order: np.ndarray, rank_seconds: float, *,
                student: Optional[np.ndarray] = None, run: Optional[str] = None, **extra: Any) -> dict[int, ReportRow]:
@@ -588,8 +606,8 @@ class _Evaluator:
         preds = _mean_argmax(lambda rows: probs[rows], order, inp.offsets[:-1], inp.clips, ks)
         out = {}
         for k in ks:
-            times = mean_time(inp.teacher_seconds, inp.clips, k, student, rank_seconds / inp.num_videos)
-            out[k] = self._row(method, display, k, preds[k], times, run=run, k_t=k, **extra)
+            times, parts = self._times(k, student, rank_seconds / inp.num_videos)
+            out[k] = self._row(method, display, k, preds[k], times, run=run, k_t=k, **parts, **extra)
         return out
 
     def equidistant(self, ks: Sequence[int]) -> dict[int, ReportRow]:
@@ -598,8 +616,8 @@ class _Evaluator:
         for k in ks:
             mask, seconds = timed(lambda: samplers.equidistant_mask(inp.offsets, k))
             preds = _mask_predictions(inp.probs(), inp.owner(), inp.num_videos, mask)
-            times = mean_time(inp.teacher_seconds, inp.clips, k, None, seconds / inp.num_videos)
-            out[k] = self._row("equidistant", "Equidistant", k, preds, times, k_t=k)
+            times, parts = self._times(k, None, seconds / inp.num_videos)
+            out[k] = self._row("equidistant", "Equidistant", k, preds, times, k_t=k, **parts)
         return out
 
     def oracle(self, ks: Sequence[int]) -> dict[int, ReportRow]:
@@ -628,8 +646,9 @@ class _Evaluator:
             accuracies = [row.accuracy for row in rows]
             times = TimeBreakdown(student=0.0, teacher=rows[0].extra["teacher_s"],
                                   selection=float(np.mean([row.extra["selection_s"] for row in rows])))
+            parts = {key: rows[0].extra[key] for key in ("teacher_s_share", "teacher_s_curve") if key in rows[0].extra}
             out[k] = self._make_row("random", "Random", k, float(np.mean(accuracies)), times, k_t=k,
-                                    seeds=list(RANDOM_SEEDS), seed_accuracies=accuracies)
+                                    seeds=list(RANDOM_SEEDS), seed_accuracies=accuracies, **parts)
         return out
 
     # -- students --------------------------------------------------------------------------------------------
@@ -674,9 +693,9 @@ class _Evaluator:
             to_teacher = np.minimum(k - ks, inp.clips)  # the K_t top-ranked clips (all N when N <= K_t)
             # ranking costs: z~ when the teacher gets clips, entropy when the student classifies some
             selection = (conf_seconds if k > ks else 0.0) + (ent_seconds if ks > 0 else 0.0)
-            times = mean_time(inp.teacher_seconds, inp.clips, to_teacher, student, selection / inp.num_videos)
+            times, parts = self._times(to_teacher, student, selection / inp.num_videos)
             out[(k, ks)] = self._row(run.key, f"{run.display} (division)", k, preds, times, ks=ks, run=run.run,
-                                     k_t=k - ks, division=True)
+                                     k_t=k - ks, division=True, **parts)
         return out
 
 
@@ -742,15 +761,28 @@ def _footer(inputs: _Inputs, rows: Sequence[ReportRow], runs: Sequence[_Run], no
     else:
         selection = [row.extra.get("selection_s", 0.0) for row in rows if row.extra.get("selection_s")]
         sel = (f" (here at most {max(selection) * 1e6:.2g} us per video)" if selection else "")
+        if inputs.teacher_time == "curve":
+            teacher_part = ("the teacher's measured time for one batch of min(K_t, N) clips from the latency curve "
+                            f"in teacher/{inputs.teacher}/meta.json (linear between measured batch sizes, beyond the "
+                            "largest its per-clip cost x size; K_t >= N: the video's measured seconds)")
+        else:
+            teacher_part = ("the teacher's per-clip latency (teacher seconds / N of that video) x min(K_t, N) clips "
+                            "sent to the teacher")
         lines.append(
             "Time per video: mean over the same videos of measured seconds, not assumed. "
             "Dense (All) = the teacher's seconds over all N clips of the video "
             f"(teacher/{inputs.teacher}/videos.parquet: one forward pass over the video's clips as one batch). "
             "A method = its student's seconds over all N clips (scores/<run>/videos.parquet; only methods with a "
-            "student) + the teacher's per-clip latency "
-            "(teacher seconds / N of that video) x min(K_t, N) clips sent to the teacher + clip-selection time "
+            f"student) + {teacher_part} + clip-selection time "
             f"measured in this report run, vectorised over all videos and amortised per video{sel}. "
             "Video-level students (fewer-frames, uniform-k): their stored seconds over their k clips.")
+        if inputs.curve is not None and inputs.teacher_time == "share":
+            one = float(curve_seconds(inputs.curve, np.array([1]))[0])
+            share = float((inputs.teacher_seconds / inputs.clips).mean())
+            lines.append(f"Note: the teacher cache also holds a measured batch-latency curve: one clip alone takes "
+                         f"{_format_seconds(one)} against a mean per-clip share of {_format_seconds(share)} in the "
+                         "videos' batches, so small K cost more than shown here; --teacher-time curve costs the "
+                         "K_t clips as one batch from that curve (JSON: teacher_s_curve).")
     devices = [_device_line(f"teacher '{inputs.teacher}'", inputs.teacher_meta)]
     devices += [_device_line(f"{run.display} (scores/{run.run}, student {run.meta.get('student', '?')})", run.meta)
                 for run in runs]
@@ -774,6 +806,11 @@ def _runs_of(entries) -> list[_Run]:
 # ------------------------------------------------------------------------------------------------- tables
 
 
+def _grid(cells: Sequence[Sequence[str]], width: int) -> tuple[tuple[str, ...], ...]:
+    """Rows padded with empty cells to the header's width."""
+    return tuple(tuple(row) + ("",) * (width - len(row)) for row in cells)
+
+
 def _k_rows(ks: Sequence[int], results) -> list[int]:
     extra = {k for entry, by_k in results if isinstance(entry, _Run) and entry.video_level for k in by_k}
     return list(ks) + sorted(extra - set(ks))
@@ -791,7 +828,7 @@ def _table3(inputs: _Inputs, ks, methods, notes) -> ReportTable:
     rows = [row for _, by_k in results for row in by_k.values()] + [dense]
     return ReportTable(
         "3", f"Table 3: mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', split '{inputs.split}'",
-        tuple(columns), tuple(tuple(c) for c in cells), tuple(rows),
+        tuple(columns), _grid(cells, len(columns)), tuple(rows),
         _footer(inputs, rows, _runs_of(e for e, _ in results), notes + ["All = Dense: the teacher on every clip."]))
 
 
@@ -830,7 +867,7 @@ def _table4(inputs: _Inputs, ks, student_ks, methods, notes) -> ReportTable:
     return ReportTable(
         "4", f"Table 4: ConDi-SR with division, mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', "
              f"split '{inputs.split}'",
-        tuple(columns), tuple(tuple(c) for c in cells), tuple(rows),
+        tuple(columns), _grid(cells, len(columns)), tuple(rows),
         _footer(inputs, rows, [r for r, _ in results], notes + [rule]))
 
 
@@ -850,7 +887,7 @@ def _accuracy_table(inputs: _Inputs, ks, methods, notes) -> ReportTable:
     rows = [row for _, by_k in results for row in by_k.values()] + [dense]
     return ReportTable(
         "accuracy", f"Top-1 accuracy (%) against K, teacher '{inputs.teacher}', split '{inputs.split}' (Fig. 4)",
-        tuple(columns), tuple(tuple(c) for c in cells), tuple(rows),
+        tuple(columns), _grid(cells, len(columns)), tuple(rows),
         _footer(inputs, rows, _runs_of(e for e, _ in results),
                 notes + ["All = Dense. Random: mean of seeds 0, 1, 2. Video-level students appear at their own k. "
                          "Times are in the JSON output."]))
@@ -981,13 +1018,17 @@ def build_report(
     k: Union[str, Iterable[int], None] = None,
     ks: Union[str, Iterable[int], None] = None,
     methods: Union[str, Iterable[str], None] = None,
+    teacher_time: str = "auto",
 ) -> ReportTable:
     """Compute one table from the stored outputs of ``store``.
 
     ``k``: clip budgets K (default per table: 1,3,5,7; accuracy 1..10; oracle 1,5,10,15). ``ks``: the K_s values
     of table 4 (default 0,1,3,5; only K_s <= K is computed). ``methods``: method names or score-run names
     (comma-separated or a list); default per table. ``teacher``: the teacher cache (needed only when the store
-    has several); ``split``: default ``test``, else ``val``.
+    has several); ``split``: default ``test``, else ``val``. ``teacher_time``: how the K_t < N clips sent to the
+    teacher are costed: ``share`` (the video's per-clip share of its measured batch, x K_t) or ``curve`` (one
+    batch of K_t from the teacher cache's measured latency curve); ``auto`` (default): the curve when the cache
+    has one, since that is how a served video's K_t clips actually run; see :mod:`condi_pipe.methods.time_model`.
     """
     table = str(table).strip().lower()
     if table not in TABLES:
@@ -1008,7 +1049,14 @@ def build_report(
     methods = list(methods) if methods else None
     if table == "oracle" and methods:
         raise ValueError("methods do not apply to the oracle table (it is Dense against Oracle)")
-    inputs = _Inputs(store, teacher, split)
+    if teacher_time not in TEACHER_TIME:
+        raise ValueError(f"unknown teacher time model '{teacher_time}' (models: {', '.join(TEACHER_TIME)})")
+    inputs = _Inputs(store, teacher, split, teacher_time)
+    if teacher_time == "auto":
+        inputs.teacher_time = teacher_time = "curve" if inputs.curve is not None else "share"
+    if teacher_time == "curve" and inputs.curve is None:
+        raise ValueError(f"{store.path(inputs.teacher_folder, 'meta.json')}: no latency_curve in this teacher cache; "
+                         "use teacher_time 'share' (or re-run teacher-cache)")
     notes = list(inputs.notes)
     if table == "3":
         return _table3(inputs, k_values, methods, notes)
@@ -1074,6 +1122,19 @@ def _latex(report: ReportTable) -> str:
 # ------------------------------------------------------------------------------------------------- plotting
 
 
+def _styles():
+    """Colour, marker and line style per line, all three varying, so lines that coincide stay distinguishable."""
+    import itertools
+
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+              "tab:cyan", "tab:gray"]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+    dashes = ["-", "--", "-.", ":"]
+    for i in itertools.count():
+        yield {"color": colors[i % len(colors)], "marker": markers[i % len(markers)],
+               "linestyle": dashes[i % len(dashes)], "markersize": 6 - (i % 3)}
+
+
 def plot_report(report: ReportTable, path: str) -> None:
     """Write a PNG for ``report`` with matplotlib's Agg canvas (no GUI, no global backend switch).
 
@@ -1084,7 +1145,7 @@ def plot_report(report: ReportTable, path: str) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(7.5, 5), dpi=120)
+    fig = Figure(figsize=(8, 5.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     rows = report.rows
@@ -1093,11 +1154,20 @@ def plot_report(report: ReportTable, path: str) -> None:
     for row in rows:
         if row.method != "dense":
             groups.setdefault(str(row.extra.get("display", row.method)), []).append(row)
+    styles = _styles()
+
+    def line(xs, ys, label, **kwargs):
+        style = next(styles)
+        return ax.plot(xs, ys, label=label, alpha=0.85, **{**style, **kwargs})[0]
+
+    def annotate(text, x, y, color):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+
     if report.table in ("accuracy", "oracle"):
         for name, group in groups.items():
             group = sorted(group, key=lambda r: r.k)
-            ax.plot([r.k for r in group], [r.accuracy for r in group], marker="o", label=name,
-                    linestyle="-" if len(group) > 1 else "none")
+            line([r.k for r in group], [r.accuracy for r in group], name,
+                 **({} if len(group) > 1 else {"linestyle": "none", "markersize": 8}))
         if dense is not None:
             ax.axhline(dense.accuracy, color="black", linestyle="--", label=f"Dense ({dense.accuracy:.2f})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -1108,18 +1178,14 @@ def plot_report(report: ReportTable, path: str) -> None:
             if report.table == "4":
                 for k in sorted({r.k for r in group}):
                     sub = sorted((r for r in group if r.k == k), key=lambda r: r.ks)
-                    line = ax.plot([r.time_per_video_s for r in sub], [r.accuracy for r in sub], marker="o",
-                                   label=f"{name}, K={k}")[0]
+                    drawn = line([r.time_per_video_s for r in sub], [r.accuracy for r in sub], f"{name}, K={k}")
                     for r in sub:
-                        ax.annotate(f"K_s={r.ks}", (r.time_per_video_s, r.accuracy), textcoords="offset points",
-                                    xytext=(4, 4), fontsize=7, color=line.get_color())
+                        annotate(f"K_s={r.ks}", r.time_per_video_s, r.accuracy, drawn.get_color())
             else:
                 group = sorted(group, key=lambda r: r.k)
-                line = ax.plot([r.time_per_video_s for r in group], [r.accuracy for r in group], marker="o",
-                               label=name)[0]
+                drawn = line([r.time_per_video_s for r in group], [r.accuracy for r in group], name)
                 for r in group:
-                    ax.annotate(f"K={r.k}", (r.time_per_video_s, r.accuracy), textcoords="offset points",
-                                xytext=(4, 4), fontsize=7, color=line.get_color())
+                    annotate(f"K={r.k}", r.time_per_video_s, r.accuracy, drawn.get_color())
         if dense is not None:
             ax.plot([dense.time_per_video_s], [dense.accuracy], marker="*", markersize=14, color="black",
                     linestyle="none", label=f"Dense ({_format_seconds(dense.time_per_video_s)}, {dense.accuracy:.2f})")
@@ -1128,7 +1194,7 @@ def plot_report(report: ReportTable, path: str) -> None:
     elif report.table == "confidence":
         for name, data in report.series.items():
             points = [(e, f) for e, f in zip(data["epoch"], data["fpr"]) if f is not None]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+            line([p[0] for p in points], [p[1] for p in points], name)
         if not report.series:
             ax.text(0.5, 0.5, "no training history with an 'fpr' column", ha="center", va="center",
                     transform=ax.transAxes)
@@ -1140,6 +1206,6 @@ def plot_report(report: ReportTable, path: str) -> None:
     ax.set_title(report.title, fontsize=9, wrap=True)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -36,7 +36,7 @@ from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_g
                                                 infer_group)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name, timed
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name, timed, to_runtime_layout
 from condi_pipe.pipeline.training import read_clips
 from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores, sigmoid
 from condi_pipe.stages.teacher_cache import softmax
@@ -96,7 +96,8 @@ def score_video_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime:
 
         def forward(clips=clips):
             with torch.inference_mode(), autocast(runtime, device):
-                features = model(model.preprocess(clips.to(device))).features.float().mean(0, keepdim=True)
+                batch = to_runtime_layout(model.preprocess(clips.to(device)), runtime)
+                features = model(batch).features.float().mean(0, keepdim=True)
                 return head(features)
 
         out, took = timed(forward, device)

@@ -298,11 +298,14 @@ def test_split_selection_and_unknown_split(random_store):
 
 def test_confidence_table(random_store):
     store, data, students = random_store
-    write_history(store, "condi_a", [
-        {"epoch": 1, "loss_kd": 2.0, "clip_accuracy": 0.4, "auroc": 0.6, "fpr": 0.5},
-        {"epoch": 3, "loss_kd": 1.0, "clip_accuracy": 0.6, "auroc": 0.8, "fpr": 0.2},
-        {"epoch": 2, "loss_kd": 1.5, "clip_accuracy": 0.5, "auroc": 0.7, "fpr": 0.3},
+    nan = float("nan")
+    write_history(store, "condi_a", [  # the distill stage's names; epoch 4 was not evaluated
+        {"epoch": 1, "kd": 2.0, "eval_clip_accuracy": 0.4, "eval_auroc": 0.6, "eval_fpr": 0.5},
+        {"epoch": 3, "kd": 1.0, "eval_clip_accuracy": 0.6, "eval_auroc": 0.8, "eval_fpr": 0.2},
+        {"epoch": 2, "kd": 1.5, "eval_clip_accuracy": 0.5, "eval_auroc": 0.7, "eval_fpr": 0.3},
+        {"epoch": 4, "kd": 0.9, "eval_clip_accuracy": nan, "eval_auroc": nan, "eval_fpr": nan},
     ])
+    write_history(store, "stconf_a", [{"epoch": 1, "clip_accuracy": 0.3, "auroc": 0.55, "fpr": 0.45}])
     report = build_report(store, "confidence")
     test = data.of_split("test")
     for loss, per_video in students.items():
@@ -324,7 +327,9 @@ def test_confidence_table(random_store):
     condi = next(r for r in report.rows if r.method == "condi-sr")
     assert (condi.extra["history_epoch"], condi.extra["history_fpr"], condi.extra["history_auroc"]) == (3, 0.2, 0.8)
     assert report.series["ConDi-SR"] == {"epoch": [1, 2, 3], "fpr": [0.5, 0.3, 0.2]}
-    assert any("no training history at students/bce_a/history.parquet" in line for line in report.footer)
+    stconf = next(r for r in report.rows if r.method == "st-conf")
+    assert (stconf.extra["history_epoch"], stconf.extra["history_fpr"]) == (1, 0.45)
+    assert any("no evaluated epoch in students/bce_a/history.parquet" in line for line in report.footer)
     assert json.loads(render(report, "json"))[0]["fpr"] is not None
 
 
@@ -593,3 +598,66 @@ def test_vectorised_averaging_equals_samplers(monkeypatch):
         expected = samplers.predict_videos_division(teacher, student, offsets, ranks, ent_ranks, k, ks).predictions
         got = report_module._division_predictions(teacher, student, owner, len(counts), ranks < k - ks, ent_ranks < ks)
         assert (got == expected).all(), (k, ks)
+
+
+def test_teacher_time_from_the_latency_curve(empty_store):
+    """--teacher-time curve (the default with a curve): K_t < N clips cost one batch of K_t on the cache's curve; K_t >= N the measured seconds."""
+    classes = 3
+    videos = [(v, "test", 0, probs_logits([one_hot_ish(0, classes, 0.8)] * n), seconds)
+              for v, (n, seconds) in enumerate([(4, 2.0), (10, 3.0), (2, 0.5)])]
+    curve = {"batch": [1, 2, 4, 8], "seconds": [0.3, 0.4, 0.6, 1.0]}
+    data = Videos(videos)
+    write_teacher(empty_store, data, meta={"latency_curve": curve})
+    per_video = {i: {"logits": np.zeros((len(v[3]), classes)), "rank_score": np.arange(len(v[3]), dtype=np.float32),
+                     "confidence": np.full(len(v[3]), 0.7, np.float32), "seconds": 0.1} for i, v in enumerate(videos)}
+    write_scores(empty_store, data, "c", "condi-sr", per_video)
+    shared = build_report(empty_store, "3", k=[1, 3, 9], teacher_time="share")
+    curved = build_report(empty_store, "3", k=[1, 3, 9], teacher_time="curve")
+    # The default uses the curve whenever the cache has one.
+    default = build_report(empty_store, "3", k=[1, 3, 9])
+    assert [(r.method, r.k, r.extra["teacher_s"]) for r in default.rows] == [
+        (r.method, r.k, r.extra["teacher_s"]) for r in curved.rows]
+    expected_curve = {1: [0.3, 0.3, 0.3], 3: [0.5, 0.5, 0.5], 9: [2.0, 1.125, 0.5]}  # 9 >= N: seconds; 9 < 10: 1.0/8*9
+    for k, per in expected_curve.items():
+        row = row_of(curved, "condi-sr", k)
+        assert row.extra["teacher_s"] == pytest.approx(np.mean(per))
+        assert row.time_per_video_s == pytest.approx(0.1 + np.mean(per) + row.extra["selection_s"])
+        share = row_of(shared, "condi-sr", k)
+        assert share.extra["teacher_s_curve"] == pytest.approx(np.mean(per))
+        assert share.extra["teacher_s"] == share.extra["teacher_s_share"] == pytest.approx(
+            np.mean([s / n * min(k, n) if k < n else s for n, s in [(4, 2.0), (10, 3.0), (2, 0.5)]]))
+    assert row_of(curved, "dense", None).time_per_video_s == pytest.approx(np.mean([2.0, 3.0, 0.5]))
+    assert any("latency curve" in line and "--teacher-time curve" in line for line in shared.footer)
+    assert any("from the latency curve" in line for line in curved.footer)
+    table4 = build_report(empty_store, "4", k=[3], ks=[1], teacher_time="curve")
+    # K_t = 2: one batch of 2 on the curve, except the 2-clip video: its measured seconds
+    assert row_of(table4, "condi-sr", 3, ks=1).extra["teacher_s"] == pytest.approx((0.4 + 0.4 + 0.5) / 3)
+    bare = Store(str(Path(empty_store.root).parent / "bare"))
+    write_teacher(bare, data)
+    with pytest.raises(ValueError, match="no latency_curve"):
+        build_report(bare, "3", teacher_time="curve")
+
+
+def test_teacher_only_store_renders_every_table(empty_store):
+    """Only a teacher cache: student methods are notes, teacher-only methods and Dense still render."""
+    classes = 3
+    videos = [(v, "test", v % classes, probs_logits([one_hot_ish(v % classes, classes, 0.7)] * (1 + v)), 1.0)
+              for v in range(5)]
+    write_teacher(empty_store, Videos(videos))
+    table3 = build_report(empty_store, "3", methods="condi-sr,st-ent")
+    assert table3.columns == ("K", "Dense") and table3.cells[-1] == ("All", "1.00s (100.00)")
+    assert all(len(row) == 2 for row in table3.cells)
+    for table in ("3", "4", "accuracy", "oracle", "confidence"):
+        report = build_report(empty_store, table)
+        for fmt in ("md", "csv", "json", "latex"):
+            assert render(report, fmt)
+    assert build_report(empty_store, "confidence").rows == ()
+
+
+def test_time_model_docstring_examples():
+    import doctest
+
+    from condi_pipe.methods import time_model
+
+    result = doctest.testmod(time_model)
+    assert result.failed == 0 and result.attempted >= 6

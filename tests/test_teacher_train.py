@@ -1,0 +1,167 @@
+"""teacher-train: the epoch loop on real stored clips, its history, published weights, byte-identical resume after
+SIGKILL, and teacher-cache picking up the trained weights."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from condi_pipe.cli import main as cli
+from condi_pipe.models import build_model
+from condi_pipe.pipeline.stage import StageError
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.training import StepDecay, TrainOptions, read_clips
+from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_train
+from condi_pipe.storage import clip_outputs
+from condi_pipe.storage.clip_array import open_clip_array
+from condi_pipe.storage.manifests import load_videos
+from condi_pipe.storage.run_state import stage_record
+from condi_pipe.storage.store import Store
+
+TEACHER = "resnet10_3d_small"
+QUIET = dict(quiet=True, log=lambda message: None)
+# Small enough for a test: 2 clips of each of the 10 training videos per epoch, batches of 8.
+EPOCHS, BATCH, LR, CLIPS_PER_VIDEO, THREADS, SEED = 2, 8, 0.05, 2, 2, 3
+CLI_ARGS = ["--teacher", TEACHER, "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--lr", str(LR),
+            "--clips-per-video", str(CLIPS_PER_VIDEO), "--threads", str(THREADS), "--seed", str(SEED), "--quiet"]
+
+
+def request() -> TeacherTrainRequest:
+    return TeacherTrainRequest(TEACHER, train=TrainOptions(EPOCHS, BATCH, LR, seed=SEED),
+                               clips_per_video=CLIPS_PER_VIDEO, runtime=RuntimeOptions(threads=THREADS))
+
+
+@pytest.fixture(scope="module")
+def trained(synth_store, tmp_path_factory):
+    """An uninterrupted in-process run: the reference for the resume test."""
+    store_dir = tmp_path_factory.mktemp("teacher_train") / "store"
+    shutil.copytree(synth_store, store_dir)
+    counts = teacher_train(Store(str(store_dir)), request(), **QUIET)
+    return store_dir, counts
+
+
+def _folder(store_dir: Path) -> Path:
+    return store_dir / "teachers" / TEACHER
+
+
+def test_history_has_a_row_per_epoch_with_accuracy_from_the_eval_split(trained):
+    store_dir, counts = trained
+    history = pq.read_table(_folder(store_dir) / "history.parquet").to_pylist()
+    assert [row["epoch"] for row in history] == [1, 2]
+    train = load_videos(Store(str(store_dir)), "train")
+    evaluation = load_videos(Store(str(store_dir)), "test")
+    for row in history:
+        assert row["train_samples"] == np.minimum(train.clips, CLIPS_PER_VIDEO).sum()
+        assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
+        assert 0 <= row["train_accuracy"] <= 1 and 0 <= row["eval_clip_accuracy"] <= 1
+        # Video accuracy counts whole eval videos.
+        assert row["eval_video_accuracy"] * len(evaluation.video_id) == pytest.approx(
+            round(row["eval_video_accuracy"] * len(evaluation.video_id)))
+        assert row["eval_loss"] > 0 and row["train_seconds"] > 0 and row["eval_seconds"] > 0
+    # Cosine over 2 epochs: full LR, then half.
+    assert [row["lr_model"] for row in history] == pytest.approx([LR, LR / 2])
+    assert counts == {"epochs": 2, "clip_accuracy": round(history[-1]["eval_clip_accuracy"], 4),
+                      "video_accuracy": round(history[-1]["eval_video_accuracy"], 4)}
+
+
+def test_published_weights_reproduce_the_logged_eval_accuracy(trained):
+    store_dir, _ = trained
+    store = Store(str(store_dir))
+    folder = _folder(store_dir)
+    assert not (folder / "checkpoints").exists()  # dropped once the weights are published
+    model = build_model(TEACHER, num_classes=10)
+    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    model.eval()
+    evaluation = load_videos(store, "test")
+    clips = read_clips(open_clip_array(store), evaluation.clip_ids)
+    with torch.no_grad():
+        logits = torch.cat([model(model.preprocess(clips[i : i + 16])).logits for i in range(0, len(clips), 16)])
+    labels = np.repeat(evaluation.label, evaluation.clips)
+    history = pq.read_table(folder / "history.parquet").to_pylist()
+    assert float((logits.argmax(1).numpy() == labels).mean()) == pytest.approx(history[-1]["eval_clip_accuracy"])
+    meta = store.read_json(f"teachers/{TEACHER}/meta.json")
+    assert meta["num_classes"] == 10 and meta["teacher"] == TEACHER and meta["config"]["flip"] is True
+    assert stage_record(store, f"teacher-train/{TEACHER}")["state"] == "done"
+
+
+def test_rerun_is_a_no_op_and_a_new_configuration_needs_force(trained):
+    store_dir, counts = trained
+    weights = (_folder(store_dir) / "weights.pt").read_bytes()
+    messages = []
+    assert teacher_train(Store(str(store_dir)), request(), quiet=True, log=messages.append) == counts
+    assert any("already done" in m for m in messages)
+    assert (_folder(store_dir) / "weights.pt").read_bytes() == weights
+    changed = TeacherTrainRequest(TEACHER, train=TrainOptions(3, BATCH, LR, seed=SEED), clips_per_video=CLIPS_PER_VIDEO,
+                                  runtime=RuntimeOptions(threads=THREADS))
+    with pytest.raises(StageError, match="--force"):
+        teacher_train(Store(str(store_dir)), changed, **QUIET)
+
+
+def _cli(store_dir: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("CONDI_PIPE_KILL_AT", None)
+    if kill_at:
+        env["CONDI_PIPE_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args, "--store", str(store_dir)],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_identical_weights(trained, synth_store, tmp_path):
+    reference, _ = trained
+    store_dir = tmp_path / "store"
+    shutil.copytree(synth_store, store_dir)
+    killed = _cli(store_dir, "teacher-train", *CLI_ARGS, kill_at="teacher-train.epoch:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (_folder(store_dir) / "checkpoints" / "last.pt").exists()
+    assert not (_folder(store_dir) / "weights.pt").exists()
+    assert len(pq.read_table(_folder(store_dir) / "history.parquet")) == 1
+
+    resumed = _cli(store_dir, "teacher-train", *CLI_ARGS)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1 of 2" in resumed.stdout
+    assert (_folder(store_dir) / "weights.pt").read_bytes() == (_folder(reference) / "weights.pt").read_bytes()
+    ours = pq.read_table(_folder(store_dir) / "history.parquet").drop(["train_seconds", "eval_seconds"])
+    theirs = pq.read_table(_folder(reference) / "history.parquet").drop(["train_seconds", "eval_seconds"])
+    assert ours.equals(theirs)
+
+
+def test_teacher_cache_uses_the_trained_teacher(trained, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(trained[0], store_dir)
+    result = CliRunner().invoke(cli, ["teacher-cache", "--teacher", TEACHER, "--store", str(store_dir), "--workers",
+                                      "0", "--threads", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = Store(str(store_dir))
+    folder = clip_outputs.teacher_folder(TEACHER)
+    assert clip_outputs.read_meta(store, folder)["weights"] == f"teachers/{TEACHER}/weights.pt"
+    model = build_model(TEACHER, num_classes=10)
+    model.load_state_dict(torch.load(_folder(store_dir) / "weights.pt", weights_only=True))
+    model.eval()
+    clips = read_clips(open_clip_array(store), np.arange(3))
+    with torch.no_grad():
+        expected = model(model.preprocess(clips)).logits.numpy()
+    np.testing.assert_allclose(clip_outputs.read_array(store, folder, "logits")[:3], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_teacher_cache_without_weights_says_how_to_get_them(synth_store, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(synth_store, store_dir)
+    result = CliRunner().invoke(cli, ["teacher-cache", "--teacher", TEACHER, "--store", str(store_dir), "--quiet"])
+    assert result.exit_code == 2
+    assert "no weights: pass --weights or run teacher-train first" in result.output
+
+
+def test_step_decay_formula():
+    assert [StepDecay(5)(e) for e in range(3)] == pytest.approx([1, 1 / 5, 1 / 25])
