@@ -9,12 +9,13 @@ from functools import wraps
 import click
 
 from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.run_config import ConfigError
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.video.sources import SOURCES, SourceError
 
 # Errors a user can cause and fix: shown as one line, exit status 2, no traceback.
-USER_ERRORS = (StageError, StoreError, SourceError, FileNotFoundError, ValueError, FloatingPointError)
+USER_ERRORS = (ConfigError, StageError, StoreError, SourceError, FileNotFoundError, ValueError, FloatingPointError)
 
 
 def _one_line_errors(fn):
@@ -284,10 +285,13 @@ def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest
     from condi_pipe.stages.teacher_cache import teacher_cache as run_teacher_cache
-    from condi_pipe.stages.teacher_train import teacher_ref
+    from condi_pipe.stages.teacher_train import stale_cache_note, teacher_ref
 
     target = ensure_store(store)
     ref = teacher_ref(target, teacher, width, weights, random_init, reset_head)
+    note = None if force else stale_cache_note(target, teacher)
+    if note:
+        click.echo(note, err=True)
     request = TeacherCacheRequest(ref, RuntimeOptions(device, threads, bf16), clips_per_group)
     run_teacher_cache(target, request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
 
@@ -418,6 +422,36 @@ def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, as_j
         for name, prob in r.top5:
             click.echo(f"  {prob:6.1%}  {name}")
         click.echo("  time: " + ", ".join(f"{step} {sec * 1000:.0f} ms" for step, sec in r.seconds.items()))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="A TOML file (see examples/).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_one_line_errors
+def run(config_path, quiet):
+    """Run every stage of a configuration in order, skipping finished ones, and write the reports."""
+    from condi_pipe.pipeline.run_config import load_run_config
+    from condi_pipe.pipeline.runner import run_pipeline
+
+    rendered = run_pipeline(load_run_config(config_path), quiet=quiet)
+    if "3" in rendered:
+        click.echo(rendered["3"])
+
+
+@main.command()
+@click.option("--store", "store_dir", default="demo_store", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the store (the generated videos go to its synth/ subfolder).")
+@click.option("--videos", type=click.IntRange(min=20), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_one_line_errors
+def demo(store_dir, videos, seed, quiet):
+    """Generate the embedded benchmark, run the whole pipeline on it, and print Table 3."""
+    from condi_pipe.pipeline.demo import run_demo
+
+    rendered = run_demo(store_dir, videos=videos, seed=seed, quiet=quiet)
+    click.echo(rendered["3"])
 
 
 if __name__ == "__main__":

@@ -173,9 +173,12 @@ class TeacherCache:
         return self.row[ids]
 
     def video_targets(self, videos: VideoSet) -> tuple[np.ndarray, np.ndarray]:
-        """(V, D) mean teacher feature and (V, C) mean teacher softmax over all clips of each video."""
+        """(V, D) mean teacher feature and (V, C) mean teacher softmax over all clips of each video
+        (D = 0 when the features were not loaded)."""
         rows = self.rows(videos.clip_ids)
         probs = video_mean_softmax(self.logits[rows], videos.offsets)
+        if self.features is None:
+            return np.zeros((len(videos.video_id), 0), np.float32), probs.astype(np.float32)
         features = self.features[rows].astype(np.float32)
         mean_features = np.add.reduceat(features, videos.offsets[:-1], axis=0) / videos.clips[:, None]
         return mean_features.astype(np.float32), probs.astype(np.float32)
@@ -408,7 +411,8 @@ def _check_finite(values: np.ndarray, run: str) -> None:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    """float64 logistic function (no overflow warning for large negative logits)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -700.0, 700.0)))
 
 
 def rank_scores(loss: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
@@ -436,6 +440,9 @@ def distill(
     run_name = request.run
     key = f"{DISTILL.name}/{run_name}"
     folder = artifacts.student_folder(run_name)
+    if not clip_outputs.is_complete(store, clip_outputs.teacher_folder(request.teacher)):
+        raise StageError(f"{store.url}: no teacher cache for '{request.teacher}'; run `condi-pipe teacher-cache "
+                         f"--teacher {request.teacher}` first")
     with stage_run(store, DISTILL, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})

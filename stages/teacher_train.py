@@ -229,3 +229,18 @@ def teacher_ref(store: Store, teacher: str, width: float | None = None, weights:
         return ModelRef(teacher, num_classes, width)
     raise ValueError(f"no weights: pass --weights or run teacher-train first (no trained {teacher} in "
                      f"{store.path(folder)})")
+
+
+def stale_cache_note(store: Store, teacher: str) -> str | None:
+    """A warning when ``teacher-cache/<teacher>`` finished before the teacher it used was last retrained (its
+    configuration names the same weights file, so a re-run would otherwise say "already done")."""
+    from condi_pipe.storage.run_state import stage_record
+
+    trained = stage_record(store, f"{TEACHER_TRAIN.name}/{teacher}")
+    cached = stage_record(store, f"teacher-cache/{teacher}")
+    uses_store = (cached.get("config", {}).get("teacher", {}) or {}).get("store_weights")
+    if trained.get("state") == "done" and cached.get("state") == "done" and uses_store:
+        if str(trained.get("updated", "")) > str(cached.get("updated", "")):
+            return (f"note: teacher-cache/{teacher} predates the last teacher-train of {teacher}; "
+                    "re-run teacher-cache with --force to cache the new weights")
+    return None
