@@ -112,7 +112,8 @@ def _section(cls, values, where: str, path: str):
             raise ConfigError(f"{path}: unknown key '{key}' in [{where}] (known: {', '.join(names)})")
     for key, value in values.items():
         if not _type_ok(value, hints[key]):
-            expected = str(hints[key]).replace("typing.", "")
+            expected = getattr(hints[key], "__name__", None) if isinstance(hints[key], type) else None
+            expected = expected or str(hints[key]).replace("typing.", "")
             raise ConfigError(f"{path}: [{where}].{key} must be {expected}, got {type(value).__name__} {value!r}")
     missing = [f.name for f in dataclasses.fields(cls)
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
@@ -151,5 +152,7 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     sections["extract"] = dataclasses.replace(sections["extract"], root=local(sections["extract"].root),
                                               annotations=local(sections["extract"].annotations))
     sections["teacher"] = dataclasses.replace(sections["teacher"], weights=local(sections["teacher"].weights))
+    report = sections.get("report", ReportSection())
+    sections["report"] = dataclasses.replace(report, out_dir=local(report.out_dir))
     store = raw["store"] if "://" in raw["store"] else local(raw["store"])
     return RunConfig(store=store, source_file=str(path), **sections)

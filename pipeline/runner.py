@@ -59,8 +59,7 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
               quiet=quiet, log=log)
 
     rendered = {}
-    out_dir = rep.out_dir if os.path.isabs(rep.out_dir) else os.path.join(os.path.dirname(config.source_file) or ".",
-                                                                          rep.out_dir)
+    out_dir = rep.out_dir
     os.makedirs(out_dir, exist_ok=True)
     for table in rep.tables:
         report = build_report(store, table, teacher=te.name, k=rep.k if table in ("3", "4") else None,
