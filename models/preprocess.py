@@ -74,7 +74,11 @@ def preprocess_clips(clips: Tensor, mean: RGB, std: RGB) -> Tensor:
         raise TypeError(f"clips must be uint8 (B, T, H, W, 3) as stored, got dtype {clips.dtype}")
     if clips.ndim != 5 or clips.shape[-1] != 3:
         raise ValueError(f"clips must have shape (B, T, H, W, 3), got {tuple(clips.shape)}")
-    channels_first = clips.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=clips.device).view(1, 3, 1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=clips.device).view(1, 3, 1, 1, 1)
-    return channels_first.div_(255.0).sub_(mean_t).div_(std_t)
+    # The stored (B, T, H, W, 3) layout is exactly channels-last 3D, so the permuted view converts to float
+    # without a transposing copy; one multiply and one subtract then normalise in place.
+    channels_first = clips.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.preserve_format)
+    mean_t = torch.tensor(mean, dtype=torch.float64)
+    std_t = torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std_t)).to(torch.float32).to(clips.device).view(1, 3, 1, 1, 1)
+    shift = (mean_t / std_t).to(torch.float32).to(clips.device).view(1, 3, 1, 1, 1)
+    return channels_first.mul_(scale).sub_(shift)
