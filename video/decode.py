@@ -153,7 +153,8 @@ def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions
     info = parse_stream_info(stderr) or StreamInfo("unknown", 0, 0, 0.0, 0)
     if options.fps:
         info = info._replace(fps=float(options.fps))
-    frames = np.frombuffer(raw[: n_frames * frame_bytes], np.uint8).reshape(n_frames, options.crop, options.crop, 3)
+    # A writable copy: callers hand the clips to torch, which warns on read-only memory.
+    frames = np.frombuffer(bytearray(raw[: n_frames * frame_bytes]), np.uint8).reshape(n_frames, options.crop, options.crop, 3)
     clips, pad = frames_to_clips(frames, options.clip_length)
     warnings = _decoder_warnings(stderr, proc.returncode)
     return DecodedVideo(clips, n_frames, pad, info, [f"{path}: {w}" for w in warnings])
