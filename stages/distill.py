@@ -49,7 +49,7 @@ from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
 from condi_pipe.pipeline.training import (ParamGroup, StepDecay, StepResult, TrainOptions, batches_of, derived_seed,
-                                          prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
+                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -337,7 +337,7 @@ class DistillTask:
         logits, confidence = [], []
         with torch.inference_mode(), autocast(self.request.runtime, self.device):
             loader = prefetched(lambda ids: read_clips(self.clips, ids),
-                                batches_of(videos.clip_ids, self.request.train.batch_size))
+                                batches_of(videos.clip_ids, eval_batch_size(self.request.train.batch_size)))
             for clips in loader:
                 out = self.model(self.model.preprocess(clips.to(self.device)))
                 logits.append(out.logits.float().cpu().numpy())
@@ -348,7 +348,7 @@ class DistillTask:
     def predict_videos(self, videos: VideoSet, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Student video features (V, D) and logits (V, C) from each video's K equidistant clips."""
         self.model.eval()
-        per_step = max(1, self.request.train.batch_size // self.request.losses.k)
+        per_step = max(1, eval_batch_size(self.request.train.batch_size) // self.request.losses.k)
         features, logits = [], []
         with torch.inference_mode(), autocast(self.request.runtime, self.device):
             for batch in prefetched(lambda ix: self._video_batch(videos, ix, split),

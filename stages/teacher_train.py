@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
 from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
-                                          prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
+                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos
@@ -131,7 +131,7 @@ class TeacherTask:
     def evaluate(self, epoch: int) -> dict[str, float]:
         if self.eval_videos is None:
             return {}
-        logits = self.predict(self.eval_videos, self.request.train.batch_size)
+        logits = self.predict(self.eval_videos, eval_batch_size(self.request.train.batch_size))
         labels = self.clip_label[self.eval_videos.clip_ids]
         loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
         video_probs = video_mean_softmax(logits, self.eval_videos.offsets)

@@ -93,3 +93,41 @@ def synth_store(synth_root, tmp_path_factory) -> Path:
     extract(Store(str(out)), ExtractRequest("ucf101", str(synth_root), clips_per_shard=8), ExecutorOptions(workers=0),
             quiet=True, log=lambda message: None)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A real Dask cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """Address of a scheduler with two single-thread workers, started as separate processes."""
+    import json
+    import sys
+    import time
+
+    from distributed import Client
+
+    bindir = Path(sys.executable).parent
+    scheduler_file = tmp_path_factory.mktemp("dask") / "scheduler.json"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(scheduler_file)], **quiet)]
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", address, "--nthreads", "1",
+                                           "--no-dashboard", "--host", "127.0.0.1"], **quiet))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            assert len(client.scheduler_info()["workers"]) == 2
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)

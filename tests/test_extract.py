@@ -212,31 +212,7 @@ def test_sigkill_then_resume_gives_identical_store(tmp_path, kill_at):
 
 
 @pytest.mark.slow
-def test_existing_dask_cluster_gives_the_same_store(tree, reference_store, tmp_path):
-    bindir = Path(sys.executable).parent
-    scheduler_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.time() + 60
-        while not scheduler_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        for _ in range(2):
-            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", address, "--nthreads", "1",
-                                           "--no-dashboard", "--host", "127.0.0.1"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-            assert len(client.scheduler_info()["workers"]) == 2
-        result = _cli_extract(tree, tmp_path / "store", env={"DASK_SCHEDULER_ADDRESS": address})
-        assert result.returncode == 0, result.stderr
-        assert fingerprint(tmp_path / "store") == fingerprint(reference_store)
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+def test_existing_dask_cluster_gives_the_same_store(dask_cluster, tree, reference_store, tmp_path):
+    result = _cli_extract(tree, tmp_path / "store", env={"DASK_SCHEDULER_ADDRESS": dask_cluster})
+    assert result.returncode == 0, result.stderr
+    assert fingerprint(tmp_path / "store") == fingerprint(reference_store)

@@ -140,3 +140,15 @@ def test_sigkill_mid_cache_resumes_to_the_same_outputs(cached, synth_store, tmp_
     for name in ("clips.parquet", "logits.zarr/c/0/0", "features.zarr/c/0/0"):
         assert _digest(store_dir / "teacher" / TEACHER / name) == _digest(reference_dir / "teacher" / TEACHER / name)
     assert not (store_dir / "staging").exists()
+
+
+@pytest.mark.slow
+def test_existing_dask_cluster_gives_the_same_cache(dask_cluster, cached, synth_store, tmp_path):
+    reference_dir, request, _ = cached
+    store_dir = tmp_path / "store"
+    shutil.copytree(synth_store, store_dir)
+    teacher_cache(Store(str(store_dir)), request, ExecutorOptions(scheduler_address=dask_cluster), **QUIET)
+    meta = clip_outputs.read_meta(Store(str(store_dir)), clip_outputs.teacher_folder(TEACHER))
+    assert meta["threads"] == 1  # ran on a one-thread cluster worker, not in this process
+    for name in ("clips.parquet", "logits.zarr/c/0/0", "features.zarr/c/0/0"):
+        assert _digest(store_dir / "teacher" / TEACHER / name) == _digest(reference_dir / "teacher" / TEACHER / name)
