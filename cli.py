@@ -454,5 +454,34 @@ def demo(store_dir, videos, seed, quiet):
     click.echo(rendered["3"])
 
 
+@main.command()
+@click.argument("store")
+@_one_line_errors
+def verify(store):
+    """Check every finished stage's files against recorded checksums and the manifests' counts."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.verify import verify_store
+
+    problems = verify_store(ensure_store(store))
+    for p in problems:
+        click.echo(f"{p.stage}: {p.path}: {p.problem}")
+    click.echo(f"verify: {len(problems)} problems" if problems else "verify: all outputs intact")
+    sys.exit(1 if problems else 0)
+
+
+@main.command()
+@click.argument("store")
+@_one_line_errors
+def repair(store):
+    """Redo only what verify finds damaged (clip shards in place; other outputs by clearing their stage)."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.pipeline.verify import repair_store
+
+    remaining = repair_store(ensure_store(store))
+    for p in remaining:
+        click.echo(f"still damaged: {p.stage}: {p.path}: {p.problem}")
+    sys.exit(1 if remaining else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from condi_pipe.storage.checksums import record_checksums
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.lock import store_lock
 from condi_pipe.storage.run_state import read_run, set_stage
@@ -42,12 +43,20 @@ class StageRun:
     """Handle for a stage in progress: ``skip`` is True when it had already finished."""
 
     store: Store
+    spec: StageSpec
     record_key: str
     skip: bool
     previous: dict
 
+    @property
+    def outputs(self) -> list[str]:
+        """Store paths of this run's outputs (``writes`` with the record key filled in, staging left out)."""
+        name = self.record_key.split("/", 1)[-1]
+        return [w.format(key=name) for w in self.spec.writes if not w.startswith("staging")]
+
     def done(self, counts: dict[str, Any], **fields: Any) -> None:
-        """Mark the stage finished, with its counts (shown by ``status``) and any extra record fields."""
+        """Record the outputs' checksums, then mark the stage finished with its counts (shown by ``status``)."""
+        record_checksums(self.store, self.record_key, self.outputs)
         set_stage(self.store, self.record_key, state="done", counts=counts, **fields)
 
 
@@ -89,14 +98,14 @@ def stage_run(
             if previous.get("state") == "done":
                 counts = ", ".join(f"{k} {v}" for k, v in previous.get("counts", {}).items())
                 log(f"{key}: already done ({counts}); nothing to do (use --force to redo)")
-                yield StageRun(store, key, True, previous)
+                yield StageRun(store, spec, key, True, previous)
                 return
             log(f"{key}: resuming an interrupted run")
         if force:
             for rel in spec.writes:
                 store.remove(rel.format(key=key.split("/", 1)[-1]))
         set_stage(store, key, state="running", config=config)
-        yield StageRun(store, key, False, previous)
+        yield StageRun(store, spec, key, False, previous)
 
 
 def ensure_store(url: str) -> Store:
