@@ -22,16 +22,23 @@ def _rel(stage: str, key: str, suffix: str) -> str:
 
 def stage_item(store: Store, stage: str, key: str, arrays: dict[str, np.ndarray] | None, meta: dict) -> None:
     """Stage named arrays and their metadata; the metadata is written last and marks the item complete."""
-    if arrays:
+    # One plain .npy per array: no zip container, so no CRC pass over frames on write and read.
+    for name, values in (arrays or {}).items():
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        store.write_bytes(_rel(stage, key, ".npz"), buf.getvalue())
-    store.write_bytes(_rel(stage, key, ".json"), json.dumps(meta, sort_keys=True).encode())
+        np.save(buf, values, allow_pickle=False)
+        store.write_bytes(_rel(stage, key, f".{name}.npy"), buf.getvalue())
+    store.write_bytes(_rel(stage, key, ".json"), json.dumps({"meta": meta, "arrays": sorted(arrays or {})},
+                                                            sort_keys=True).encode())
+
+
+def _record(store: Store, stage: str, key: str) -> dict | None:
+    rel = _rel(stage, key, ".json")
+    return json.loads(store.read_bytes(rel)) if store.exists(rel) else None
 
 
 def staged_meta(store: Store, stage: str, key: str) -> dict | None:
-    rel = _rel(stage, key, ".json")
-    return json.loads(store.read_bytes(rel)) if store.exists(rel) else None
+    record = _record(store, stage, key)
+    return None if record is None else record["meta"]
 
 
 def staged_keys(store: Store, stage: str) -> set[str]:
@@ -39,8 +46,9 @@ def staged_keys(store: Store, stage: str) -> set[str]:
 
 
 def staged_arrays(store: Store, stage: str, key: str) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(store.read_bytes(_rel(stage, key, ".npz"))), allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    names = _record(store, stage, key)["arrays"]
+    return {name: np.load(io.BytesIO(store.read_bytes(_rel(stage, key, f".{name}.npy"))), allow_pickle=False)
+            for name in names}
 
 
 def clear_staging(store: Store, stage: str) -> None:
