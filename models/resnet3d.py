@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from .base import ClipModel, init_weights, make_config, pool_features
@@ -97,8 +98,10 @@ class ResNet3D(ClipModel):
         stem_channels: int = 64,
         stem_kernel: Triple = (7, 7, 7),
         block_kwargs: dict | None = None,
+        frame_differences: bool = False,
     ) -> None:
         super().__init__()
+        self.frame_differences = frame_differences
         feature_dim = planes[-1] * block.expansion
         self.config = make_config(name, None, num_classes, feature_dim, normalization)
         self._block_kwargs = block_kwargs or {}
@@ -130,9 +133,21 @@ class ResNet3D(ClipModel):
         return nn.Sequential(*layers)
 
     def forward_features(self, x: Tensor) -> Tensor:
+        if self.frame_differences:
+            x = temporal_differences(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return pool_features(x)
+
+
+def temporal_differences(x: Tensor) -> Tensor:
+    """x[t+1] - x[t] along T, the last difference repeated so T is kept: (B, C, T, H, W) -> same shape.
+
+    Static appearance (background texture, object colour) cancels; what moves remains (the RGB-difference
+    input of TSN, as a layer rather than a data transform, so every stage feeds it the same clips).
+    """
+    diff = x[:, :, 1:] - x[:, :, :-1]
+    return torch.cat([diff, diff[:, :, -1:]], dim=2)
 
 
 @register_model("resnext101_3d", role="teacher")
@@ -152,4 +167,14 @@ def resnet10_3d_small(num_classes: int, *, normalization: str = "simple", **kw) 
     return ResNet3D(
         BasicBlock3D, (1, 1, 1, 1), (16, 32, 64, 128), num_classes,
         name="resnet10_3d_small", normalization=normalization, stem_channels=16, stem_kernel=(3, 7, 7), **kw,
+    )  # fmt: skip
+
+
+@register_model("resnet10_3d_motion", role="teacher")
+def resnet10_3d_motion(num_classes: int, *, normalization: str = "simple", **kw) -> ResNet3D:
+    """resnet10_3d_small on frame differences: the embedded benchmark's teacher (its classes are motions over
+    random appearance, which a CPU-sized RGB network memorises instead of learning the motion)."""
+    return ResNet3D(
+        BasicBlock3D, (1, 1, 1, 1), (16, 32, 64, 128), num_classes, name="resnet10_3d_motion",
+        normalization=normalization, stem_channels=16, stem_kernel=(3, 7, 7), frame_differences=True, **kw,
     )  # fmt: skip

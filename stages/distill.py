@@ -49,7 +49,8 @@ from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
 from condi_pipe.pipeline.training import (ParamGroup, StepDecay, StepResult, TrainOptions, batches_of, derived_seed,
-                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
+                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips,
+                                          video_mean_softmax)
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -252,7 +253,8 @@ class DistillTask:
     def video_clip_ids(self, videos: VideoSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Clip ids of the K equidistant clips of each video ``index``, and how many each video got."""
         k = self.request.losses.k
-        picks = [first + equidistant_indices(int(n), k) for first, n in zip(videos.first_clip[index], videos.clips[index])]
+        picks = [first + equidistant_indices(int(n), k)
+                 for first, n in zip(videos.first_clip[index], videos.clips[index])]
         return np.concatenate(picks), np.array([len(p) for p in picks], np.int64)
 
     def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -280,7 +282,8 @@ class DistillTask:
         """The run's loss on a batch of clips, and the confidence-term weight it used."""
         o, loss = self.request.losses, self.request.loss
         if loss == "condi-sr":
-            return L.condi_sr_loss(logits, confidence, teacher_logits, z, o.tau, o.lam, o.mu, o.detach_confidence), o.lam
+            terms = L.condi_sr_loss(logits, confidence, teacher_logits, z, o.tau, o.lam, o.mu, o.detach_confidence)
+            return terms, o.lam
         if loss == "bce-conf":
             return L.bce_conf_loss(confidence, z, generator, o.downsample), float("nan")
         if loss == "st-ent":

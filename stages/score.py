@@ -206,4 +206,4 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
                                pa.table(video_columns), meta)
     n_videos = int(len(videos.video_id))
     return {"videos": n_videos, "clips": int(clips.num_rows), "accuracy": round(accuracy, 4),
-            "ms_per_video": float(1000 * seconds.sum() / max(n_videos, 1))}
+            "ms_per_video": round(float(1000 * seconds.sum() / max(n_videos, 1)), 3)}

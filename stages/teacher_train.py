@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
 from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
-                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips, video_mean_softmax)
+                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips,
+                                          video_mean_softmax)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos

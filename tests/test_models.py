@@ -176,3 +176,21 @@ def test_unknown_names_and_widths_raise_listing_choices():
 
 def test_default_width_is_1():
     assert build_model("mobilenetv2_3d", num_classes=10).config.width == 1.0
+
+
+def test_motion_teacher_sees_only_what_moves():
+    """resnet10_3d_motion works on frame differences: any still clip looks like an empty one, motion does not."""
+    import torch
+
+    from condi_pipe.models.resnet3d import temporal_differences
+
+    torch.manual_seed(0)
+    model = build_model("resnet10_3d_motion", num_classes=4).eval()
+    still = torch.rand(1, 3, 1, 32, 32).expand(1, 3, 16, 32, 32).contiguous()
+    moving = torch.rand(1, 3, 16, 32, 32)
+    with torch.no_grad():
+        empty = model(torch.zeros_like(still)).logits
+        assert torch.allclose(model(still).logits, empty)
+        assert not torch.allclose(model(moving).logits, empty)
+    ramp = torch.arange(16.0).view(1, 1, 16, 1, 1).expand(1, 3, 16, 2, 2)
+    assert torch.equal(temporal_differences(ramp), torch.ones_like(ramp))

@@ -65,8 +65,8 @@ def _student(store_dir: Path, run: str):
 def _scores(store_dir: Path, run: str):
     store = Store(str(store_dir))
     folder = clip_outputs.scores_folder(run)
-    return (store, clip_outputs.read_clips(store, folder).to_pandas(), clip_outputs.read_videos(store, folder).to_pandas(),
-            clip_outputs.read_meta(store, folder))
+    return (store, clip_outputs.read_clips(store, folder).to_pandas(),
+            clip_outputs.read_videos(store, folder).to_pandas(), clip_outputs.read_meta(store, folder))
 
 
 @pytest.mark.parametrize("run", ["conf", "ent"])
@@ -163,5 +163,6 @@ def test_sigkill_then_resume_through_dask_matches_the_inline_run(scored, tmp_pat
     theirs = clip_outputs.read_clips(Store(str(scored)), "scores/conf").drop(["confidence", "entropy", "rank_score"])
     assert ours.equals(theirs)
     np.testing.assert_allclose(clip_outputs.read_array(Store(str(store_dir)), "scores/conf", "logits"),
-                               clip_outputs.read_array(Store(str(scored)), "scores/conf", "logits"), rtol=1e-4, atol=1e-5)
+                               clip_outputs.read_array(Store(str(scored)), "scores/conf", "logits"),
+                               rtol=1e-4, atol=1e-5)
     assert not math.isnan(pq.read_table(store_dir / "scores" / "conf" / "videos.parquet").column("seconds")[0].as_py())
