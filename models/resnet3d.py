@@ -99,6 +99,8 @@ class ResNet3D(ClipModel):
         stem_kernel: Triple = (7, 7, 7),
         block_kwargs: dict | None = None,
         frame_differences: bool = False,
+        confidence_head: bool = False,
+        stem_stride: Triple = (1, 2, 2),
     ) -> None:
         super().__init__()
         self.frame_differences = frame_differences
@@ -107,7 +109,7 @@ class ResNet3D(ClipModel):
         self._block_kwargs = block_kwargs or {}
 
         padding = tuple(k // 2 for k in stem_kernel)
-        self.conv1 = nn.Conv3d(3, stem_channels, stem_kernel, stride=(1, 2, 2), padding=padding, bias=False)
+        self.conv1 = nn.Conv3d(3, stem_channels, stem_kernel, stride=stem_stride, padding=padding, bias=False)
         self.bn1 = nn.BatchNorm3d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
@@ -117,6 +119,8 @@ class ResNet3D(ClipModel):
         self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
         self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
         self.fc = nn.Linear(feature_dim, num_classes)
+        if confidence_head:
+            self.confidence_head = nn.Linear(feature_dim, 1)
         init_weights(self)
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -177,4 +181,16 @@ def resnet10_3d_motion(num_classes: int, *, normalization: str = "simple", **kw)
     return ResNet3D(
         BasicBlock3D, (1, 1, 1, 1), (16, 32, 64, 128), num_classes, name="resnet10_3d_motion",
         normalization=normalization, stem_channels=16, stem_kernel=(3, 7, 7), frame_differences=True, **kw,
+    )  # fmt: skip
+
+
+@register_model("resnet10_3d_motion_tiny", role="student")
+def resnet10_3d_motion_tiny(num_classes: int, *, normalization: str = "simple", **kw) -> ResNet3D:
+    """resnet10_3d_motion at half its widths (8-64) and a stride-2 stem in T, with a confidence head: the embedded
+    benchmark's student, cheaper per clip than its teacher on a CPU (where the depthwise convolutions of
+    ShuffleNetV2 / MobileNetV2 cost as much as the small teacher's dense ones)."""
+    return ResNet3D(
+        BasicBlock3D, (1, 1, 1, 1), (8, 16, 32, 64), num_classes, name="resnet10_3d_motion_tiny",
+        normalization=normalization, stem_channels=8, stem_kernel=(3, 7, 7), stem_stride=(2, 2, 2),
+        frame_differences=True, confidence_head=True, **kw,
     )  # fmt: skip
