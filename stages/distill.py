@@ -49,8 +49,8 @@ from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
 from condi_pipe.pipeline.training import (ParamGroup, StepDecay, StepResult, TrainOptions, batches_of, derived_seed,
-                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips,
-                                          video_mean_softmax)
+                                          eval_batch_size, model_input, prefetched, read_clips, run_training,
+                                          sample_clips, video_mean_softmax)
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -305,7 +305,7 @@ class DistillTask:
 
     def video_forward(self, clips: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student video features (mean of its pooled clip features) and video logits (the head on them)."""
-        out = self.model(self.model.preprocess(clips.to(self.device)))
+        out = self.model(model_input(self.model, clips, self.request.runtime, self.device))
         segment = torch.repeat_interleave(torch.arange(len(counts), device=self.device), counts.to(self.device))
         sums = torch.zeros(len(counts), out.features.shape[1], device=self.device, dtype=torch.float32)
         features = sums.index_add(0, segment, out.features.float()) / counts.to(self.device, torch.float32)[:, None]
@@ -321,7 +321,7 @@ class DistillTask:
         else:
             clips, t_logits, z, labels = batch
             labels = labels.to(self.device)
-            out = self.model(self.model.preprocess(clips.to(self.device)))
+            out = self.model(model_input(self.model, clips, self.request.runtime, self.device))
             logits = out.logits.float()
             confidence = out.confidence.float() if out.confidence is not None else None
             terms, lam = self.clip_loss(logits, confidence, t_logits.to(self.device), z.to(self.device), labels,
@@ -342,7 +342,7 @@ class DistillTask:
             loader = prefetched(lambda ids: read_clips(self.clips, ids),
                                 batches_of(videos.clip_ids, eval_batch_size(self.request.train.batch_size)))
             for clips in loader:
-                out = self.model(self.model.preprocess(clips.to(self.device)))
+                out = self.model(model_input(self.model, clips, self.request.runtime, self.device))
                 logits.append(out.logits.float().cpu().numpy())
                 if out.confidence is not None:
                     confidence.append(out.confidence.float().cpu().numpy())

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
 from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
-                                          eval_batch_size, prefetched, read_clips, run_training, sample_clips,
-                                          video_mean_softmax)
+                                          eval_batch_size, model_input, prefetched, read_clips, run_training,
+                                          sample_clips, video_mean_softmax)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos
@@ -112,7 +112,7 @@ class TeacherTask:
         if self.request.flip:
             flip = torch.rand(len(clips), generator=generator) < 0.5
             clips[flip] = clips[flip].flip(3)  # (B, T, H, W, 3): W is dim 3
-        out = self.model(self.model.preprocess(clips.to(self.device)))
+        out = self.model(model_input(self.model, clips, self.request.runtime, self.device))
         labels = labels.to(self.device)
         loss = F.cross_entropy(out.logits.float(), labels)
         accuracy = (out.logits.detach().argmax(1) == labels).float().mean()
@@ -126,7 +126,8 @@ class TeacherTask:
 
         with torch.inference_mode(), autocast(self.request.runtime, self.device):
             for clips in prefetched(lambda ids: read_clips(self.clips, ids), batches_of(videos.clip_ids, batch_size)):
-                out.append(self.model(self.model.preprocess(clips.to(self.device))).logits.float().cpu().numpy())
+                batch = model_input(self.model, clips, self.request.runtime, self.device)
+                out.append(self.model(batch).logits.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
     def evaluate(self, epoch: int) -> dict[str, float]:

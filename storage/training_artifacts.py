@@ -97,9 +97,9 @@ def read_history(store: Store, folder: str) -> pa.Table:
 
 # -- final weights and metadata ----------------------------------------------------------------------------------
 def write_state_dict(store: Store, folder: str, state_dict: dict, part: str = "weights") -> str:
-    """Write a plain state dict (CPU tensors) as ``<folder>/<part>.pt``; returns its store-relative path."""
+    """Write a plain state dict (contiguous CPU tensors) as ``<folder>/<part>.pt``; returns its store-relative path."""
     rel = weights_rel(folder, part)
-    store.write_bytes(rel, _to_bytes({k: v.detach().cpu() for k, v in state_dict.items()}))
+    store.write_bytes(rel, _to_bytes({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}))
     return rel
 
 
