@@ -394,7 +394,8 @@ def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stag
 
 
 def _epoch_line(stage: str, row: dict, epochs: int, eval_columns: Sequence[str]) -> str:
-    shown = [f"{k} {row[k]:.4g}" for k in row if k.startswith("train_") and k not in ("train_samples", "train_seconds")]
+    shown = [f"{k} {row[k]:.4g}" for k in row
+             if k.startswith("train_") and k not in ("train_samples", "train_seconds") and not math.isnan(row[k])]
     shown += [f"{k} {row[k]:.4g}" for k in eval_columns if not math.isnan(row[k])]
     return f"{stage}: epoch {row['epoch']}/{epochs} ({row['train_seconds']:.0f}s): " + ", ".join(shown)
 

@@ -29,14 +29,13 @@ source = "ucf101"
 root = "{root}"
 workers = 0
 [teacher]
-name = "resnet10_3d_small"
+name = "resnet10_3d_motion"
 workers = 0
 [teacher_train]
 epochs = 1
 flip = false
 [distill]
-student = "mobilenetv2_3d"
-width = 0.2
+student = "resnet10_3d_motion_tiny"
 losses = ["condi-sr", "st-ent"]
 epochs = 1
 [report]
@@ -69,7 +68,7 @@ def test_dense_row_is_recomputed_from_the_cache(pipeline_run):
     rows = json.loads((work / "reports" / "table-3.json").read_text())
     dense = next(r for r in rows if r["method"] == "dense")
     store = Store(str(work / "store"))
-    folder = clip_outputs.teacher_folder("resnet10_3d_small")
+    folder = clip_outputs.teacher_folder("resnet10_3d_motion")
     clips = clip_outputs.read_clips(store, folder).to_pandas()
     logits = clip_outputs.read_array(store, folder, "logits")
     test = clips["split"].to_numpy() == "test"
@@ -97,12 +96,12 @@ def test_infer_measures_what_the_report_models(pipeline_run, synth_root):
     store = Store(str(work / "store"))
     videos = pq.read_table(work / "store" / "videos.parquet").to_pandas()
     paths = [str(synth_root / p) for p in videos[videos["split"] == "test"]["path"]]
-    run = "condi-sr-mobilenetv2_3d-0.2"
+    run = "condi-sr-resnet10_3d_motion_tiny"
     for k in (1, 3):
         modelled = next(r for r in build_report(store, "3", k=[k], methods=["condi-sr"]).rows
                         if r.method == "condi-sr" and r.k == k)
         # Two passes over the videos, averaged like the report averages its videos.
-        passes = [infer(store, paths, teacher="resnet10_3d_small", student_run=run, k=k) for _ in range(2)]
+        passes = [infer(store, paths, teacher="resnet10_3d_motion", student_run=run, k=k) for _ in range(2)]
         measured = np.mean([r.seconds["model"] for results in passes for r in results])
         assert measured == pytest.approx(modelled.time_per_video_s, rel=0.2), (k, measured, modelled)
         assert all(len(r.teacher_clips) == min(k, r.clips) for r in passes[0])
@@ -112,7 +111,7 @@ def test_infer_cli_prints_top5(pipeline_run, synth_root):
     work, _ = pipeline_run
     video = next(synth_root.rglob("*.mp4"))
     result = CliRunner().invoke(cli, ["infer", str(video), "--store", str(work / "store"), "--teacher",
-                                      "resnet10_3d_small", "--student", "condi-sr-mobilenetv2_3d-0.2", "--k", "2",
+                                      "resnet10_3d_motion", "--student", "condi-sr-resnet10_3d_motion_tiny", "--k", "2",
                                       "--ks", "1", "--json"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
