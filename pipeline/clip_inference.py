@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name,
-                                               load_state_bytes, timed, to_runtime_layout)
+                                               load_state_bytes, timed, to_runtime_layout, TIMING_REPEATS)
 from condi_pipe.storage import staging
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet
@@ -104,7 +104,7 @@ def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: Runti
                 with torch.inference_mode(), autocast(runtime, device):
                     return model(to_runtime_layout(model.preprocess(batch.to(device)), runtime))
 
-            out, took = timed(forward, device)
+            out, took = timed(forward, device, TIMING_REPEATS)
             video_seconds += took
             logits.append(out.logits.float().cpu().numpy())
             features.append(out.features.float().cpu().numpy())

@@ -72,13 +72,26 @@ class Timed(NamedTuple):
     seconds: float
 
 
-def timed(fn, device: torch.device) -> Timed:
-    """Wall time of ``fn()``, waiting for queued GPU work before and after so the time is the model's."""
-    synchronize(device)
-    start = time.perf_counter()
-    value = fn()
-    synchronize(device)
-    return Timed(value, time.perf_counter() - start)
+def timed(fn, device: torch.device, repeats: int = 1) -> Timed:
+    """Wall time of ``fn()``, waiting for queued GPU work before and after so the time is the model's.
+
+    With ``repeats > 1`` the call is repeated and the fastest time kept (the value is the first call's):
+    other processes can only add time, so the minimum is the model's own cost.
+    """
+    value, best = None, float("inf")
+    for attempt in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+        if attempt == 0:
+            value = result
+    return Timed(value, best)
+
+
+#: Forward passes timed per video batch by teacher-cache, score and infer (the fastest is kept).
+TIMING_REPEATS = 2
 
 
 def load_state_bytes(data: bytes) -> dict:

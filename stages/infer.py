@@ -19,7 +19,8 @@ import torch
 from condi_pipe.methods.samplers import equidistant_indices, top_k_indices
 from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.stage import StageError
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, configure_threads, timed, to_runtime_layout
+from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, configure_threads, timed,
+                                               to_runtime_layout)
 from condi_pipe.stages.distill import RANKING, rank_scores
 from condi_pipe.stages.score import student_ref
 from condi_pipe.storage import clip_outputs
@@ -52,7 +53,7 @@ class _Model:
             with torch.inference_mode(), autocast(self.runtime, device):
                 return self.module(to_runtime_layout(self.module.preprocess(batch), self.runtime))
 
-        return timed(forward, device)
+        return timed(forward, device, TIMING_REPEATS)
 
 
 def _load(ref: ModelRef, store: Store, runtime: RuntimeOptions) -> _Model:

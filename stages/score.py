@@ -36,7 +36,8 @@ from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_g
                                                 infer_group)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name, timed, to_runtime_layout
+from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, device_name, timed,
+                                               to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
 from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores, sigmoid
 from condi_pipe.stages.teacher_cache import softmax
@@ -100,7 +101,7 @@ def score_video_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime:
                 features = model(batch).features.float().mean(0, keepdim=True)
                 return head(features)
 
-        out, took = timed(forward, device)
+        out, took = timed(forward, device, TIMING_REPEATS)
         logits.append(out.float().cpu().numpy())
         seconds.append(took)
         used.append(len(ids))
