@@ -1,12 +1,13 @@
 """Cached against online distillation: the time of one training step.
 
-    .venv/bin/python bench/distill.py [--batch 8] [--repeats 5] [--threads N] [--device cpu]
+    .venv/bin/python bench/distill.py [--batch 8] [--repeats 5] [--threads N] [--device cpu] [--contiguous]
 
 Cached (what ``condi-pipe distill`` does): the student's forward and backward pass and an SGD step with the
 teacher's logits read from the cache. Online (what distillation without a cache does): the teacher's forward
 pass (no grad, eval mode) on the same clips inside the step, then the same student step. Same student
-(shufflenetv2_3d 0.5x), same batch of random uint8 clips, same ConDi-SR loss; random weights (the time does not
-depend on them). Prints the median time of each and their ratio (target: online / cached >= 5).
+(shufflenetv2_3d 0.5x), same batch of random uint8 clips, same ConDi-SR loss, the pipeline's memory layout
+(channels-last 3D unless ``--contiguous``); random weights (the time does not depend on them). Prints the
+median time of each and their ratio (target: online / cached >= 5).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from condi_pipe.methods.losses import condi_sr_loss
 from condi_pipe.models import build_model
-from condi_pipe.pipeline.torch_runtime import synchronize
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions, synchronize, to_runtime_layout
 
 
 def main() -> None:
@@ -32,22 +33,26 @@ def main() -> None:
     parser.add_argument("--student", default="shufflenetv2_3d")
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--classes", type=int, default=101)
+    parser.add_argument("--contiguous", action="store_true",
+                        help="NCDHW tensors instead of the pipeline's default channels-last 3D layout")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    teacher = build_model(args.teacher, num_classes=args.classes).to(device).eval()
+    runtime = RuntimeOptions(args.device, args.threads, channels_last=not args.contiguous)
+    teacher = to_runtime_layout(build_model(args.teacher, num_classes=args.classes).to(device).eval(), runtime)
     student = build_model(args.student, num_classes=args.classes, width=args.width).to(device).train()
+    student = to_runtime_layout(student, runtime)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
     clips = torch.randint(0, 256, (args.batch, 16, 112, 112, 3), dtype=torch.uint8, device=device)
     z = torch.randint(0, 2, (args.batch,), device=device)
     with torch.no_grad():
-        cached_logits = teacher(teacher.preprocess(clips)).logits  # what the cache would hold
+        cached_logits = teacher(to_runtime_layout(teacher.preprocess(clips), runtime)).logits  # what the cache holds
 
     def student_step(teacher_logits: torch.Tensor) -> None:
-        out = student(student.preprocess(clips))
+        out = student(to_runtime_layout(student.preprocess(clips), runtime))
         loss = condi_sr_loss(out.logits, out.confidence, teacher_logits, z).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -58,7 +63,7 @@ def main() -> None:
 
     def online_step() -> None:
         with torch.no_grad():
-            teacher_logits = teacher(teacher.preprocess(clips)).logits
+            teacher_logits = teacher(to_runtime_layout(teacher.preprocess(clips), runtime)).logits
         student_step(teacher_logits)
 
     def median_seconds(step) -> float:
@@ -74,7 +79,8 @@ def main() -> None:
 
     cached = median_seconds(cached_step)
     online = median_seconds(online_step)
-    print(f"device {device} ({torch.get_num_threads()} threads), batch {args.batch} clips of 16x112x112, "
+    layout = "NCDHW" if args.contiguous else "channels-last 3D"
+    print(f"device {device} ({torch.get_num_threads()} threads, {layout}), batch {args.batch} clips of 16x112x112, "
           f"student {args.student} {args.width:g}x, teacher {args.teacher}, median of {args.repeats}")
     print(f"cached distillation step (student forward + backward, cached teacher logits): {cached:.3f} s")
     print(f"online distillation step ({args.teacher} forward in the loop + the same student step): {online:.3f} s")
