@@ -156,19 +156,8 @@ class TrainingTask(Protocol):
 
 # ------------------------------------------------------------------------------------------ data helpers
 def read_clips(array, clip_ids: np.ndarray) -> torch.Tensor:
-    """uint8 (n, 16, 112, 112, 3) clips in the order of ``clip_ids``.
-
-    Ids are sorted and read as runs of consecutive ids, one ``read_clip_batch`` call per run (a run reads as
-    one slice: far faster on a sharded array than a scattered selection).
-    """
-    ids = np.asarray(clip_ids, dtype=np.int64)
-    if len(ids) == 0:
-        return torch.zeros((0, *array.shape[1:]), dtype=torch.uint8)
-    unique, inverse = np.unique(ids, return_inverse=True)
-    breaks = np.flatnonzero(np.diff(unique) != 1) + 1
-    parts = [read_clip_batch(array, run) for run in np.split(unique, breaks)]
-    data = np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
-    return torch.from_numpy(np.ascontiguousarray(data[inverse]))
+    """uint8 (n, 16, 112, 112, 3) clips in the order of ``clip_ids``, as a tensor (``read_clip_batch``)."""
+    return torch.from_numpy(read_clip_batch(array, clip_ids))
 
 
 def sample_clips(videos: VideoSet, rng: np.random.Generator, clips_per_video: int | None) -> np.ndarray:

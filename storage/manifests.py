@@ -67,12 +67,23 @@ def eval_split(store: Store) -> str:
 
 
 def read_clip_batch(array, clip_ids: np.ndarray) -> np.ndarray:
-    """uint8 (len(ids), 16, 112, 112, 3) for any clip ids; contiguous ids are read as one slice."""
-    ids = np.asarray(clip_ids, dtype=np.int64)
-    if len(ids) and np.all(np.diff(ids) == 1):
-        return array[int(ids[0]) : int(ids[-1]) + 1]
-    order = np.argsort(ids, kind="stable")
-    data = array.get_orthogonal_selection((ids[order],))
-    out = np.empty_like(data)
-    out[order] = data
-    return out
+    """uint8 (len(ids), 16, 112, 112, 3) clips in the order of ``clip_ids`` (any order, repeats allowed).
+
+    The distinct ids are read as runs of consecutive ids, one slice per run, then put in the requested order.
+    On the sharded clip array a slice is far faster than zarr's orthogonal selection of scattered ids, which
+    decodes every shard index once per requested clip (1.3-3.5 s against 0.08 s for 32 random clips).
+    """
+    ids = np.asarray(clip_ids, dtype=np.int64).reshape(-1)
+    if len(ids) == 0:
+        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    if np.all(np.diff(ids) == 1):
+        return np.asarray(array[int(ids[0]) : int(ids[-1]) + 1])
+    distinct, position = np.unique(ids, return_inverse=True)
+    run_starts = np.flatnonzero(np.diff(distinct) != 1) + 1
+    runs = np.split(distinct, run_starts)
+    out = np.empty((len(distinct), *array.shape[1:]), dtype=array.dtype)
+    offset = 0
+    for run in runs:
+        out[offset : offset + len(run)] = array[int(run[0]) : int(run[-1]) + 1]
+        offset += len(run)
+    return out[position.reshape(-1)]
