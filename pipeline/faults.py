@@ -8,6 +8,9 @@ import signal
 from collections import Counter
 
 KILL_ENV = "CONDI_PIPE_KILL_AT"
+# Passed by every parallel task (extract's decode and shard writes, teacher-cache, score) after computing its
+# result and before staging it: set on one Dask worker's environment, it kills that worker mid-task.
+WORKER_TASK = "worker.task"
 _passes: Counter = Counter()
 
 

@@ -99,6 +99,7 @@ def decode_task(entry: VideoEntry, root: str, store_url: str, options: DecodeOpt
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop the others
         meta.update(status="failed", kind="decode-error", message=f"{path}: {type(exc).__name__}: {exc}")
         arrays = None
+    faults.checkpoint(faults.WORKER_TASK)
     staging.stage_item(store, EXTRACT.name, staging_key(entry.path), arrays, meta)
     return meta
 
@@ -124,6 +125,7 @@ def write_shard_task(shard: tuple[int, int, int, list[tuple[str, int, int]]], st
     parts = []
     for key, lo, hi in layout_slices:
         parts.append(staging.staged_arrays(store, EXTRACT.name, key)["clips"][lo:hi])
+    faults.checkpoint(faults.WORKER_TASK)
     clip_array.write_clip_range(array, start, np.concatenate(parts))
     staging.stage_item(store, SHARDS_STAGE, f"{index:07d}", None, {"start": start, "stop": stop})
     return index

@@ -111,6 +111,7 @@ def score_video_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime:
         raise FloatingPointError(f"{store.url}: {ref.name} produced NaN or Inf logits in group {group.key}")
     meta = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
             "pid": os.getpid()}
+    faults.checkpoint(faults.WORKER_TASK)
     staging.stage_item(store, stage, group.key, arrays, meta)
     return meta
 

@@ -100,34 +100,65 @@ def synth_store(synth_root, tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory):
-    """Address of a scheduler with two single-thread workers, started as separate processes."""
-    import json
-    import sys
-    import time
+class DaskProcesses:
+    """A ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, started as separate OS processes.
 
-    from distributed import Client
+    ``workers`` lists one environment overlay per worker (``None``: the plain environment). A worker with an
+    overlay runs without a nanny, so a worker that kills itself stays dead instead of being restarted.
+    """
 
-    bindir = Path(sys.executable).parent
-    scheduler_file = tmp_path_factory.mktemp("dask") / "scheduler.json"
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(scheduler_file)], **quiet)]
-    try:
-        deadline = time.time() + 60
-        while not scheduler_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        for _ in range(2):
-            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", address, "--nthreads", "1",
-                                           "--no-dashboard", "--host", "127.0.0.1"], **quiet))
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-            assert len(client.scheduler_info()["workers"]) == 2
-        yield address
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
+    def __init__(self, folder: Path, workers: list[dict | None]) -> None:
+        import json
+        import os
+        import sys
+        import time
+
+        from distributed import Client
+
+        bindir = Path(sys.executable).parent
+        scheduler_file = folder / "scheduler.json"
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.scheduler = subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                           "--no-dashboard", "--scheduler-file", str(scheduler_file)], **quiet)
+        self.workers: list[subprocess.Popen] = []
+        try:
+            deadline = time.time() + 60
+            while not scheduler_file.exists() and time.time() < deadline:
+                time.sleep(0.2)
+            self.address = json.loads(scheduler_file.read_text())["address"]
+            for env in workers:
+                cmd = [str(bindir / "dask"), "worker", self.address, "--nthreads", "1", "--no-dashboard",
+                       "--host", "127.0.0.1"] + (["--no-nanny"] if env else [])
+                self.workers.append(subprocess.Popen(cmd, env={**os.environ, **(env or {})}, **quiet))
+            with Client(self.address, timeout=60) as client:
+                client.wait_for_workers(len(workers), timeout=60)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for proc in [*reversed(self.workers), self.scheduler]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [*self.workers, self.scheduler]:
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def start_dask_cluster(tmp_path_factory):
+    """Factory ``start_dask_cluster(workers) -> DaskProcesses`` (closed at the end of the session)."""
+    started: list[DaskProcesses] = []
+
+    def start(workers: list[dict | None]) -> DaskProcesses:
+        started.append(DaskProcesses(tmp_path_factory.mktemp("dask"), workers))
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(start_dask_cluster):
+    """Address of a scheduler with two single-thread workers, started as separate processes."""
+    return start_dask_cluster([None, None]).address

@@ -1,0 +1,98 @@
+"""Fixtures for the fault-injection tests: a dataset that holds the foundation issue's bad-input corpus beside
+good videos, and a store built from it by the CLI through every stage (the baseline the faults are judged
+against)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
+
+TEACHER = "resnet10_3d_small"
+STUDENT_RUN = "conf"
+
+# (class folder, file name, list it is in, how it is made, the failure kind extract must record)
+BAD_INPUTS = (
+    ("Grow", "v_Grow_g90_c01.mp4", "test", "empty", "empty-file"),
+    ("Shrink", "v_Shrink_g91_c01.mp4", "train", "text", "invalid-data"),
+    ("Shrink", "v_Shrink_g92_c01.mp4", "test", "truncated", "truncated"),
+    ("TranslateUp", "v_TranslateUp_g93_c01.mp4", "train", "audio-only", "no-video-stream"),
+    ("TranslateUp", "v_TranslateUp_g94_c01.mp4", "test", "missing", "missing-file"),
+)
+
+
+def _run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _fingerprint(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# Tests import nothing from here (--import-mode=importlib), so the helpers are handed out as fixtures.
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(*args, env=None)``: ``condi-pipe ARGS`` in a new process; a CompletedProcess with text output."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def fingerprint():
+    """``fingerprint(folder)``: {relative path: sha256} of every file under ``folder``."""
+    return _fingerprint
+
+
+def _make_bad_file(path: Path, how: str, good_video: Path) -> None:
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "text":
+        path.write_text("this is not a video\n")
+    elif how == "truncated":  # moov atom at the end: cutting the file loses the index
+        data = good_video.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    elif how == "audio-only":
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "sine=duration=1",
+                        "-c:a", "aac", str(path)], check=True)
+    elif how != "missing":
+        raise ValueError(how)
+
+
+@pytest.fixture(scope="session")
+def corpus_root(synth_root, tmp_path_factory) -> Path:
+    """The 20 synth videos plus every bad input, listed in the UCF-101 split files like the good ones."""
+    root = tmp_path_factory.mktemp("corpus") / "data"
+    shutil.copytree(synth_root, root)
+    good_video = next(root.rglob("*.mp4"))
+    for folder, name, split, how, _ in BAD_INPUTS:
+        _make_bad_file(root / folder / name, how, good_video)
+        with open(root / f"{split}list01.txt", "a") as fh:
+            fh.write(f"{folder}/{name}" + (" 1\n" if split == "train" else "\n"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def pipeline_store(corpus_root, tmp_path_factory) -> Path:
+    """extract -> teacher-cache (random-init teacher) -> distill (1 epoch) -> score, each through the CLI in one
+    process with one thread, so reruns elsewhere can be compared byte for byte."""
+    store = tmp_path_factory.mktemp("faults") / "store"
+    steps = [
+        ("extract", "--source", "ucf101", "--root", str(corpus_root), "--clips-per-shard", "8", "--workers", "0"),
+        ("teacher-cache", "--teacher", TEACHER, "--random-init", "--clips-per-group", "16", "--threads", "1",
+         "--workers", "0"),
+        ("distill", "--loss", "condi-sr", "--student", "shufflenetv2_3d", "--width", "0.25", "--name", STUDENT_RUN,
+         "--teacher", TEACHER, "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1", "--threads", "1"),
+        ("score", "--student", STUDENT_RUN, "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
+    ]
+    for command, *args in steps:
+        result = _run_cli(command, *args, "--store", str(store), "--quiet")
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+    return store
