@@ -10,10 +10,15 @@ from .registry import ModelSpec, build_model, list_models, measure_flops, model_
 
 # Importing the architecture modules registers them (teachers first, then students).
 from . import torchvision_teachers, resnet3d, shufflenetv2_3d, mobilenetv2_3d  # noqa: E402,F401  isort: skip
-from .checkpoints import CheckpointError, load_weights  # noqa: E402
+from .checkpoints import CheckpointError, file_sha256, load_state, load_weights  # noqa: E402
+from .sgs import SGS, FlopTable, SGSOptions, SGSResult, flop_table, sgs_teacher_name  # noqa: E402
 
 __all__ = [
     "CheckpointError",
+    "FlopTable",
+    "SGS",
+    "SGSOptions",
+    "SGSResult",
     "ClipModel",
     "ClipOutput",
     "ModelConfig",
@@ -22,6 +27,10 @@ __all__ = [
     "Normalization",
     "build_model",
     "count_parameters",
+    "file_sha256",
+    "flop_table",
+    "load_state",
+    "sgs_teacher_name",
     "list_models",
     "load_weights",
     "measure_flops",

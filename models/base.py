@@ -23,6 +23,8 @@ class ClipOutput(NamedTuple):
     """(B,) raw logit of the student's own confidence head (sigmoid gives z~); None for teachers."""
     features: Tensor
     """(B, D) globally pooled features, before dropout and the classifier."""
+    sgs_bins: Tensor | None = None
+    """(B,) int64 temporal slices B' each clip kept after SGS (``models.sgs``); None for models without SGS."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class ClipModel(nn.Module):
     head_name: ClassVar[str] = "fc"
     # (old, new) substrings applied to checkpoint keys, for releases whose attribute names we do not reuse.
     checkpoint_key_renames: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Submodules a checkpoint may lack (left freshly initialised), e.g. an SGS module inserted into a trained network.
+    checkpoint_optional: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,11 +80,20 @@ class ClipModel(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> ClipOutput:
-        features = self.forward_features(x)
+    def forward_features_and_bins(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Pooled features and, for a model with SGS, each clip's B' (else None)."""
+        return self.forward_features(x), None
+
+    def heads(self, features: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(logits, confidence logit or None) from pooled features."""
         logits = self.get_submodule(self.head_name)(features)
         confidence = None if self.confidence_head is None else self.confidence_head(features).squeeze(1)
-        return ClipOutput(logits, confidence, features)
+        return logits, confidence
+
+    def forward(self, x: Tensor) -> ClipOutput:
+        features, bins = self.forward_features_and_bins(x)
+        logits, confidence = self.heads(features)
+        return ClipOutput(logits, confidence, features, bins)
 
     def preprocess(self, clips_uint8: Tensor) -> Tensor:
         """uint8 (B, T, H, W, 3) RGB clips -> float (B, 3, T, H, W) normalised as this model's config says."""

@@ -14,6 +14,7 @@ head when ``reset_head=True``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -42,7 +43,12 @@ def load_weights(model: ClipModel, path: str | os.PathLike, *, reset_head: bool 
     shape mismatches.
     """
     path = Path(path)
-    state = _read_state_dict(path)
+    return load_state(model, _read_state_dict(path), origin=str(path), reset_head=reset_head)
+
+
+def load_state(model: ClipModel, state: dict[str, Tensor], *, origin: str, reset_head: bool = False) -> ClipModel:
+    """:func:`load_weights` for a state dict already in memory (``origin`` names it in errors)."""
+    path = origin
     state = _strip_prefix(state, DATA_PARALLEL_PREFIX)
     state = _rename_keys(state, model.checkpoint_key_renames)
     expected = model.state_dict()
@@ -53,9 +59,11 @@ def load_weights(model: ClipModel, path: str | os.PathLike, *, reset_head: bool 
     else:
         _check_head_classes(model, state, path)
 
+    optional = tuple(prefix + "." for prefix in (CONFIDENCE_HEAD, *model.checkpoint_optional))
+
     def may_be_absent(key: str) -> bool:
         return (
-            key.startswith(CONFIDENCE_HEAD + ".")
+            key.startswith(optional)
             or key.endswith("num_batches_tracked")
             or (reset_head and key.startswith(head_prefix))
         )
@@ -122,7 +130,16 @@ def _rename_keys(state: dict[str, Tensor], renames: tuple[tuple[str, str], ...])
     return renamed
 
 
-def _check_head_classes(model: ClipModel, state: dict[str, Tensor], path: Path) -> None:
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a weights file: recorded in stage configurations, so changed weights count as a change."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_head_classes(model: ClipModel, state: dict[str, Tensor], path) -> None:
     linear = model.classifier_linear
     weight_key = next(name for name, p in model.named_parameters() if p is linear.weight)
     if weight_key in state and state[weight_key].shape[0] != linear.out_features:

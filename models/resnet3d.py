@@ -3,6 +3,10 @@
 One class (``ResNet3D``) builds the network from a swappable block type; the registered builders only choose
 the block, depths and widths. Module names (conv1, bn1, layer1..4, fc; conv1/bn1/... and
 ``downsample`` inside blocks) are the release's, so its checkpoints load key for key.
+
+Every registered ResNet3D takes ``sgs_stage="res2" | "res3" | "res4"`` (and ``sgs_kernel``) to insert an SGS module
+(``models.sgs``) after that stage: res1 is the stem (conv1), res2..res5 are layer1..layer4. Its parameters live under
+``sgs.``; a checkpoint of the plain network loads into it with only those left fresh.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from torch import Tensor, nn
 
 from .base import ClipModel, init_weights, make_config, pool_features
 from .registry import register_model
+from .sgs import SGS, SGS_STAGES, SGSResult, TemporalValidity, time_masked
 
 Triple = tuple[int, int, int]
 
@@ -101,6 +106,8 @@ class ResNet3D(ClipModel):
         frame_differences: bool = False,
         confidence_head: bool = False,
         stem_stride: Triple = (1, 2, 2),
+        sgs_stage: str | None = None,
+        sgs_kernel: str = "linear",
     ) -> None:
         super().__init__()
         self.frame_differences = frame_differences
@@ -121,6 +128,19 @@ class ResNet3D(ClipModel):
         self.fc = nn.Linear(feature_dim, num_classes)
         if confidence_head:
             self.confidence_head = nn.Linear(feature_dim, 1)
+        self.sgs: SGS | None = None
+        self.sgs_stage = sgs_stage
+        self._sgs_after = -1  # index into self.stages of the stage SGS follows
+        if sgs_stage is not None:
+            if sgs_stage not in SGS_STAGES:
+                raise ValueError(f"sgs_stage must be one of {', '.join(SGS_STAGES)} (res2 = layer1, res3 = layer2, "
+                                 f"res4 = layer3), got {sgs_stage!r}")
+            self._sgs_after = list(SGS_STAGES).index(sgs_stage)
+            self.sgs = SGS(planes[self._sgs_after] * block.expansion, kernel=sgs_kernel)
+            self._validity = TemporalValidity()
+            for layer in self.stages[self._sgs_after + 1 :]:
+                time_masked(layer, self._validity)
+            self.checkpoint_optional = ("sgs",)
         init_weights(self)
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -136,12 +156,73 @@ class ResNet3D(ClipModel):
         layers += [block(out_channels, planes, **self._block_kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_features_and_bins(x)[0]
+
+    def forward_features_and_bins(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.sgs is None:
+            x = self._stem(x)
+            for layer in self.stages:
+                x = layer(x)
+            return pool_features(x), None
+        result = self.sgs(self.features_before_sgs(x))
+        if self.training:
+            return self.features_after_sgs_padded(result), result.bins
+        return self.features_after_sgs_grouped(result), result.bins
+
+    def _stem(self, x: Tensor) -> Tensor:
         if self.frame_differences:
             x = temporal_differences(x)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    # -- with SGS -------------------------------------------------------------------------------------------------
+    def features_before_sgs(self, x: Tensor) -> Tensor:
+        """The input of SGS: stem and stages up to ``sgs_stage``."""
+        x = self._stem(x)
+        for layer in self.stages[: self._sgs_after + 1]:
+            x = layer(x)
+        return x
+
+    def features_after_sgs(self, x: Tensor) -> Tensor:
+        """Pooled features from SGS output whose slices are all real (no padding): (N, C, B', H, W) -> (N, D)."""
+        for layer in self.stages[self._sgs_after + 1 :]:
+            x = layer(x)
         return pool_features(x)
+
+    def features_after_sgs_grouped(self, result: SGSResult) -> Tensor:
+        """Clips grouped by B', each group without padding: the inference path, where fewer slices really cost
+        less (what teacher-cache times and counts). Same numbers as running every clip alone."""
+        bins = result.bins.tolist()
+        if len(set(bins)) == 1:
+            return self.features_after_sgs(result.output[:, :, : bins[0]])
+        features = None
+        for b in sorted(set(bins)):
+            rows = torch.nonzero(result.bins == b).squeeze(1)
+            part = self.features_after_sgs(result.output[rows, :, :b])
+            if features is None:
+                features = part.new_empty(len(bins), part.shape[1])
+            features[rows] = part
+        return features
+
+    def features_after_sgs_padded(self, result: SGSResult) -> Tensor:
+        """The whole batch padded to its largest B' (the training path): convolutions see the padded slices as
+        zeros, BatchNorm's batch statistics skip them, and the global pool averages only real slices, so each clip
+        gets the features it would get alone."""
+        self._validity.set(result.bins, result.output.shape[2])
+        try:
+            x = result.output
+            for layer in self.stages[self._sgs_after + 1 :]:
+                x = layer(x)
+            lengths = self._validity.lengths_at(x.shape[2]).to(x.device)
+        finally:
+            self._validity.clear()
+        valid = (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+        per_slice = x.mean(dim=(3, 4))  # (N, C, T)
+        return (per_slice * valid[:, None, :]).sum(dim=2) / lengths[:, None].to(x.dtype)
 
 
 def temporal_differences(x: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ each group is one Dask task that stages its outputs, and the stage assembles the
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,7 +30,10 @@ class ModelRef:
 
     Weights come from a local checkpoint file (``weights_path``, any format ``load_weights`` accepts), or a
     state dict inside the store (``store_weights``, written by ``teacher-train`` or ``distill``), or neither
-    (random init: only for tests and timing).
+    (random init: only for tests and timing). ``weights_sha256`` is the weights' digest: part of
+    a stage's configuration (retrained weights are a changed configuration, not "already done"), and checked when
+    the model is built. ``sgs_stage`` / ``sgs_kernel`` insert SGS into a 3D ResNet (``models.sgs``);
+    ``output_name`` names its outputs (default: ``name``, plus ``+sgs`` with SGS).
     """
 
     name: str
@@ -38,17 +42,51 @@ class ModelRef:
     weights_path: str | None = None
     store_weights: str | None = None
     reset_head: bool = False
+    weights_sha256: str | None = None
+    sgs_stage: str | None = None
+    sgs_kernel: str | None = None
+    output_name: str | None = None
 
-    def build(self, store: Store | None = None):
-        from condi_pipe.models import build_model, load_weights
+    @property
+    def sgs(self):
+        from condi_pipe.models.sgs import SGSOptions
 
-        model = build_model(self.name, num_classes=self.num_classes, width=self.width)
+        return None if self.sgs_stage is None else SGSOptions(self.sgs_stage, self.sgs_kernel or "linear")
+
+    @property
+    def teacher_name(self) -> str:
+        """The name of this model's outputs (``teacher/<teacher_name>/``)."""
+        from condi_pipe.models.sgs import sgs_teacher_name
+
+        return sgs_teacher_name(self.name, self.sgs, self.output_name)
+
+    def build(self, store: Store | None = None, device: str | None = None):
+        """The model with its weights; ``device="meta"``: the architecture only (for counting FLOPs)."""
+        from condi_pipe.models import build_model, load_state, load_weights
+        from condi_pipe.models.checkpoints import CheckpointError, file_sha256
+
+        extra = self.sgs.model_kwargs() if self.sgs is not None else {}
+        if device == "meta":
+            with torch.device("meta"):
+                return build_model(self.name, num_classes=self.num_classes, width=self.width, **extra)
+        model = build_model(self.name, num_classes=self.num_classes, width=self.width, **extra)
         if self.weights_path:
+            if self.weights_sha256 and file_sha256(self.weights_path) != self.weights_sha256:
+                raise CheckpointError(f"{self.weights_path}: the file changed since this run was configured "
+                                      "(sha256 differs); re-run with --force to use the new weights")
             load_weights(model, self.weights_path, reset_head=self.reset_head)
         elif self.store_weights:
             if store is None:
                 raise ValueError(f"{self.store_weights}: weights inside a store need the store")
-            model.load_state_dict(load_state_bytes(store.read_bytes(self.store_weights)))
+            data = store.read_bytes(self.store_weights)
+            if self.weights_sha256 and hashlib.sha256(data).hexdigest() != self.weights_sha256:
+                raise CheckpointError(f"{store.path(self.store_weights)}: the weights changed since this run was "
+                                      "configured (sha256 differs); re-run with --force to use the new weights")
+            state = load_state_bytes(data)
+            if extra and not any(k.startswith("sgs.") for k in state):  # a plain network's weights: SGS fresh
+                load_state(model, state, origin=store.path(self.store_weights))
+            else:
+                model.load_state_dict(state)
         return model
 
 
@@ -93,7 +131,7 @@ def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: Runti
     model = cached_model(ref, store, runtime, workers)
     device = runtime.torch_device()
     clips_array = open_clip_array(store)
-    logits, features, confidence, seconds = [], [], [], []
+    logits, features, confidence, seconds, bins = [], [], [], [], []
     for first, n in zip(group.videos.first_clip, group.videos.clips):
         clips = torch.from_numpy(np.ascontiguousarray(clips_array[int(first) : int(first + n)]))
         video_seconds = 0.0
@@ -110,12 +148,16 @@ def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: Runti
             features.append(out.features.float().cpu().numpy())
             if out.confidence is not None:
                 confidence.append(out.confidence.float().cpu().numpy())
+            if out.sgs_bins is not None:
+                bins.append(out.sgs_bins.cpu().numpy())
         seconds.append(video_seconds)
     arrays = {"logits": np.concatenate(logits).astype(np.float32),
               "features": np.concatenate(features).astype(np.float16),
               "seconds": np.asarray(seconds, np.float64)}
     if confidence:
         arrays["confidence"] = np.concatenate(confidence).astype(np.float32)
+    if bins:
+        arrays["sgs_bins"] = np.concatenate(bins).astype(np.int16)
     bad = ~np.isfinite(arrays["logits"]).all(axis=1)
     if bad.any():
         clip_id = int(group.videos.clip_ids[np.argmax(bad)])
