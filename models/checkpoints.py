@@ -92,6 +92,13 @@ def load_state(model: ClipModel, state: dict[str, Tensor], *, origin: str, reset
     return model
 
 
+def check_checkpoint(path: str | os.PathLike | None) -> None:
+    """Raise what loading ``path`` would raise (missing file, pickle needed, not a state dict), without a model:
+    stages call it before they touch the store, so a bad file costs nothing already stored."""
+    if path is not None:
+        _read_state_dict(Path(path))
+
+
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,6 +18,16 @@ class ConfigError(ValueError):
     """The configuration file is unusable."""
 
 
+def _check_ranges(section, *, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """ValueError naming the first key whose value (or any item of a list value) is out of range."""
+    for names, ok, what in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            value = getattr(section, name)
+            items = value if isinstance(value, list) else [value]
+            if any(v is not None and not ok(v) for v in items):
+                raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ExtractSection:
     source: str
@@ -27,6 +37,9 @@ class ExtractSection:
     fps: float | None = None
     clips_per_shard: int = 64
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("split", "fps", "clips_per_shard"), non_negative=("workers",))
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,9 @@ class TeacherSection:
     bf16: bool = False
     workers: int = 1
 
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("width",), non_negative=("workers",))
+
 
 @dataclass(frozen=True)
 class TeacherTrainSection:
@@ -48,6 +64,9 @@ class TeacherTrainSection:
     weight_decay: float = 1e-4
     flip: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("epochs", "batch_size", "lr"), non_negative=("weight_decay",))
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,9 @@ class DistillSection:
     seed: int = 0
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "tau", "k"), non_negative=("lam", "mu"))
+
 
 @dataclass(frozen=True)
 class ReportSection:
@@ -73,6 +95,9 @@ class ReportSection:
     ks: list[int] = field(default_factory=lambda: [0, 1, 3, 5])
     out_dir: str = "reports"
     plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("k",), non_negative=("ks",))
 
 
 @dataclass(frozen=True)
@@ -119,7 +144,10 @@ def _section(cls, values, where: str, path: str):
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
     if missing:
         raise ConfigError(f"{path}: [{where}] needs {', '.join(missing)}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [{where}].{exc}") from None
 
 
 SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train": TeacherTrainSection,

@@ -24,7 +24,7 @@ from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, a
 from condi_pipe.stages.distill import RANKING, rank_scores
 from condi_pipe.stages.score import student_ref
 from condi_pipe.storage import clip_outputs
-from condi_pipe.storage.run_state import stage_record
+from condi_pipe.storage.run_state import read_run, stage_record
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import DecodeOptions, decode_video
 
@@ -91,6 +91,7 @@ def infer(
     """Classify ``paths`` with ``method`` at ``k`` teacher clips (``ks`` of them by the student)."""
     if k < 1 or not 0 <= ks <= k:
         raise ValueError(f"need k >= 1 and 0 <= ks <= k, got k={k}, ks={ks}")
+    read_run(store)  # refuses a store from a newer format version
     cache_meta = clip_outputs.read_meta(store, clip_outputs.teacher_folder(teacher))
     runtime = runtime or RuntimeOptions(bf16=bool(cache_meta.get("bf16")))
     configure_threads(RuntimeOptions(threads=cache_meta.get("threads")), 1)

@@ -18,13 +18,14 @@ from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 TEACHER = "resnet10_3d_small"
 STUDENT_RUN = "conf"
 
-# (class folder, file name, list it is in, how it is made, the failure kind extract must record)
+# (class folder, file name, list it is in, how it is made, severity and kind of the failure row extract records).
+# The truncated file keeps its index (the synth files are written with it first), so its decodable frames stay.
 BAD_INPUTS = (
-    ("Grow", "v_Grow_g90_c01.mp4", "test", "empty", "empty-file"),
-    ("Shrink", "v_Shrink_g91_c01.mp4", "train", "text", "invalid-data"),
-    ("Shrink", "v_Shrink_g92_c01.mp4", "test", "truncated", "truncated"),
-    ("TranslateUp", "v_TranslateUp_g93_c01.mp4", "train", "audio-only", "no-video-stream"),
-    ("TranslateUp", "v_TranslateUp_g94_c01.mp4", "test", "missing", "missing-file"),
+    ("Grow", "v_Grow_g90_c01.mp4", "test", "empty", "error", "empty-file"),
+    ("Shrink", "v_Shrink_g91_c01.mp4", "train", "text", "error", "invalid-data"),
+    ("Shrink", "v_Shrink_g92_c01.mp4", "test", "truncated", "warning", "decoded-with-errors"),
+    ("TranslateUp", "v_TranslateUp_g93_c01.mp4", "train", "audio-only", "error", "no-video-stream"),
+    ("TranslateUp", "v_TranslateUp_g94_c01.mp4", "test", "missing", "error", "missing-file"),
 )
 
 
@@ -67,12 +68,18 @@ def _make_bad_file(path: Path, how: str, good_video: Path) -> None:
 
 
 @pytest.fixture(scope="session")
+def bad_inputs() -> tuple:
+    """(class folder, file name, split, how it was made, severity, kind) per bad input."""
+    return BAD_INPUTS
+
+
+@pytest.fixture(scope="session")
 def corpus_root(synth_root, tmp_path_factory) -> Path:
     """The 20 synth videos plus every bad input, listed in the UCF-101 split files like the good ones."""
     root = tmp_path_factory.mktemp("corpus") / "data"
     shutil.copytree(synth_root, root)
     good_video = next(root.rglob("*.mp4"))
-    for folder, name, split, how, _ in BAD_INPUTS:
+    for folder, name, split, how, *_ in BAD_INPUTS:
         _make_bad_file(root / folder / name, how, good_video)
         with open(root / f"{split}list01.txt", "a") as fh:
             fh.write(f"{folder}/{name}" + (" 1\n" if split == "train" else "\n"))
