@@ -22,6 +22,10 @@ all of them:
 * Batches are read from the store while the previous batch trains (one prefetch thread); nothing loads a
   whole dataset.
 
+* Under ``torchrun`` (``pipeline.distributed``) every process draws the same global batches and trains on
+  its part of each; gradients are summed over the processes, weighted by part size, before each step; rank 0
+  alone evaluates and writes. Without torchrun none of this runs: the single-process path is unchanged.
+
 Fault points for the resume tests: ``<stage>.step`` after every optimizer step, ``<stage>.epoch`` after every
 checkpoint (see ``pipeline.faults``).
 """
@@ -43,6 +47,7 @@ import torch
 from torch import nn
 
 from condi_pipe.pipeline import faults
+from condi_pipe.pipeline.distributed import SINGLE_PROCESS, TrainingProcesses
 from condi_pipe.pipeline.progress import progress_bar
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, seed_everything,
                                                to_runtime_layout)
@@ -130,7 +135,11 @@ class StepResult(NamedTuple):
 
 class TrainingTask(Protocol):
     """What a stage trains. ``setup`` is called after the RNGs are seeded, so model initialisation is
-    reproducible; everything else is called in the order epoch_batches -> load_batch/train_step -> evaluate."""
+    reproducible; everything else is called in the order epoch_batches -> load_batch/train_step -> evaluate.
+
+    A batch spec is a sequence of samples (an array of clip ids or video indices): under torchrun each process
+    loads and trains on a contiguous slice of it. A task may define ``after_step(logs)``: it is called after
+    every optimizer step with the step's logs over the whole global batch (the same on every process)."""
 
     train_columns: Sequence[str]  # keys of StepResult.logs, logged as train_<name>
     eval_columns: Sequence[str]  # keys returned by evaluate()
@@ -291,10 +300,16 @@ def run_training(
     stage: str,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    processes: TrainingProcesses = SINGLE_PROCESS,
 ) -> TrainingRun:
-    """Train ``task`` for ``options.epochs`` epochs, resuming from ``<folder>/checkpoints/last.pt`` if present."""
-    configure_threads(runtime, 1)
-    device = runtime.torch_device()
+    """Train ``task`` for ``options.epochs`` epochs, resuming from ``<folder>/checkpoints/last.pt`` if present.
+
+    With several ``processes`` (torchrun) every process calls this; only rank 0 logs and writes to ``store``.
+    """
+    if not processes.is_main:
+        quiet, log = True, _silent
+    configure_threads(runtime, processes.local_world_size)  # local processes share the cores
+    device = processes.device(runtime)
     with deterministic_algorithms(options.deterministic, device):
         seed_everything(options.seed)
         task.setup(device)
@@ -322,63 +337,104 @@ def run_training(
             start = int(checkpoint["epoch"])
             if start < options.epochs:
                 log(f"{stage}: resuming after epoch {start} of {options.epochs}")
+                saved_by = int(checkpoint.get("world_size", 1))
+                if saved_by != processes.world_size:
+                    log(f"{stage}: note: the checkpoint was written by a run with {saved_by} process(es), this one "
+                        f"has {processes.world_size}: same global batches and data order, but the weights will "
+                        "differ slightly from an uninterrupted run")
+        processes.check_in_sync(modules.values(), "before training")
 
         for epoch in range(start, options.epochs):
-            row = _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet)
+            row = _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet,
+                               processes)
             scheduler.step()
+            processes.average_buffers(modules.values())
+            processes.check_in_sync(modules.values(), f"after epoch {epoch + 1}")
             evaluate = (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs
-            began = time.perf_counter()
-            metrics = task.evaluate(epoch) if evaluate else {}
-            row.update({c: float(metrics.get(c, math.nan)) for c in task.eval_columns})
-            row["eval_seconds"] = time.perf_counter() - began if evaluate else math.nan
+            if processes.is_main:  # the others go on to the next epoch and wait in its first reduction
+                began = time.perf_counter()
+                metrics = task.evaluate(epoch) if evaluate else {}
+                row.update({c: float(metrics.get(c, math.nan)) for c in task.eval_columns})
+                row["eval_seconds"] = time.perf_counter() - began if evaluate else math.nan
+            row = processes.share(row)
             rows.append(row)
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch + 1,
-                "modules": {name: module.state_dict() for name, module in modules.items()},
-                "optimizer": optimizer.state_dict(),
-                "schedulers": [scheduler.state_dict()],
-                "rng": rng_state(),
-                "extra": task.extra_state(),
-                "history": rows,
-            }
-            artifacts.write_checkpoint(store, folder, state)
-            artifacts.write_history(store, folder, rows, schema)
+            if processes.is_main:
+                state = {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch + 1,
+                    "world_size": processes.world_size,
+                    "modules": {name: module.state_dict() for name, module in modules.items()},
+                    "optimizer": optimizer.state_dict(),
+                    "schedulers": [scheduler.state_dict()],
+                    "rng": rng_state(),
+                    "extra": task.extra_state(),
+                    "history": rows,
+                }
+                artifacts.write_checkpoint(store, folder, state)
+                artifacts.write_history(store, folder, rows, schema)
             faults.checkpoint(f"{stage}.epoch")
             log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
-        artifacts.write_history(store, folder, rows, schema)
+        if processes.is_main:
+            artifacts.write_history(store, folder, rows, schema)
     return TrainingRun(task, rows, schema, start, names)
 
 
-def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet) -> dict:
+def _silent(message: str) -> None:
+    """The log of every process but rank 0."""
+
+
+def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet,
+                 processes: TrainingProcesses) -> dict:
     rng = np.random.default_rng([options.seed, epoch])
     generator = torch.Generator().manual_seed(derived_seed(options.seed, epoch, 1))
+    if processes.distributed:
+        # Each rank its own dropout stream, re-derived every epoch: a resumed run needs no other rank's RNG state.
+        torch.manual_seed(derived_seed(options.seed, epoch, 3, processes.rank))
     for module in modules.values():
         module.train()
     lrs = {f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups}
     specs = task.epoch_batches(epoch, rng)
+    parts = [processes.shard(spec) for spec in specs]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    after_step = getattr(task, "after_step", None)
     sums = {c: 0.0 for c in task.train_columns}
     samples = 0
+    rank_samples = [0.0] * processes.world_size
     began = time.perf_counter()
     with progress_bar(total=len(specs), desc=f"{stage} epoch {epoch + 1}", quiet=quiet) as bar:
-        for batch in prefetched(task.load_batch, specs):
+        batches = prefetched(lambda part: task.load_batch(part) if len(part) else None, parts)
+        for spec, part, batch in zip(specs, parts, batches):
             optimizer.zero_grad(set_to_none=True)
-            with autocast(runtime, device):
-                result = task.train_step(batch, generator)
-            if not torch.isfinite(result.loss.detach()).all():
-                raise FloatingPointError(f"{stage}: the training loss became {float(result.loss)} in epoch "
-                                         f"{epoch + 1}; lower the learning rate")
-            result.loss.backward()
+            result = None
+            if batch is not None:  # a rank's part of a short last batch can be empty
+                with autocast(runtime, device):
+                    result = task.train_step(batch, generator)
+                if not torch.isfinite(result.loss.detach()).all():
+                    raise FloatingPointError(f"{stage}: the training loss became {float(result.loss)} in epoch "
+                                             f"{epoch + 1}; lower the learning rate")
+                result.loss.backward()
+            if processes.distributed:
+                logs, step_rank_samples = processes.reduce_step(
+                    params, len(part) / len(spec), result.logs if result else None, result.samples if result else 0,
+                    task.train_columns)
+                step_samples = sum(step_rank_samples)
+                rank_samples = [a + b for a, b in zip(rank_samples, step_rank_samples)]
+            else:
+                logs, step_samples = result.logs, result.samples
             optimizer.step()
             for c in task.train_columns:
-                sums[c] += float(result.logs[c]) * result.samples
-            samples += result.samples
+                sums[c] += float(logs[c]) * step_samples
+            samples += step_samples
+            if after_step is not None:
+                after_step(logs)
             bar.update(1)
             faults.checkpoint(f"{stage}.step")
     row = {"epoch": epoch + 1, **lrs}
     row.update({f"train_{c}": (sums[c] / samples if samples else math.nan) for c in task.train_columns})
     row["train_samples"] = float(samples)
     row["train_seconds"] = time.perf_counter() - began
+    if processes.distributed:
+        row["rank_train_samples"] = rank_samples  # not a history column: kept in the checkpoint and meta.json
     return row
 
 

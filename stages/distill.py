@@ -44,8 +44,10 @@ import torch
 from torch import nn
 
 from condi_pipe.methods import losses as L
+from condi_pipe.models.checkpoints import check_checkpoint
 from condi_pipe.methods.metrics import auroc, false_positive_rate, softmax_entropy
 from condi_pipe.methods.samplers import equidistant_indices
+from condi_pipe.pipeline.distributed import TrainingProcesses, training_processes
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
 from condi_pipe.pipeline.training import (ParamGroup, StepDecay, StepResult, TrainOptions, batches_of, derived_seed,
@@ -326,12 +328,15 @@ class DistillTask:
             confidence = out.confidence.float() if out.confidence is not None else None
             terms, lam = self.clip_loss(logits, confidence, t_logits.to(self.device), z.to(self.device), labels,
                                         generator)
-            if self.request.loss == "st-conf":
-                self.budget.update(terms.conf)
         logs = {name: float(getattr(terms, name).detach()) for name in TERMS}
         logs["accuracy"] = float((logits.detach().argmax(1) == labels).float().mean())
         logs["lam"] = lam
         return StepResult(terms.total, logs, int(len(labels)))
+
+    def after_step(self, logs: dict[str, float]) -> None:
+        """st-conf steers lambda by the step's mean(-log c) over the whole global batch (every process alike)."""
+        if self.request.loss == "st-conf":
+            self.budget.update(logs["conf"])
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def predict_clips(self, videos: VideoSet) -> tuple[np.ndarray, np.ndarray | None]:
@@ -439,29 +444,57 @@ def distill(
     quiet: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train the student of ``request`` from the teacher cache (resumable); returns the stage counts."""
+    """Train the student of ``request`` from the teacher cache (resumable); returns the stage counts.
+
+    Under ``torchrun`` every process calls this (``pipeline.distributed``): rank 0 runs the stage (lock, checks,
+    records, every write) and the others train their part of each batch with it.
+    """
+    with training_processes(request.runtime) as processes:
+        if not processes.is_main:
+            return _distill_beside_rank_0(store, request, processes)
+        decision = _Decision(processes)
+        try:
+            return _distill(store, request, processes, decision, force=force, quiet=quiet, log=log)
+        except BaseException as exc:
+            decision.stop(exc)  # the other processes are still waiting to hear whether to train
+            raise
+
+
+class _Decision:
+    """Rank 0 tells the other processes, once, whether to train, skip (already done) or stop (an error)."""
+
+    def __init__(self, processes: TrainingProcesses) -> None:
+        self.processes, self.sent = processes, False
+
+    def send(self, what: str, detail=None) -> None:
+        if not self.sent:
+            self.sent = True
+            self.processes.share((what, detail))
+
+    def stop(self, exc: BaseException) -> None:
+        if not self.sent and self.processes.distributed:
+            self.send("stop", str(exc) or type(exc).__name__)
+
+
+def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses, decision: _Decision, *,
+             force: bool, quiet: bool, log: Callable[[str], None]) -> dict:
     run_name = request.run
     key = f"{DISTILL.name}/{run_name}"
     folder = artifacts.student_folder(run_name)
     if not clip_outputs.is_complete(store, clip_outputs.teacher_folder(request.teacher)):
         raise StageError(f"{store.url}: no teacher cache for '{request.teacher}'; run `condi-pipe teacher-cache "
                          f"--teacher {request.teacher}` first")
+    check_checkpoint(request.weights)  # before anything is recorded or --force deletes the old run
     with stage_run(store, DISTILL, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:
-            return run.previous.get("counts", {})
-        classes = class_names(store)
-        cache = TeacherCache(store, request.teacher, need_features=request.loss == "fewer-frames")
-        if cache.logits.shape[1] != len(classes):
-            raise StageError(f"teacher cache '{request.teacher}' has {cache.logits.shape[1]} classes, the store "
-                             f"{len(classes)}")
-        if TRAIN_SPLIT not in available_splits(store):
-            raise StageError(f"{store.url}: no '{TRAIN_SPLIT}' split to train on")
-        split = eval_split(store)
-        evaluation = load_videos(store, split) if split in available_splits(store) else None
+            counts = run.previous.get("counts", {})
+            decision.send("skip", counts)
+            return counts
         artifacts.unpublish(store, folder)
-        task = DistillTask(store, request, len(classes), cache, load_videos(store, TRAIN_SPLIT), evaluation)
+        classes, cache, split, evaluation, task = _distill_task(store, request)
+        decision.send("train")
         result = run_training(store, folder, task, request.train, request.runtime, stage=DISTILL.name,
-                              quiet=quiet, log=log)
+                              quiet=quiet, log=log, processes=processes)
         last = result.history[-1]
         artifacts.write_state_dict(store, folder, task.model.state_dict())
         if task.projection is not None:
@@ -480,16 +513,53 @@ def distill(
             "budget_lambda": task.budget.state_dict() if request.loss == "st-conf" else None,
             "train_split": TRAIN_SPLIT, "eval_split": split if evaluation is not None else None,
             "device": str(task.device), "device_name": device_name(task.device), "threads": torch.get_num_threads(),
-            "final": {k: _finite(v) for k, v in last.items()},
+            "world_size": processes.world_size,
+            "final": {k: _finite(v) for k, v in last.items() if k in result.schema.names},
         }
+        if processes.distributed:
+            # Training samples each process took in the last epoch (their sum is the history's train_samples).
+            meta["train_samples_per_rank"] = [int(n) for n in last.get("rank_train_samples", [])]
+            meta["backend"] = processes.backend
         artifacts.write_meta(store, folder, meta)
         accuracy = last["eval_video_accuracy"] if request.loss in VIDEO_LOSSES else last["eval_clip_accuracy"]
         counts = {"epochs": request.train.epochs, "accuracy": _finite(accuracy), "auroc": _finite(last["eval_auroc"])}
         run.done(counts, run=run_name)
         artifacts.remove_checkpoints(store, folder)
+    processes.share(counts)  # the other processes return once the stage is recorded
     log(f"distill {run_name}: {counts['epochs']} epochs, eval accuracy {accuracy:.1%}, "
-        f"AUROC {last['eval_auroc']:.3f}; weights in {store.path(folder)}")
+        f"AUROC {last['eval_auroc']:.3f}"
+        + (f" ({processes.world_size} processes)" if processes.distributed else "")
+        + f"; weights in {store.path(folder)}")
     return counts
+
+
+def _distill_task(store: Store, request: DistillRequest):
+    """The stage's inputs, checked, and its :class:`DistillTask` (read-only: every process builds its own)."""
+    classes = class_names(store)
+    cache = TeacherCache(store, request.teacher, need_features=request.loss == "fewer-frames")
+    if cache.logits.shape[1] != len(classes):
+        raise StageError(f"teacher cache '{request.teacher}' has {cache.logits.shape[1]} classes, the store "
+                         f"{len(classes)}")
+    if TRAIN_SPLIT not in available_splits(store):
+        raise StageError(f"{store.url}: no '{TRAIN_SPLIT}' split to train on")
+    split = eval_split(store)
+    evaluation = load_videos(store, split) if split in available_splits(store) else None
+    task = DistillTask(store, request, len(classes), cache, load_videos(store, TRAIN_SPLIT), evaluation)
+    return classes, cache, split, evaluation, task
+
+
+def _distill_beside_rank_0(store: Store, request: DistillRequest, processes: TrainingProcesses) -> dict:
+    """A process of rank > 0: train alongside rank 0 once it has taken the lock and checked the stage; never
+    write to the store."""
+    what, detail = processes.share(None)
+    if what == "stop":
+        raise StageError(f"rank {processes.rank}: stopped, rank 0 failed: {detail}")
+    if what == "skip":
+        return detail
+    *_, task = _distill_task(store, request)
+    run_training(store, artifacts.student_folder(request.run), task, request.train, request.runtime,
+                 stage=DISTILL.name, quiet=True, log=lambda message: None, processes=processes)
+    return processes.share(None)
 
 
 def _finite(value: float) -> float | None:
