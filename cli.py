@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import wraps
 
@@ -136,9 +137,10 @@ def models(num_classes, as_json):
 
 @main.command()
 @click.option("--store", required=True, help="Store path or fsspec URL.")
-@click.option("--table", required=True, type=click.Choice(["3", "4", "accuracy", "oracle", "confidence"]),
+@click.option("--table", required=True, type=click.Choice(["3", "4", "accuracy", "oracle", "confidence", "sgs"]),
               help="3: time (accuracy) per K; 4: ConDi-SR with division; accuracy: every method against K; "
-                   "oracle: Dense against Oracle; confidence: FPR/AUROC of each score run.")
+                   "oracle: Dense against Oracle; confidence: FPR/AUROC of each score run; sgs: the teacher against "
+                   "its SGS version (GFLOPs, time, accuracy; --plot: histogram of B').")
 @click.option("--teacher", default=None, help="Teacher cache name (needed when the store has several).")
 @click.option("--split", default=None, help="Split to report on (default: test, else val).")
 @click.option("--k", "k_values", default=None,
@@ -152,15 +154,17 @@ def models(num_classes, as_json):
               help="Cost of the K_t teacher clips: one batch of K_t from the teacher cache's measured latency curve "
                    "(curve; what auto picks when the cache has one), or the video's per-clip share of its measured "
                    "batch x K_t (share).")
+@click.option("--sgs-teacher", default=None,
+              help="Table sgs: the SGS teacher cache to compare (default: the store's only one made with --sgs).")
 @_one_line_errors
-def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time):
+def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time, sgs_teacher):
     """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
     from pathlib import Path
 
     from condi_pipe.stages.report import build_report, plot_report, render
 
     result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods,
-                          teacher_time=teacher_time)
+                          teacher_time=teacher_time, sgs_teacher=sgs_teacher)
     text = render(result, fmt)
     if out:
         Path(out).write_text(text)
@@ -211,6 +215,26 @@ def _train_options(epochs, batch_size, lr, weight_decay):
     return decorate
 
 
+def _sgs_options(fn):
+    """--sgs, --sgs-stage, --sgs-kernel, --name: a teacher with SGS inserted, under its own name."""
+    fn = click.option("--name", default=None,
+                      help="The teacher's name in the store (default: --teacher, plus '+sgs' with --sgs).")(fn)
+    fn = click.option("--sgs-kernel", type=click.Choice(["linear", "kronecker"]), default="linear", show_default=True,
+                      help="SGS kernel: linear (trainable embedding) or kronecker (each frame wholly in one bin).")(fn)
+    fn = click.option("--sgs-stage", type=click.Choice(["res2", "res3", "res4"]), default="res2", show_default=True,
+                      help="Insert SGS after this stage (res2 = layer1, res3 = layer2, res4 = layer3).")(fn)
+    fn = click.option("--sgs", is_flag=True,
+                      help="Insert Similarity Guided Sampling (ATFR) into the 3D ResNet: fewer temporal slices B' "
+                           "for similar frames. With --weights, everything but the new SGS parameters loads.")(fn)
+    return fn
+
+
+def _sgs_from(sgs, stage, kernel):
+    from condi_pipe.models.sgs import SGSOptions
+
+    return SGSOptions(stage, kernel) if sgs else None
+
+
 def _model_errors(fn):
     """Unreadable checkpoints and diverging training are the user's to fix: one line, exit status 2."""
 
@@ -241,12 +265,14 @@ def _model_errors(fn):
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this local checkpoint (fine-tuning) instead of random weights.")
 @click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
+@_sgs_options
 @_runtime_options
 @_common_stage_options
 @_one_line_errors
 @_model_errors
 def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weight_decay, seed, eval_every, flip,
-                  clips_per_video, weights, reset_head, device, bf16, threads, force, quiet):
+                  clips_per_video, weights, reset_head, sgs, sgs_stage, sgs_kernel, name, device, bf16, threads, force,
+                  quiet):
     """Train a teacher on the train split (cosine LR schedule); per-epoch eval accuracy in STORE/teachers/NAME/."""
     from condi_pipe.pipeline.stage import ensure_store
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
@@ -254,10 +280,13 @@ def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weigh
     from condi_pipe.stages.teacher_train import TeacherTrainRequest
     from condi_pipe.stages.teacher_train import teacher_train as run_teacher_train
 
+    from condi_pipe.models.checkpoints import file_sha256
+
     request = TeacherTrainRequest(
         teacher, width, TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every),
         flip=flip, weights=weights, reset_head=reset_head, clips_per_video=clips_per_video,
-        runtime=RuntimeOptions(device, threads, bf16),
+        runtime=RuntimeOptions(device, threads, bf16), sgs=_sgs_from(sgs, sgs_stage, sgs_kernel), name=name,
+        weights_sha256=file_sha256(weights) if weights else None,
     )
     run_teacher_train(ensure_store(store), request, force=force, quiet=quiet)
 
@@ -273,25 +302,24 @@ def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weigh
 @click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
 @click.option("--clips-per-group", type=click.IntRange(min=1), default=256, show_default=True,
               help="Clips per task (whole videos; each task stages its outputs).")
+@_sgs_options
 @_runtime_options
 @_inference_executor_options
 @_common_stage_options
 @_one_line_errors
 @_model_errors
-def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips_per_group, device, bf16, threads,
-                  workers, scheduler_address, force, quiet):
+def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips_per_group, sgs, sgs_stage, sgs_kernel,
+                  name, device, bf16, threads, workers, scheduler_address, force, quiet):
     """Run the teacher once over every clip: logits, features, z and per-video timings in STORE/teacher/NAME/."""
     from condi_pipe.pipeline.stage import ensure_store
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest
     from condi_pipe.stages.teacher_cache import teacher_cache as run_teacher_cache
-    from condi_pipe.stages.teacher_train import stale_cache_note, teacher_ref
+    from condi_pipe.stages.teacher_train import teacher_ref
 
     target = ensure_store(store)
-    ref = teacher_ref(target, teacher, width, weights, random_init, reset_head)
-    note = None if force else stale_cache_note(target, teacher)
-    if note:
-        click.echo(note, err=True)
+    ref = teacher_ref(target, teacher, width, weights, random_init, reset_head, _sgs_from(sgs, sgs_stage, sgs_kernel),
+                      name)
     request = TeacherCacheRequest(ref, RuntimeOptions(device, threads, bf16), clips_per_group)
     run_teacher_cache(target, request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
 
@@ -435,8 +463,9 @@ def run(config_path, quiet):
     from condi_pipe.pipeline.runner import run_pipeline
 
     rendered = run_pipeline(load_run_config(config_path), quiet=quiet)
-    if "3" in rendered:
-        click.echo(rendered["3"])
+    for table in ("3", "sgs"):
+        if table in rendered:
+            click.echo(rendered[table])
 
 
 @main.command()
@@ -445,13 +474,17 @@ def run(config_path, quiet):
 @click.option("--videos", type=click.IntRange(min=20), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--sgs", is_flag=True, help="Also fine-tune the teacher with SGS inserted (ATFR), cache it, and print "
+                                          "the table comparing it with the plain teacher (about 1.5 more minutes).")
 @_one_line_errors
-def demo(store_dir, videos, seed, quiet):
+def demo(store_dir, videos, seed, quiet, sgs):
     """Generate the embedded benchmark, run the whole pipeline on it, and print Table 3."""
     from condi_pipe.pipeline.demo import run_demo
 
-    rendered = run_demo(store_dir, videos=videos, seed=seed, quiet=quiet)
+    rendered = run_demo(store_dir, videos=videos, seed=seed, quiet=quiet, sgs=sgs)
     click.echo(rendered["3"])
+    if "sgs" in rendered:
+        click.echo(rendered["sgs"])
 
 
 @main.command()
@@ -483,5 +516,25 @@ def repair(store):
     sys.exit(1 if remaining else 0)
 
 
+def entry_point() -> None:
+    """The ``condi-pipe`` console script: :func:`main`, then an exit that skips the interpreter's teardown.
+
+    Arrow's native thread pools can abort the process (SIGABRT, "terminate called without an active exception")
+    while the interpreter tears down after all work is done (apache/arrow#34314; seen here about once in a few
+    hundred runs). Every output is written atomically and closed before a command returns, so the exit status
+    is decided and the process leaves without running that teardown.
+    """
+    try:
+        main()
+        status = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    main()
+    entry_point()

@@ -89,6 +89,35 @@ class DistillSection:
 
 
 @dataclass(frozen=True)
+class SGSSection:
+    """An SGS teacher (``models.sgs``) beside the plain one: by default the plain teacher fine-tuned with SGS
+    inserted after ``stage``, cached as ``<teacher>+sgs`` (or ``name``) and compared in the report's table ``sgs``."""
+
+    stage: str = "res2"  # res2 = layer1, res3 = layer2, res4 = layer3
+    kernel: str = "linear"  # or "kronecker"
+    name: str | None = None  # the SGS teacher's name in the store (default: <teacher>+sgs)
+    from_teacher: bool = True  # start from the plain teacher's weights (false: train from scratch)
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("epochs", "batch_size", "lr"))
+        from condi_pipe.models.sgs import SGSOptions
+
+        try:
+            SGSOptions(self.stage, self.kernel)
+        except ValueError as exc:
+            raise ValueError(f"stage / kernel: {exc}") from None
+
+    @property
+    def options(self):
+        from condi_pipe.models.sgs import SGSOptions
+
+        return SGSOptions(self.stage, self.kernel)
+
+
+@dataclass(frozen=True)
 class ReportSection:
     tables: list[str] = field(default_factory=lambda: ["3", "4", "accuracy", "oracle", "confidence"])
     k: list[int] = field(default_factory=lambda: [1, 3, 5, 7])
@@ -108,6 +137,7 @@ class RunConfig:
     teacher_train: TeacherTrainSection = TeacherTrainSection()
     distill: DistillSection = DistillSection()
     report: ReportSection = ReportSection()
+    sgs: SGSSection | None = None  # [sgs]: also train, cache and report an SGS teacher
     source_file: str = ""
 
 
@@ -151,7 +181,7 @@ def _section(cls, values, where: str, path: str):
 
 
 SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train": TeacherTrainSection,
-            "distill": DistillSection, "report": ReportSection}
+            "distill": DistillSection, "report": ReportSection, "sgs": SGSSection}
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:

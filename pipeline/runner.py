@@ -1,7 +1,8 @@
 """Run every stage of a :class:`~condi_pipe.pipeline.run_config.RunConfig` in order, skipping finished ones.
 
 extract -> teacher-train (only without teacher weights) -> teacher-cache -> distill (each loss) -> score (each
-run) -> report. Every stage is itself resumable, so a killed ``run`` re-run continues where it stopped.
+run) -> [with an ``[sgs]`` section: teacher-train of the SGS teacher -> its teacher-cache] -> report. Every stage is
+itself resumable, so a killed ``run`` re-run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.models.sgs import sgs_teacher_name
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.run_config import RunConfig
 from condi_pipe.pipeline.stage import ensure_store
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.storage import training_artifacts
-from condi_pipe.storage.manifests import class_names
 from condi_pipe.video.decode import DecodeOptions
 
 
@@ -27,24 +27,22 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
     from condi_pipe.stages.report import build_report, plot_report, render
     from condi_pipe.stages.score import ScoreRequest, score
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
-    from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_train
+    from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_ref, teacher_train
 
     store = ensure_store(config.store)
     ex, te, tt, di, rep = config.extract, config.teacher, config.teacher_train, config.distill, config.report
 
     extract(store, ExtractRequest(ex.source, ex.root, ex.annotations, ex.split, DecodeOptions(fps=ex.fps),
                                   ex.clips_per_shard), ExecutorOptions(workers=ex.workers), quiet=quiet, log=log)
-    num_classes = len(class_names(store))
     runtime = RuntimeOptions(device=te.device, bf16=te.bf16)
     if te.weights:
-        teacher = ModelRef(te.name, num_classes, te.width, weights_path=te.weights, reset_head=te.reset_head)
+        teacher = teacher_ref(store, te.name, te.width, weights=te.weights, reset_head=te.reset_head)
     else:
         train = TrainOptions(epochs=tt.epochs, batch_size=tt.batch_size, lr=tt.lr, weight_decay=tt.weight_decay,
                              seed=tt.seed)
         teacher_train(store, TeacherTrainRequest(te.name, te.width, train, flip=tt.flip, runtime=runtime),
                       quiet=quiet, log=log)
-        folder = training_artifacts.trained_teacher_folder(te.name)
-        teacher = ModelRef(te.name, num_classes, te.width, store_weights=training_artifacts.weights_rel(folder))
+        teacher = teacher_ref(store, te.name, te.width)
     teacher_cache(store, TeacherCacheRequest(teacher, runtime), ExecutorOptions(workers=te.workers),
                   quiet=quiet, log=log)
 
@@ -58,18 +56,46 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
         score(store, ScoreRequest(request.run, student_runtime), ExecutorOptions(workers=te.workers),
               quiet=quiet, log=log)
 
+    tables = list(rep.tables)
+    if config.sgs is not None:
+        _sgs_teacher(config, store, runtime, quiet, log)
+        tables += [] if "sgs" in tables else ["sgs"]
+
     rendered = {}
     out_dir = rep.out_dir
     os.makedirs(out_dir, exist_ok=True)
-    for table in rep.tables:
-        report = build_report(store, table, teacher=te.name, k=rep.k if table in ("3", "4") else None,
-                              ks=rep.ks if table == "4" else None)
+    sgs_name = None if config.sgs is None else sgs_teacher_name(te.name, config.sgs.options, config.sgs.name)
+    for table in tables:
+        report = build_report(store, table, teacher=te.name, k=rep.k if table in ("3", "4", "sgs") else None,
+                              ks=rep.ks if table == "4" else None, sgs_teacher=sgs_name if table == "sgs" else None)
         rendered[table] = render(report, "md")
         stem = os.path.join(out_dir, f"table-{table}")
         for fmt in ("md", "json", "csv"):
             with open(f"{stem}.{fmt}", "w") as fh:
                 fh.write(render(report, fmt))
-        if rep.plots and table in ("3", "accuracy", "confidence"):
+        if rep.plots and table in ("3", "accuracy", "confidence", "sgs"):
             plot_report(report, f"{stem}.png")
     log(f"run: reports written to {out_dir}")
     return rendered
+
+
+def _sgs_teacher(config: RunConfig, store, runtime: RuntimeOptions, quiet: bool, log: Callable[[str], None]) -> None:
+    """Train (by default: fine-tune the plain teacher with SGS inserted) and cache the ``[sgs]`` teacher."""
+    from condi_pipe.models.checkpoints import file_sha256
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+    from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_ref, teacher_train
+
+    te, tt, sg = config.teacher, config.teacher_train, config.sgs
+    start: dict = {}
+    if sg.from_teacher and te.weights:
+        start = {"weights": te.weights, "reset_head": te.reset_head, "weights_sha256": file_sha256(te.weights)}
+    elif sg.from_teacher:
+        folder = training_artifacts.trained_teacher_folder(te.name)
+        start = {"store_weights": training_artifacts.weights_rel(folder),
+                 "weights_sha256": training_artifacts.weights_sha256(store, folder)}
+    train = TrainOptions(epochs=sg.epochs, batch_size=sg.batch_size, lr=sg.lr, weight_decay=tt.weight_decay,
+                         seed=tt.seed)
+    teacher_train(store, TeacherTrainRequest(te.name, te.width, train, flip=tt.flip, runtime=runtime,
+                                             sgs=sg.options, name=sg.name, **start), quiet=quiet, log=log)
+    ref = teacher_ref(store, te.name, te.width, sgs=sg.options, name=sg.name)
+    teacher_cache(store, TeacherCacheRequest(ref, runtime), ExecutorOptions(workers=te.workers), quiet=quiet, log=log)

@@ -60,8 +60,17 @@ class StageRun:
         set_stage(self.store, self.record_key, state="done", counts=counts, **fields)
 
 
-def _config_changes(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ, nested ones dotted (``teacher.weights_sha256``); a key absent on one side equals
+    None, so an option added later with a None default does not invalidate older runs."""
+    changed = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _config_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            changed.append(f"{prefix}{k}")
+    return changed
 
 
 @contextmanager

@@ -10,6 +10,11 @@ Tables (``table`` argument / ``--table``):
 * ``4``: ConDi-SR with division (type b): K_s of the K clips classified by the student (the paper's Table 4).
 * ``accuracy``: every available method against K, Dense as the reference (the paper's Fig. 4).
 * ``oracle``: Dense against Oracle at k = 1, 5, 10, 15 (the oracle case study).
+* ``sgs``: the plain teacher against its SGS version (``sgs_teacher``, a cache made with ``teacher-cache --sgs``):
+  Dense, ConDi-SR and Equidistant with each teacher; the same student rankings (score runs made for the plain
+  teacher) choose the clips, and each teacher's own cache classifies and costs them. Columns add the teacher's
+  GFLOPs (measured per clip in its cache) and the mean B' of the clips the SGS teacher classifies; ``--plot`` draws
+  the histogram of B' over the split's clips.
 * ``confidence``: per score run, FPR of z~ > 0.5 and AUROC of its ranking score against the teacher's z on the
   split, with the final epoch of its training history (the paper's Fig. 5 plots FPR per epoch).
 
@@ -55,7 +60,7 @@ __all__ = [
     "parse_int_list",
 ]
 
-TABLES = ("3", "4", "accuracy", "oracle", "confidence")
+TABLES = ("3", "4", "accuracy", "oracle", "confidence", "sgs")
 FORMATS = ("md", "csv", "json", "latex")
 TEACHER_TIME = ("auto", "share", "curve")  # how K_t < N teacher clips are costed (methods/time_model.py)
 DEFAULT_K = {
@@ -64,7 +69,9 @@ DEFAULT_K = {
     "accuracy": tuple(range(1, 11)),
     "oracle": (1, 5, 10, 15),
     "confidence": (),
+    "sgs": (1, 3, 5, 7),
 }
+SGS_METHODS = ("condi-sr", "equidistant")  # table sgs: methods shown with both teachers (besides Dense)
 DEFAULT_KS = (0, 1, 3, 5)
 TABLE3_METHODS = ("condi-sr", "equidistant", "bce-conf", "st-ent")
 BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant")
@@ -321,9 +328,11 @@ class _Run:
 class _Inputs:
     """The chosen teacher's clips of one split in flat (video, clip) order, and lazily everything else."""
 
-    def __init__(self, store: Store, teacher: Optional[str], split: Optional[str], teacher_time: str = "share"):
+    def __init__(self, store: Store, teacher: Optional[str], split: Optional[str], teacher_time: str = "share",
+                 runs_teacher: Optional[str] = None):
         self.store = store
         self.teacher_time = teacher_time
+        self.runs_teacher = runs_teacher  # whose score runs rank the clips (default: this teacher's own)
         self.notes: list[str] = []
         self._cache: dict[Any, Any] = {}
         self.teacher = self._choose_teacher(teacher)
@@ -350,6 +359,11 @@ class _Inputs:
             raise StoreError(f"{store.url}: no teacher cache in this store{extra}; run `condi-pipe teacher-cache` "
                              "first")
         if len(complete) > 1:
+            # an SGS teacher is compared against its plain teacher (table sgs), so it is not the default main one
+            plain = [name for name in complete if not clip_outputs.read_meta(store, clip_outputs.teacher_folder(name))
+                     .get("sgs")]
+            if len(plain) == 1:
+                return plain[0]
             raise ValueError(f"{store.url}: several teacher caches ({', '.join(complete)}); choose one with --teacher")
         return complete[0]
 
@@ -423,10 +437,11 @@ class _Inputs:
         for name in incomplete:
             self.notes.append(f"scores/{name}: incomplete (no meta.json); ignored.")
         runs, others = [], []
+        wanted = self.runs_teacher or self.teacher
         for name in complete:
             meta = clip_outputs.read_meta(store, clip_outputs.scores_folder(name))
             teacher = meta.get("teacher")
-            if teacher is not None and teacher != self.teacher:
+            if teacher is not None and teacher != wanted:
                 others.append(name)  # made from another teacher: not part of this report
                 continue
             loss = _norm(meta.get("loss") or "")
@@ -466,6 +481,17 @@ class _Inputs:
 
     def owner(self) -> np.ndarray:
         return self.cached("owner", lambda: samplers.video_ids(self.offsets))
+
+    def clip_values(self, column: str) -> Optional[np.ndarray]:
+        """A column of the teacher's clips.parquet (e.g. ``flops``, ``sgs_bins``) in report order, float64; None when
+        the cache has no such column (caches made before it existed)."""
+        def make():
+            rel = posixpath.join(self.teacher_folder, "clips.parquet")
+            if column not in report_outputs.column_names(self.store, rel):
+                return None
+            values = clip_outputs.read_clips(self.store, self.teacher_folder, [column]).column(column)
+            return values.to_numpy(zero_copy_only=False).astype(np.float64)[self.rows]
+        return self.cached(("clip_values", column), make)
 
     def teacher_z(self) -> np.ndarray:
         def make():
@@ -1009,6 +1035,95 @@ def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
         series)
 
 
+def _sgs_table(inputs: _Inputs, sgs_inputs: _Inputs, ks, methods, notes) -> ReportTable:
+    if not np.array_equal(inputs.clip_id, sgs_inputs.clip_id):
+        raise StoreError(f"{inputs.store.url}: teacher caches '{inputs.teacher}' and '{sgs_inputs.teacher}' hold "
+                         f"different clips of split '{inputs.split}'; re-run teacher-cache for both on this store")
+    bins = sgs_inputs.clip_values("sgs_bins")
+    if bins is None:
+        raise ValueError(f"{inputs.store.path(sgs_inputs.teacher_folder)}: no 'sgs_bins' column: not a teacher cache "
+                         "made with teacher-cache --sgs")
+    entries = [e for e in _resolve(inputs, methods or SGS_METHODS, builtins=("equidistant",), notes=notes)
+               if e != "dense"]
+    rows: list[ReportRow] = []
+    cells: list[tuple[str, ...]] = []
+    used: list[_Run] = []
+    for suffix, inp in (("", inputs), ("+sgs", sgs_inputs)):
+        ev = _Evaluator(inp)
+        flops = inp.clip_values("flops")
+        clip_bins = inp.clip_values("sgs_bins")
+        tag = " (SGS teacher)" if suffix else ""
+        if flops is None:
+            notes.append(f"teacher/{inp.teacher}/clips.parquet has no 'flops' column (made before FLOPs were "
+                         "stored); its GFLOPs are n/a.")
+
+        def add(row: ReportRow, chosen: np.ndarray, display: str) -> None:
+            extra = dict(row.extra)
+            extra.update(display=display, teacher=inp.teacher, teacher_clips=int(chosen.sum()))
+            if flops is not None:
+                per_video = np.bincount(inp.owner()[chosen], weights=flops[chosen], minlength=inp.num_videos)
+                extra["gflops_per_teacher_clip"] = float(flops[chosen].mean()) / 1e9
+                extra["teacher_gflops_per_video"] = float(per_video.mean()) / 1e9
+            if clip_bins is not None:
+                extra["mean_sgs_bins"] = float(clip_bins[chosen].mean())
+            row = ReportRow(row.method + suffix, row.k, row.ks, row.accuracy, row.time_per_video_s, extra)
+            rows.append(row)
+            cells.append((display, inp.teacher, "All" if row.k is None else str(row.k), _fmt(row.accuracy, 2),
+                          _format_seconds(row.time_per_video_s),
+                          _fmt(extra.get("gflops_per_teacher_clip"), 3), _fmt(extra.get("teacher_gflops_per_video"), 3),
+                          _fmt(extra.get("mean_sgs_bins"), 2) if clip_bins is not None else ""))
+
+        add(ev.dense(), np.ones(inp.num_clips, dtype=bool), "Dense" + tag)
+        for entry in entries:
+            try:
+                by_k = ev.method(entry, ks)
+                if isinstance(entry, _Run):
+                    ranks = inp.ranks(f"scores/{entry.run} rank_score", lambda: inp.run_column(entry, "rank_score"))[0]
+                    masks = {k: ranks < k for k in by_k}
+                    if not suffix:
+                        used.append(entry)
+                else:
+                    masks = {k: samplers.equidistant_mask(inp.offsets, k) for k in by_k}
+            except _Omit as exc:
+                notes.append(f"{_entry_name(entry)}{tag}: {exc}; omitted.")
+                continue
+            for k, row in by_k.items():
+                add(row, masks[k], _entry_name(entry) + tag)
+    counts = np.bincount(bins.astype(np.int64))
+    series = {"sgs_bins": {"bins": list(range(1, len(counts))), "clips": counts[1:].tolist(),
+                           "teacher": sgs_inputs.teacher}}
+    sgs_meta = sgs_inputs.teacher_meta.get("sgs") or {}
+    explain = [
+        f"SGS teacher '{sgs_inputs.teacher}': SGS after {sgs_meta.get('stage', '?')}, {sgs_meta.get('kernel', '?')} "
+        f"kernel; mean B' over the split's {len(bins)} clips {bins.mean():.2f}. Its rows use the same student "
+        f"rankings (score runs made for teacher '{inputs.teacher}') to choose the same clips; "
+        f"teacher/{sgs_inputs.teacher}/ classifies them and its measured seconds"
+        + (" and latency curve" if sgs_inputs.curve is not None else "") + " cost them.",
+        "GFLOPs: the teacher's, from each cache's clips.parquet 'flops' (torch.utils.flop_counter: 2 x "
+        "multiply-accumulates of convolutions, linears and matmuls; with SGS measured as the part before SGS + the "
+        "part after it at the clip's B'). Per teacher clip: mean over the clips the teacher classifies; per video: "
+        "their sum, mean over videos. The student's cost is in the time only.",
+        _device_line(f"SGS teacher '{sgs_inputs.teacher}'", sgs_inputs.teacher_meta) + ".",
+    ]
+    columns = ("Method", "Teacher", "K", "Top-1 (%)", "Time per video", "GFLOPs per teacher clip",
+               "Teacher GFLOPs per video", "Mean B'")
+    return ReportTable(
+        "sgs", f"Plain teacher '{inputs.teacher}' against SGS teacher '{sgs_inputs.teacher}': top-1, time per video "
+               f"and GFLOPs, split '{inputs.split}'",
+        columns, tuple(cells), tuple(rows), _footer(inputs, rows, used, notes + explain), series)
+
+
+def _choose_sgs_teacher(store: Store, sgs_teacher: Optional[str], main: str) -> str:
+    """``sgs_teacher``, or the store's only teacher cache made with SGS."""
+    if sgs_teacher is not None:
+        return sgs_teacher
+    complete, _ = report_outputs.output_folders(store, clip_outputs.TEACHER_ROOT)
+    found = [name for name in complete if name != main
+             and clip_outputs.read_meta(store, clip_outputs.teacher_folder(name)).get("sgs")]
+    if len(found) != 1:
+        what = "no teacher cache made with SGS" if not found else f"several SGS teacher caches ({', '.join(found)})"
+        raise ValueError(f"{store.url}: {what}; name one with --sgs-teacher (run `condi-pipe teacher-cache --sgs`)")
+    return found[0]
 def build_report(
     store: Union[Store, str],
     table: Union[str, int],
@@ -1019,6 +1134,7 @@ def build_report(
     ks: Union[str, Iterable[int], None] = None,
     methods: Union[str, Iterable[str], None] = None,
     teacher_time: str = "auto",
+    sgs_teacher: Optional[str] = None,
 ) -> ReportTable:
     """Compute one table from the stored outputs of ``store``.
 
@@ -1029,6 +1145,7 @@ def build_report(
     teacher are costed: ``share`` (the video's per-clip share of its measured batch, x K_t) or ``curve`` (one
     batch of K_t from the teacher cache's measured latency curve); ``auto`` (default): the curve when the cache
     has one, since that is how a served video's K_t clips actually run; see :mod:`condi_pipe.methods.time_model`.
+    ``sgs_teacher``: table ``sgs``'s SGS teacher cache (default: the store's only cache made with SGS).
     """
     table = str(table).strip().lower()
     if table not in TABLES:
@@ -1066,6 +1183,16 @@ def build_report(
         return _accuracy_table(inputs, k_values, methods, notes)
     if table == "oracle":
         return _oracle_table(inputs, k_values, notes)
+    if table == "sgs":
+        sgs_name = _choose_sgs_teacher(store, sgs_teacher, inputs.teacher)
+        if sgs_name == inputs.teacher:
+            raise ValueError(f"the SGS teacher '{sgs_name}' is also the main teacher; choose the plain one with --teacher")
+        sgs_inputs = _Inputs(store, sgs_name, inputs.split, teacher_time, runs_teacher=inputs.teacher)
+        if teacher_time == "curve" and sgs_inputs.curve is None:
+            sgs_inputs.teacher_time = "share"
+            notes.append(f"teacher/{sgs_name}/meta.json has no latency curve: its K_t clips cost their share.")
+        notes.extend(sgs_inputs.notes)
+        return _sgs_table(inputs, sgs_inputs, k_values, methods, notes)
     return _confidence_table(inputs, methods, notes)
 
 
@@ -1139,7 +1266,8 @@ def plot_report(report: ReportTable, path: str) -> None:
     """Write a PNG for ``report`` with matplotlib's Agg canvas (no GUI, no global backend switch).
 
     accuracy: accuracy against K per method, Dense dashed (Fig. 4); 3 and 4: accuracy against time per video
-    (the trade-off); oracle: accuracy against k; confidence: FPR per epoch per run (Fig. 5).
+    (the trade-off); oracle: accuracy against k; confidence: FPR per epoch per run (Fig. 5); sgs: the histogram
+    of B' over the split's clips.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -1191,6 +1319,12 @@ def plot_report(report: ReportTable, path: str) -> None:
                     linestyle="none", label=f"Dense ({_format_seconds(dense.time_per_video_s)}, {dense.accuracy:.2f})")
         ax.set_xlabel("mean time per video (s)")
         ax.set_ylabel("top-1 accuracy (%)")
+    elif report.table == "sgs":
+        data = report.series.get("sgs_bins", {})
+        ax.bar(data.get("bins", []), data.get("clips", []), color="tab:blue", alpha=0.85)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(f"B' (temporal slices kept after SGS), teacher '{data.get('teacher', '?')}'")
+        ax.set_ylabel("clips")
     elif report.table == "confidence":
         for name, data in report.series.items():
             points = [(e, f) for e, f in zip(data["epoch"], data["fpr"]) if f is not None]

@@ -1,8 +1,12 @@
 """Stage ``teacher-cache``: run the teacher once over every clip and keep everything later stages need.
 
 Writes ``teacher/<name>/``: logits (float32), pooled features (float16), a per-clip table (prediction, max
-probability, entropy, probability of the true class, and the confidence label z = [top-1 == label], Eq. 1),
-and per-video timings measured with each video's clips as one batch.
+probability, entropy, probability of the true class, the confidence label z = [top-1 == label] (Eq. 1), and the
+teacher's FLOPs for the clip), and per-video timings measured with each video's clips as one batch.
+
+A teacher with SGS (``models.sgs``; ``<name>`` is e.g. ``resnet10_3d_motion+sgs``) also stores each clip's B'
+(``sgs_bins``), and its FLOPs per clip are measured as the part before SGS plus the part after SGS at that B'
+(``meta.json`` ``flops`` holds both); timings are of the real thing, clips grouped by B' without padding.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from condi_pipe.models.sgs import flop_table
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, assemble_groups, group_videos, infer_group,
                                                latency_curve_task)
@@ -71,7 +76,7 @@ def teacher_cache(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Cache ``request.teacher``'s outputs for every clip of every split; resumable per video group."""
-    name = request.teacher.name
+    name = request.teacher.teacher_name
     key = f"{TEACHER_CACHE.name}/{name}"
     stage_name = f"teacher-cache-{name}"
     with stage_run(store, TEACHER_CACHE, request.config(), force=force, record_key=key, log=log) as run:
@@ -95,8 +100,10 @@ def teacher_cache(
         counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve})
         run.done(counts)
         staging.clear_staging(store, stage_name)
+    bins_note = f", mean B' {counts['mean_sgs_bins']:.2f}" if "mean_sgs_bins" in counts else ""
     log(f"teacher-cache {name}: {counts['clips']} clips, clip accuracy {counts['clip_accuracy']:.1%}, "
-        f"{counts['ms_per_clip']:.1f} ms/clip on {device.get('device_name', '?')}")
+        f"{counts['ms_per_clip']:.1f} ms/clip, {counts.get('gflops_per_clip', 0):.3g} GFLOPs/clip{bins_note} on "
+        f"{device.get('device_name', '?')}")
     return counts
 
 
@@ -106,12 +113,17 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
     clip_video = np.repeat(videos.video_id, videos.clips)
     labels = np.repeat(videos.label, videos.clips)
     stats = clip_statistics(outputs["logits"], labels)
+    flops = flop_table(request.teacher.build(device="meta"))
+    bins = outputs.get("sgs_bins")
+    sgs_columns = {} if bins is None else {"sgs_bins": pa.array(bins.astype(np.int16))}
     clips = pa.table({
         "clip_id": pa.array(videos.clip_ids, pa.int64()),
         "video_id": pa.array(clip_video, pa.int64()),
         "split": pa.array([split_of[v] for v in clip_video], pa.string()),
         "label": pa.array(labels.astype(np.int32)),
         **{k: pa.array(v) for k, v in stats.items()},
+        "flops": pa.array(flops.per_clip(len(labels), bins), pa.int64()),
+        **sgs_columns,
     })
     seconds = outputs["seconds"]
     video_table = pa.table({
@@ -120,9 +132,16 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
         "clips": pa.array(videos.clips.astype(np.int32)),
         "seconds": pa.array(seconds, pa.float64()),
     })
+    sgs = request.teacher.sgs
     meta = {
-        "model": name, "width": request.teacher.width, "num_classes": request.teacher.num_classes,
+        "model": name, "architecture": request.teacher.name, "width": request.teacher.width,
+        "num_classes": request.teacher.num_classes,
         "weights": request.teacher.weights_path or request.teacher.store_weights,
+        "weights_sha256": request.teacher.weights_sha256,
+        "sgs": None if sgs is None else {"stage": sgs.stage, "kernel": sgs.kernel,
+                                         "mean_bins": float(bins.mean()) if len(bins) else None},
+        "flops": {**flops.to_json(), "per_clip": "clips.parquet 'flops': torch.utils.flop_counter FLOPs "
+                  "(2 x multiply-accumulates of convolutions, linears and matmuls); with SGS: fixed + after_sgs[B']"},
         "bf16": request.runtime.bf16, "device": device.get("device"), "device_name": device.get("device_name"),
         "threads": device.get("threads"), "latency_curve": device.get("latency_curve"),
         "timing": "videos.parquet: wall time of one forward pass over each video's clips as one batch; "
@@ -132,6 +151,10 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
     clip_outputs.write_outputs(store, clip_outputs.teacher_folder(name),
                                {"logits": outputs["logits"], "features": outputs["features"]}, clips, video_table, meta)
     total_clips = int(videos.clips.sum())
-    return {"videos": int(len(videos.video_id)), "clips": total_clips,
-            "clip_accuracy": float(stats["z"].mean()) if total_clips else 0.0,
-            "ms_per_clip": float(1000 * seconds.sum() / max(total_clips, 1))}
+    counts = {"videos": int(len(videos.video_id)), "clips": total_clips,
+              "clip_accuracy": float(stats["z"].mean()) if total_clips else 0.0,
+              "ms_per_clip": float(1000 * seconds.sum() / max(total_clips, 1)),
+              "gflops_per_clip": round(float(clips.column("flops").to_numpy().mean()) / 1e9, 4) if total_clips else 0.0}
+    if bins is not None:
+        counts["mean_sgs_bins"] = round(float(bins.mean()), 4) if total_clips else 0.0
+    return counts

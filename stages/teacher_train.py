@@ -11,6 +11,11 @@ After every ``eval_every``-th epoch (and the last) the model is evaluated on the
 video's clips). Writes ``teachers/<name>/``: ``history.parquet`` (one row per epoch), ``weights.pt`` (plain
 state dict, what ``teacher-cache`` loads) and ``meta.json``. Resumable after a kill at any point
 (``pipeline.training``), idempotent, ``force`` retrains from scratch.
+
+With ``sgs`` the teacher has an SGS module inserted (``models.sgs``) and trains under its own name (default
+``<teacher>+sgs``, so it sits beside the plain teacher); batches are padded to their largest B' with a mask. Started
+from a plain teacher's weights (``weights`` or ``store_weights``), everything but the new SGS parameters loads:
+fine-tuning an existing teacher with SGS inserted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from condi_pipe.models.checkpoints import check_checkpoint
+from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
 from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
@@ -60,6 +67,14 @@ class TeacherTrainRequest:
     reset_head: bool = False
     clips_per_video: int | None = None  # per epoch; None: every clip
     runtime: RuntimeOptions = RuntimeOptions()
+    sgs: SGSOptions | None = None
+    name: str | None = None  # default: teacher, plus "+sgs" with SGS (sgs_teacher_name)
+    store_weights: str | None = None  # start from a state dict inside the store (e.g. the plain teacher's)
+    weights_sha256: str | None = None  # digest of the starting weights: retrained weights are a new configuration
+
+    @property
+    def output_name(self) -> str:
+        return sgs_teacher_name(self.teacher, self.sgs, self.name)
 
     def config(self) -> dict:
         cfg = asdict(self)
@@ -71,7 +86,7 @@ class TeacherTrainRequest:
 class TeacherTask:
     """The teacher-train :class:`~condi_pipe.pipeline.training.TrainingTask`: cross-entropy on clips."""
 
-    train_columns = ("loss", "accuracy")
+    train_columns: tuple[str, ...] = ("loss", "accuracy")
     eval_columns = ("eval_loss", "eval_clip_accuracy", "eval_video_accuracy")
 
     def __init__(self, store: Store, request: TeacherTrainRequest, num_classes: int, train: VideoSet,
@@ -79,18 +94,26 @@ class TeacherTask:
         self.store, self.request, self.num_classes = store, request, num_classes
         self.train_videos, self.eval_videos = train, evaluation
         self.clips = open_clip_array(store)
+        if request.sgs is not None:
+            self.train_columns = (*TeacherTask.train_columns, "mean_sgs_bins")  # mean B' of the epoch's clips
         self.clip_label = np.zeros(self.clips.shape[0], np.int64)
         for videos in (train, evaluation):
             if videos is not None:
                 self.clip_label[videos.clip_ids] = np.repeat(videos.label, videos.clips)
 
     def setup(self, device: torch.device) -> None:
-        from condi_pipe.models import build_model, load_weights
+        from condi_pipe.models import build_model, load_state, load_weights
+        from condi_pipe.pipeline.torch_runtime import load_state_bytes
 
         self.device = device
-        self.model = build_model(self.request.teacher, num_classes=self.num_classes, width=self.request.width)
-        if self.request.weights:
-            load_weights(self.model, self.request.weights, reset_head=self.request.reset_head)
+        request = self.request
+        extra = request.sgs.model_kwargs() if request.sgs is not None else {}
+        self.model = build_model(request.teacher, num_classes=self.num_classes, width=request.width, **extra)
+        if request.weights:
+            load_weights(self.model, request.weights, reset_head=request.reset_head)
+        elif request.store_weights:
+            load_state(self.model, load_state_bytes(self.store.read_bytes(request.store_weights)),
+                       origin=self.store.path(request.store_weights), reset_head=request.reset_head)
         self.model.to(device)
 
     def modules(self) -> dict:
@@ -116,7 +139,10 @@ class TeacherTask:
         labels = labels.to(self.device)
         loss = F.cross_entropy(out.logits.float(), labels)
         accuracy = (out.logits.detach().argmax(1) == labels).float().mean()
-        return StepResult(loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}, len(labels))
+        logs = {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+        if out.sgs_bins is not None:
+            logs["mean_sgs_bins"] = float(out.sgs_bins.float().mean())
+        return StepResult(loss, logs, len(labels))
 
     def predict(self, videos: VideoSet, batch_size: int) -> np.ndarray:
         """float32 logits of every clip of ``videos``, in clip-id order."""
@@ -162,9 +188,10 @@ def teacher_train(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train ``request.teacher`` on ``store`` (resumable); returns the stage counts."""
-    name = request.teacher
+    name = request.output_name
     key = f"{TEACHER_TRAIN.name}/{name}"
     folder = artifacts.trained_teacher_folder(name)
+    check_checkpoint(request.weights)  # before anything is recorded or --force deletes the old teacher
     with stage_run(store, TEACHER_TRAIN, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})
@@ -184,7 +211,8 @@ def teacher_train(
         model = task.model
         artifacts.write_state_dict(store, folder, model.state_dict())
         meta = {
-            "teacher": name, "width": model.config.width, "num_classes": len(classes), "classes": classes,
+            "teacher": name, "architecture": request.teacher, "width": model.config.width,
+            "sgs": asdict(request.sgs) if request.sgs is not None else None, "num_classes": len(classes), "classes": classes,
             "normalization": model.config.normalization, "feature_dim": model.config.feature_dim,
             "train_split": TRAIN_SPLIT, "eval_split": split if evaluation is not None else None,
             "train_videos": int(len(train_videos.video_id)), "train_clips": int(train_videos.clips.sum()),
@@ -205,44 +233,43 @@ def teacher_train(
 
 
 def teacher_ref(store: Store, teacher: str, width: float | None = None, weights: str | None = None,
-                random_init: bool = False, reset_head: bool = False):
+                random_init: bool = False, reset_head: bool = False, sgs: SGSOptions | None = None,
+                name: str | None = None):
     """The teacher ``teacher-cache`` should run: a local checkpoint ``weights`` (any format ``load_weights``
     reads), else the store's trained teacher (``teachers/<name>/weights.pt``), else random weights if
-    ``random_init`` (for tests and timing only); otherwise a ValueError saying how to get weights."""
+    ``random_init`` (for tests and timing only); otherwise a ValueError saying how to get weights.
+
+    ``sgs`` inserts SGS; ``name`` is the teacher's name in the store (default: ``teacher``, plus ``+sgs``). The
+    weights' SHA-256 goes into the reference, so a cache of other weights is not mistaken for this one."""
+    from condi_pipe.models.checkpoints import file_sha256
     from condi_pipe.pipeline.clip_inference import ModelRef
 
     if weights and random_init:
         raise ValueError("pass either --weights or --random-init, not both")
     num_classes = len(class_names(store))
+    sgs_fields = {"sgs_stage": sgs.stage, "sgs_kernel": sgs.kernel} if sgs is not None else {}
+    output = sgs_teacher_name(teacher, sgs, name)
+    named = {"output_name": output} if output != sgs_teacher_name(teacher, sgs) else {}
     if weights:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"{weights}: no such checkpoint file")
-        return ModelRef(teacher, num_classes, width, weights_path=os.path.abspath(weights), reset_head=reset_head)
-    folder = artifacts.trained_teacher_folder(teacher)
+        return ModelRef(teacher, num_classes, width, weights_path=os.path.abspath(weights), reset_head=reset_head,
+                        weights_sha256=file_sha256(weights), **sgs_fields, **named)
+    folder = artifacts.trained_teacher_folder(output)
     if not random_init and artifacts.is_complete(store, folder):
         meta = artifacts.read_meta(store, folder)
         if width is not None and meta.get("width") is not None and float(width) != float(meta["width"]):
-            raise ValueError(f"{teacher} was trained with width {meta['width']}, not {width}")
+            raise ValueError(f"{output} was trained with width {meta['width']}, not {width}")
         if int(meta["num_classes"]) != num_classes:
             raise ValueError(f"{store.path(folder)}: trained for {meta['num_classes']} classes, the store has "
                              f"{num_classes}; re-run teacher-train --force")
-        return ModelRef(teacher, num_classes, meta.get("width"), store_weights=artifacts.weights_rel(folder))
+        trained_sgs = meta.get("sgs")
+        if (trained_sgs or None) != (asdict(sgs) if sgs is not None else None):
+            raise ValueError(f"{store.path(folder)}: trained with SGS {trained_sgs}, not {sgs}")
+        rel = artifacts.weights_rel(folder)
+        return ModelRef(teacher, num_classes, meta.get("width"), store_weights=rel,
+                        weights_sha256=artifacts.weights_sha256(store, folder), **sgs_fields, **named)
     if random_init:
-        return ModelRef(teacher, num_classes, width)
-    raise ValueError(f"no weights: pass --weights or run teacher-train first (no trained {teacher} in "
+        return ModelRef(teacher, num_classes, width, **sgs_fields, **named)
+    raise ValueError(f"no weights: pass --weights or run teacher-train first (no trained {output} in "
                      f"{store.path(folder)})")
-
-
-def stale_cache_note(store: Store, teacher: str) -> str | None:
-    """A warning when ``teacher-cache/<teacher>`` finished before the teacher it used was last retrained (its
-    configuration names the same weights file, so a re-run would otherwise say "already done")."""
-    from condi_pipe.storage.run_state import stage_record
-
-    trained = stage_record(store, f"{TEACHER_TRAIN.name}/{teacher}")
-    cached = stage_record(store, f"teacher-cache/{teacher}")
-    uses_store = (cached.get("config", {}).get("teacher", {}) or {}).get("store_weights")
-    if trained.get("state") == "done" and cached.get("state") == "done" and uses_store:
-        if str(trained.get("updated", "")) > str(cached.get("updated", "")):
-            return (f"note: teacher-cache/{teacher} predates the last teacher-train of {teacher}; "
-                    "re-run teacher-cache with --force to cache the new weights")
-    return None

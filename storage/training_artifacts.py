@@ -110,6 +110,16 @@ def read_state_dict(store: Store, folder: str, part: str = "weights") -> dict:
     return _from_bytes(store.read_bytes(rel), store.path(rel))
 
 
+def weights_sha256(store: Store, folder: str, part: str = "weights") -> str:
+    """Hex SHA-256 of ``<folder>/<part>.pt``: recorded by the stages that use these weights."""
+    import hashlib
+
+    rel = weights_rel(folder, part)
+    if not store.exists(rel):
+        raise StoreError(f"{store.path(rel)}: no weights here (has the training stage finished?)")
+    return hashlib.sha256(store.read_bytes(rel)).hexdigest()
+
+
 def write_meta(store: Store, folder: str, meta: dict) -> None:
     """Write ``meta.json`` last: its presence marks the folder's weights complete."""
     store.write_json(posixpath.join(folder, META), meta)
