@@ -134,8 +134,12 @@ class SGS(nn.Module):
 
     @staticmethod
     def resample(x: Tensor, weights: Tensor) -> Tensor:
-        """(N, C, T, H, W) features and (N, T, B') weights -> (N, C, B', H, W)."""
-        return torch.einsum("ncthw,ntb->ncbhw", x, weights.to(x.dtype))
+        """(N, C, T, H, W) features and (N, T, B') weights -> (N, C, B', H, W), in the input's memory layout (the
+        later convolutions run much faster channels-last on a CPU, and einsum returns a plain contiguous tensor)."""
+        out = torch.einsum("ncthw,ntb->ncbhw", x, weights.to(x.dtype))
+        if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+            out = out.contiguous(memory_format=torch.channels_last_3d)
+        return out
 
     def forward(self, x: Tensor) -> SGSResult:
         weights, counts = self.bin_weights(self.magnitudes(x))
