@@ -1,0 +1,104 @@
+"""SIGKILL each model stage at several points (named fault points, and a moment picked by the clock), resume,
+and compare with the uninterrupted run in ``pipeline_store``: the same bytes for everything deterministic.
+
+extract and teacher-train have the same tests beside their stage tests (tests/test_extract.py,
+tests/test_teacher_train.py); measured times (videos.parquet ``seconds``, meta.json, history ``*_s`` columns) are
+the only outputs left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from condi_pipe.pipeline.faults import KILL_ENV, WORKER_TASK
+
+pytestmark = pytest.mark.slow
+
+# Each stage as pipeline_store ran it (one process, one thread), the files it must reproduce, and its kill points.
+STAGES = {
+    "teacher-cache": dict(
+        args=("--teacher", "resnet10_3d_small", "--random-init", "--clips-per-group", "16", "--threads", "1",
+              "--workers", "0"),
+        folder="teacher/resnet10_3d_small", same=("clips.parquet", "logits.zarr", "features.zarr"),
+        kills=(f"{WORKER_TASK}:2", "teacher-cache.group:4", "after:0.4")),
+    "distill": dict(
+        args=("--loss", "condi-sr", "--student", "shufflenetv2_3d", "--width", "0.25", "--name", "conf",
+              "--teacher", "resnet10_3d_small", "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1",
+              "--threads", "1"),
+        folder="students/conf", same=("weights.pt", "history.parquet"),
+        kills=("distill.step:2", "distill.epoch:1", "after:0.5")),
+    "score": dict(
+        args=("--student", "conf", "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
+        folder="scores/conf", same=("clips.parquet", "logits.zarr"),
+        kills=(f"{WORKER_TASK}:1", "score.group:2", "after:0.5")),
+}
+CASES = [(stage, kill) for stage, spec in STAGES.items() for kill in spec["kills"]]
+
+
+def _command(stage: str, store, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "condi_pipe.cli", stage, *STAGES[stage]["args"], "--store", str(store), "--quiet",
+            *extra]
+
+
+def _kill(stage: str, store, kill: str, reference_seconds: float) -> None:
+    """Run the stage with --force (it redoes finished work) and SIGKILL it at ``kill``."""
+    if kill.startswith("after:"):  # a moment picked by the clock, as a fraction of the uninterrupted run's time
+        proc = subprocess.Popen(_command(stage, store, "--force"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(kill.split(":")[1]) * reference_seconds)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, "finished before the kill: lower the fraction"
+        return
+    killed = subprocess.run(_command(stage, store, "--force"), env={**os.environ, KILL_ENV: kill},
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+
+def _without_timings(path):
+    table = pq.read_table(path)
+    return table.drop([c for c in table.column_names if c.endswith(("_s", "seconds"))])
+
+
+@pytest.fixture(scope="module")
+def stage_seconds(pipeline_store, tmp_path_factory):
+    """Wall time of each stage re-run uninterrupted (with --force) on a copy: the scale for clock-picked kills."""
+    seconds = {}
+    for stage in STAGES:
+        store = tmp_path_factory.mktemp("timed") / "store"
+        shutil.copytree(pipeline_store, store)
+        start = time.perf_counter()
+        subprocess.run(_command(stage, store, "--force"), check=True, capture_output=True)
+        seconds[stage] = time.perf_counter() - start
+        shutil.rmtree(store)
+    return seconds
+
+
+@pytest.mark.parametrize("stage, kill", CASES, ids=[f"{s}-{k}" for s, k in CASES])
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(stage, kill, pipeline_store, stage_seconds, tmp_path,
+                                                              run_cli, fingerprint):
+    spec = STAGES[stage]
+    store = tmp_path / "store"
+    shutil.copytree(pipeline_store, store)
+    _kill(stage, store, kill, stage_seconds[stage])
+    resumed = subprocess.run(_command(stage, store), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    if not kill.startswith("after:"):  # (a clock-picked kill may land before --force cleared anything)
+        assert "already done" not in resumed.stdout + resumed.stderr  # not mistaken for a finished run
+
+    ours, reference = store / spec["folder"], pipeline_store / spec["folder"]
+    for name in spec["same"]:
+        if name == "history.parquet":
+            assert _without_timings(ours / name).equals(_without_timings(reference / name))
+        elif name.endswith(".zarr"):
+            assert fingerprint(ours / name) == fingerprint(reference / name), name
+        else:
+            assert (ours / name).read_bytes() == (reference / name).read_bytes(), name
+    assert not (store / "staging").exists()
+    assert run_cli("verify", str(store)).returncode == 0
