@@ -1,0 +1,224 @@
+"""distill under ``torchrun --nproc_per_node=2`` (gloo on CPU): the loss curve of one process within the stated
+tolerance, each rank on half of every batch, rank 0 alone writing, and resume after SIGKILL of both ranks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.training import TrainOptions
+from condi_pipe.stages.distill import DistillRequest, default_run_name, distill
+from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+from condi_pipe.storage.store import Store
+
+TEACHER = "resnet10_3d_small"
+STUDENT, WIDTH = "shufflenetv2_3d", 0.25
+RUN = default_run_name("condi-sr", STUDENT, WIDTH)
+EPOCHS, BATCH, CLIPS_PER_VIDEO, LR, SEED = 3, 16, 4, 0.01, 1
+# 10 training videos x 4 clips = 40 clips per epoch: global batches of 16, 16, 8; each rank takes 8, 8, 4.
+TRAIN_CLIPS = 40
+# Relative differences allowed between the one- and two-process loss curves, per epoch. They differ only by
+# BatchNorm's batch statistics (each rank normalises its half of every batch), the ranks' own dropout masks and
+# float summation order (with BatchNorm frozen and dropout off the curves agree to 3e-8). Measured on this
+# store, 3 epochs, batch 16, lr 0.005-0.02, seeds 1-2: eval loss (held-out split, synchronised weights and
+# averaged running statistics) 0.09-0.7%; training loss (each step's loss under the rank's batch statistics,
+# averaged over the epoch's 3 steps) 0.07-8.2%.
+EVAL_LOSS_TOLERANCE = 0.02
+TRAIN_LOSS_TOLERANCE = 0.15
+QUIET = dict(quiet=True, log=lambda message: None)
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def cached_store(synth_store, tmp_path_factory) -> Path:
+    """The synth store with a random-init teacher cache."""
+    store_dir = tmp_path_factory.mktemp("distributed") / "store"
+    shutil.copytree(synth_store, store_dir)
+    torch.manual_seed(0)
+    request = TeacherCacheRequest(ModelRef(TEACHER, 10), RuntimeOptions(threads=2), clips_per_group=64)
+    teacher_cache(Store(str(store_dir)), request, ExecutorOptions(workers=0), **QUIET)
+    return store_dir
+
+
+def _copy(cached_store: Path, folder: Path) -> Path:
+    shutil.copytree(cached_store, folder / "store")
+    return folder / "store"
+
+
+CLI_ARGS = ["distill", "--loss", "condi-sr", "--student", STUDENT, "--width", str(WIDTH), "--teacher", TEACHER,
+            "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--clips-per-video", str(CLIPS_PER_VIDEO),
+            "--lr", str(LR), "--seed", str(SEED), "--threads", "1", "--quiet"]
+
+
+def _environment(kill_at: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONDI_PIPE_KILL_AT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    if kill_at:
+        env["CONDI_PIPE_KILL_AT"] = kill_at
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(store_dir: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 --no-python condi-pipe distill ...`` on 127.0.0.1 (gloo, 1 thread per rank)."""
+    command = [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "--no-python", str(BIN / "condi-pipe"), *CLI_ARGS,
+               "--store", str(store_dir)]
+    return subprocess.run(command, env=_environment(kill_at), capture_output=True, text=True, timeout=300)
+
+
+def one_process(store_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *CLI_ARGS, "--store", str(store_dir)],
+                          env=_environment(None), capture_output=True, text=True, timeout=300)
+
+
+def history(store_dir: Path) -> list[dict]:
+    return pq.read_table(store_dir / "students" / RUN / "history.parquet").to_pylist()
+
+
+def weights(store_dir: Path) -> dict:
+    return torch.load(store_dir / "students" / RUN / "weights.pt", weights_only=True)
+
+
+def relative_differences(ours: list[dict], theirs: list[dict], column: str) -> np.ndarray:
+    a, b = (np.array([row[column] for row in rows]) for rows in (ours, theirs))
+    return np.abs(a - b) / np.abs(b)
+
+
+REDUCTION_SCRIPT = """
+import torch
+from torch import nn
+
+from condi_pipe.pipeline.distributed import training_processes
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+unused = nn.Linear(2, 2)  # no rank computes a gradient for it
+x, y = torch.randn(7, 6), torch.randint(0, 3, (7,))
+
+
+def mean_loss(index):
+    return nn.functional.cross_entropy(model(x[index]), y[index])
+
+
+with training_processes(RuntimeOptions()) as processes:
+    assert (processes.world_size, processes.backend) == (2, "gloo")
+    # 7 samples: parts of 4 and 3; 1 sample: rank 1's part is empty and it still joins the reduction.
+    for batch, parts in ((torch.arange(7), [4.0, 3.0]), (torch.arange(1), [1.0, 0.0])):
+        expected = torch.autograd.grad(mean_loss(batch), list(model.parameters()))
+        model.zero_grad(set_to_none=True)
+        part = processes.shard(batch)
+        logs = None
+        if len(part):
+            loss = mean_loss(part)
+            loss.backward()
+            logs = {"loss": float(loss)}
+        mean_logs, rank_samples = processes.reduce_step([*model.parameters(), *unused.parameters()],
+                                                        len(part) / len(batch), logs, len(part), ["loss"])
+        for param, gradient in zip(model.parameters(), expected):
+            torch.testing.assert_close(param.grad, gradient, rtol=1e-6, atol=1e-7)
+        assert all(p.grad is None for p in unused.parameters())
+        assert rank_samples == parts, rank_samples
+        assert abs(mean_logs["loss"] - float(mean_loss(batch))) < 1e-6
+    processes.check_in_sync([model], "at the end")
+    print(f"rank {processes.rank}: reduced gradients equal the global batch's")
+"""
+
+
+def test_reduced_gradients_equal_the_global_batch_gradient(tmp_path):
+    """Without BatchNorm the two ranks' weighted gradient sum is the one-process gradient (uneven and empty parts,
+    an unused parameter), through a real gloo group started by torchrun."""
+    script = tmp_path / "reduce.py"
+    script.write_text(REDUCTION_SCRIPT)
+    command = [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", str(script)]
+    run = subprocess.run(command, env=_environment(None), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("reduced gradients equal the global batch's") == 2
+
+
+@pytest.fixture(scope="module")
+def two_processes(cached_store, tmp_path_factory) -> Path:
+    """The condi-sr run under torchrun with 2 ranks, uninterrupted."""
+    store_dir = _copy(cached_store, tmp_path_factory.mktemp("two_processes"))
+    done = torchrun(store_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(2 processes)" in done.stdout
+    return store_dir
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_one_process_loss_curve(cached_store, two_processes, tmp_path):
+    single = _copy(cached_store, tmp_path)
+    distill(Store(str(single)), DistillRequest(
+        "condi-sr", STUDENT, TEACHER, WIDTH, train=TrainOptions(EPOCHS, BATCH, LR, seed=SEED),
+        clips_per_video=CLIPS_PER_VIDEO, runtime=RuntimeOptions(threads=1)), **QUIET)
+    ours, theirs = history(two_processes), history(single)
+    assert [r["epoch"] for r in ours] == [1, 2, 3]
+    for column, tolerance in (("eval_total", EVAL_LOSS_TOLERANCE), ("train_total", TRAIN_LOSS_TOLERANCE)):
+        differences = relative_differences(ours, theirs, column)
+        assert differences.max() < tolerance, (column, differences)
+    # ... but it is not the one-process run replayed: each rank normalised its own half of every batch.
+    assert relative_differences(ours, theirs, "train_total").max() > 0
+    assert weights(two_processes).keys() == weights(single).keys()
+    assert any(not torch.equal(a, b) for a, b in zip(weights(two_processes).values(), weights(single).values()))
+
+    # Every global batch was split: each rank trained on half of the epoch's 20 clips; the history counts all.
+    meta = Store(str(two_processes)).read_json(f"students/{RUN}/meta.json")
+    assert meta["world_size"] == 2 and meta["backend"] == "gloo"
+    assert meta["train_samples_per_rank"] == [TRAIN_CLIPS // 2, TRAIN_CLIPS // 2]
+    assert [r["train_samples"] for r in ours] == [TRAIN_CLIPS] * EPOCHS
+    assert Store(str(single)).read_json(f"students/{RUN}/meta.json")["world_size"] == 1
+    # Rank 0 alone wrote: the stage is recorded once, the lock is released, no checkpoint is left.
+    assert Store(str(two_processes)).read_json("run.json")["stages"][f"distill/{RUN}"]["state"] == "done"
+    assert not (two_processes / ".lock").exists()
+    assert not (two_processes / "students" / RUN / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_of_both_ranks_then_resume(cached_store, two_processes, tmp_path):
+    """Killed in epoch 2, resumed with 2 ranks: the same weights, byte for byte, as the uninterrupted 2-rank run.
+    Resumed with 1 process instead: it continues (a note says so) and stays on the loss curve."""
+    killed = _copy(cached_store, tmp_path / "killed")
+    # 3 steps per epoch: step 4 is the first of epoch 2, after epoch 1's checkpoint.
+    run = torchrun(killed, kill_at="distill.step:4")
+    assert run.returncode != 0
+    assert (killed / "students" / RUN / "checkpoints" / "last.pt").exists()
+    assert not (killed / "students" / RUN / "weights.pt").exists()
+    shutil.copytree(killed, tmp_path / "killed_copy")
+
+    resumed = torchrun(killed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1 of 3" in resumed.stdout
+    assert ((killed / "students" / RUN / "weights.pt").read_bytes()
+            == (two_processes / "students" / RUN / "weights.pt").read_bytes())
+    timings = ("train_seconds", "eval_seconds")
+    np.testing.assert_equal({k: v for k, v in history(killed)[-1].items() if k not in timings},
+                            {k: v for k, v in history(two_processes)[-1].items() if k not in timings})
+
+    with_one = tmp_path / "killed_copy"
+    resumed = one_process(with_one)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint was written by a run with 2 process(es), this one has 1" in resumed.stdout
+    assert relative_differences(history(with_one), history(two_processes), "eval_total").max() < EVAL_LOSS_TOLERANCE
+    assert Store(str(with_one)).read_json(f"students/{RUN}/meta.json")["world_size"] == 1
