@@ -380,7 +380,11 @@ def distill(loss, student, width, name, teacher, store, epochs, batch_size, lr, 
             eval_every, conf_lr, lr_decay, conf_lr_decay, tau, lam, mu, detach_confidence, beta, downsample, budget,
             lambda_init, lambda_factor, hint_fraction, k, alpha_rep, alpha_kl, alpha_ce, clips_per_video, weights,
             reset_head, device, bf16, threads, force, quiet):
-    """Train a student from the teacher cache (the teacher is not run); history in STORE/students/RUN/."""
+    """Train a student from the teacher cache (the teacher is not run); history in STORE/students/RUN/.
+
+    Under torchrun it trains data-parallel over the started processes (gloo on CPU, NCCL with --device cuda);
+    see the README's "Multi-process training (torchrun)".
+    """
     from condi_pipe.pipeline.stage import ensure_store
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.training import TrainOptions
