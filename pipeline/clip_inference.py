@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name,
                                                load_state_bytes, timed, to_runtime_layout, TIMING_REPEATS)
 from condi_pipe.storage import staging
@@ -30,7 +31,7 @@ class ModelRef:
 
     Weights come from a local checkpoint file (``weights_path``, any format ``load_weights`` accepts), or a
     state dict inside the store (``store_weights``, written by ``teacher-train`` or ``distill``), or neither
-    (random init: only for tests and timing). ``weights_sha256`` is the weights' digest: part of
+    (random init with a fixed seed: only for tests and timing). ``weights_sha256`` is the weights' digest: part of
     a stage's configuration (retrained weights are a changed configuration, not "already done"), and checked when
     the model is built. ``sgs_stage`` / ``sgs_kernel`` insert SGS into a 3D ResNet (``models.sgs``);
     ``output_name`` names its outputs (default: ``name``, plus ``+sgs`` with SGS).
@@ -68,6 +69,11 @@ class ModelRef:
         extra = self.sgs.model_kwargs() if self.sgs is not None else {}
         if device == "meta":
             with torch.device("meta"):
+                return build_model(self.name, num_classes=self.num_classes, width=self.width, **extra)
+        if not (self.weights_path or self.store_weights):
+            # Random init, seeded: every process (a Dask worker, a resumed run) builds the same weights.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
                 return build_model(self.name, num_classes=self.num_classes, width=self.width, **extra)
         model = build_model(self.name, num_classes=self.num_classes, width=self.width, **extra)
         if self.weights_path:
@@ -164,6 +170,7 @@ def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: Runti
         raise FloatingPointError(f"{store.url}: {ref.name} produced NaN or Inf logits for clip {clip_id}")
     meta = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
             "pid": os.getpid()}
+    faults.checkpoint(faults.WORKER_TASK)
     staging.stage_item(store, stage, group.key, arrays, meta)
     return meta
 

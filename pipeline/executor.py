@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 from condi_pipe.pipeline.progress import progress_bar
@@ -31,6 +31,13 @@ class ExecutorOptions:
 
     def resolved_address(self) -> str | None:
         return self.scheduler_address or os.environ.get(SCHEDULER_ENV) or None
+
+    def for_device(self, device: str) -> "ExecutorOptions":
+        """Options for model tasks on ``device``: on CUDA each task asks for one ``GPU`` resource, so a cluster
+        runs them only on workers started with ``--resources GPU=1``, one task per GPU at a time."""
+        if str(device).startswith("cuda") and self.resources is None:
+            return replace(self, resources={"GPU": 1})
+        return self
 
 
 @contextmanager

@@ -47,6 +47,7 @@ from condi_pipe.methods import metrics, samplers
 from condi_pipe.methods.time_model import TimeBreakdown, curve_seconds, mean_time, timed
 from condi_pipe.storage import clip_outputs, report_outputs
 from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.run_state import read_run
 from condi_pipe.storage.store import Store
 
 __all__ = [
@@ -1124,6 +1125,25 @@ def _choose_sgs_teacher(store: Store, sgs_teacher: Optional[str], main: str) -> 
         what = "no teacher cache made with SGS" if not found else f"several SGS teacher caches ({', '.join(found)})"
         raise ValueError(f"{store.url}: {what}; name one with --sgs-teacher (run `condi-pipe teacher-cache --sgs`)")
     return found[0]
+
+
+def _clip_budget_notes(inputs: "_Inputs", k_values, explicit: bool) -> list[str]:
+    """K above a video's clip count sends all its clips (short videos do): a note says how many videos that is.
+    An explicit K above every video's count asks for Dense under another name: an error naming it."""
+    if not len(inputs.clips):
+        return []
+    longest, notes = int(inputs.clips.max()), []
+    too_long = [k for k in k_values if k > longest]
+    if explicit and too_long:
+        raise ValueError(f"K={too_long[0]} is larger than the longest {inputs.split} video's {longest} clips: every "
+                         f"video would send all its clips (that is Dense); choose K <= {longest}")
+    for k in k_values:
+        short = int((inputs.clips < k).sum())
+        if short:
+            notes.append(f"K={k}: {short} of {len(inputs.clips)} videos have fewer than {k} clips and use all of them.")
+    return notes
+
+
 def build_report(
     store: Union[Store, str],
     table: Union[str, int],
@@ -1151,6 +1171,7 @@ def build_report(
     if table not in TABLES:
         raise ValueError(f"unknown table '{table}' (tables: {', '.join(TABLES)})")
     store = store if isinstance(store, Store) else Store(store)
+    read_run(store)  # refuses a store from a newer format version before reading anything
     k_values = parse_int_list(k, "k") or DEFAULT_K[table]
     if any(v < 1 for v in k_values):
         raise ValueError(f"every K must be >= 1, got {list(k_values)}")
@@ -1175,6 +1196,8 @@ def build_report(
         raise ValueError(f"{store.path(inputs.teacher_folder, 'meta.json')}: no latency_curve in this teacher cache; "
                          "use teacher_time 'share' (or re-run teacher-cache)")
     notes = list(inputs.notes)
+    if table != "confidence":
+        notes += _clip_budget_notes(inputs, k_values, explicit=k is not None)
     if table == "3":
         return _table3(inputs, k_values, methods, notes)
     if table == "4":

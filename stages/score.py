@@ -128,6 +128,7 @@ def score(
     """Score the eval split with the student of ``request.run``; resumable per video group."""
     if store.is_in_process_only:
         executor = ExecutorOptions(workers=executor.workers, in_process=True)
+    executor = executor.for_device(request.runtime.device)
     ref, student = student_ref(store, request.run)
     config = request.config()
     config["student_weights_sha256"] = hashlib.sha256(store.read_bytes(ref.store_weights)).hexdigest()

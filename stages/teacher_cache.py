@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from condi_pipe.models.checkpoints import check_checkpoint
 from condi_pipe.models.sgs import flop_table
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, assemble_groups, group_videos, infer_group,
@@ -76,9 +77,11 @@ def teacher_cache(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Cache ``request.teacher``'s outputs for every clip of every split; resumable per video group."""
+    executor = executor.for_device(request.runtime.device)
     name = request.teacher.teacher_name
     key = f"{TEACHER_CACHE.name}/{name}"
     stage_name = f"teacher-cache-{name}"
+    check_checkpoint(request.teacher.weights_path)  # before --force deletes the cache it would replace
     with stage_run(store, TEACHER_CACHE, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})

@@ -105,9 +105,10 @@ class DaskProcesses:
 
     ``workers`` lists one environment overlay per worker (``None``: the plain environment). A worker with an
     overlay runs without a nanny, so a worker that kills itself stays dead instead of being restarted.
+    ``worker_args``: extra ``dask worker`` arguments per worker (e.g. ``["--resources", "GPU=1"]``).
     """
 
-    def __init__(self, folder: Path, workers: list[dict | None]) -> None:
+    def __init__(self, folder: Path, workers: list[dict | None], worker_args: list[list[str]] | None = None) -> None:
         import json
         import os
         import sys
@@ -126,9 +127,9 @@ class DaskProcesses:
             while not scheduler_file.exists() and time.time() < deadline:
                 time.sleep(0.2)
             self.address = json.loads(scheduler_file.read_text())["address"]
-            for env in workers:
+            for env, args in zip(workers, worker_args or [[] for _ in workers]):
                 cmd = [str(bindir / "dask"), "worker", self.address, "--nthreads", "1", "--no-dashboard",
-                       "--host", "127.0.0.1"] + (["--no-nanny"] if env else [])
+                       "--host", "127.0.0.1", *args] + (["--no-nanny"] if env else [])
                 self.workers.append(subprocess.Popen(cmd, env={**os.environ, **(env or {})}, **quiet))
             with Client(self.address, timeout=60) as client:
                 client.wait_for_workers(len(workers), timeout=60)
@@ -146,11 +147,11 @@ class DaskProcesses:
 
 @pytest.fixture(scope="session")
 def start_dask_cluster(tmp_path_factory):
-    """Factory ``start_dask_cluster(workers) -> DaskProcesses`` (closed at the end of the session)."""
+    """Factory ``start_dask_cluster(workers, worker_args=None) -> DaskProcesses`` (closed at the end of the session)."""
     started: list[DaskProcesses] = []
 
-    def start(workers: list[dict | None]) -> DaskProcesses:
-        started.append(DaskProcesses(tmp_path_factory.mktemp("dask"), workers))
+    def start(workers: list[dict | None], worker_args: list[list[str]] | None = None) -> DaskProcesses:
+        started.append(DaskProcesses(tmp_path_factory.mktemp("dask"), workers, worker_args))
         return started[-1]
 
     yield start

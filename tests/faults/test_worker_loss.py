@@ -79,3 +79,26 @@ def test_model_stages_survive_a_killed_worker(stage, cluster_losing_a_worker, pi
             _same_files(store, pipeline_store, fingerprint, f"{folder}/{name}")
     assert not (store / "staging").exists()
     assert run_cli("verify", str(store)).returncode == 0
+
+
+def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(start_dask_cluster, pipeline_store, tmp_path,
+                                                             fingerprint):
+    """Teacher tasks for a CUDA device ask for ``GPU=1``: a worker started without that resource never gets one
+    (here it would kill itself on its first task). On this CPU machine the tasks ask explicitly."""
+    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+    from condi_pipe.storage.store import Store
+
+    assert ExecutorOptions().for_device("cuda:1").resources == {"GPU": 1}
+    assert ExecutorOptions().for_device("cpu").resources is None
+    cluster = start_dask_cluster([{KILL_ENV: f"{WORKER_TASK}:1"}, None], [[], ["--resources", "GPU=1"]])
+    store = tmp_path / "store"
+    shutil.copytree(pipeline_store, store)
+    request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=1), clips_per_group=16)
+    options = ExecutorOptions(scheduler_address=cluster.address, resources={"GPU": 1})
+    teacher_cache(Store(str(store)), request, options, force=True, quiet=True, log=lambda message: None)
+    assert cluster.workers[0].poll() is None, "a task ran on the worker without a GPU"
+    folder = "teacher/resnet10_3d_small"
+    assert fingerprint(store / folder / "logits.zarr") == fingerprint(pipeline_store / folder / "logits.zarr")
