@@ -424,15 +424,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def rank_scores(loss: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
-    """What the run's sampler ranks clips by, higher = send to the teacher first: z~ (or ST-Conf's c, also a
-    sigmoid of the confidence logit) for confidence-ranked runs, minus the student's softmax entropy for
-    st-ent."""
+    """What the run's sampler ranks clips by, higher = send to the teacher first: the confidence logit for
+    confidence-ranked runs (the order of z~, or of ST-Conf's c, both sigmoids of it; the logit itself keeps
+    confident clips apart where the sigmoid rounds to 1.0), minus the student's softmax entropy for st-ent."""
     if RANKING[loss] == "entropy":
         return -np.asarray(softmax_entropy(logits.astype(np.float64)))
     if RANKING[loss] == "confidence":
         if confidence is None:
             raise ValueError(f"{loss} ranks by confidence but the model has no confidence head")
-        return sigmoid(confidence)
+        return np.asarray(confidence, np.float64)
     raise ValueError(f"{loss} runs predict per video; they do not rank clips")
 
 

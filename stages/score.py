@@ -6,8 +6,9 @@ each video's clips as one timed batch (``pipeline.clip_inference``). ``scores/<r
 - ``logits.zarr`` (M, C) float32 student logits, rows aligned with ``clips.parquet``;
 - ``clips.parquet``: clip_id, video_id, split, label, pred (student argmax), confidence (z~ = sigmoid of the
   confidence logit; NaN without a confidence head), entropy (student softmax entropy, nats), rank_score (what
-  the run's sampler ranks by, higher = send to the teacher first: z~ for condi-sr, bce-conf and trivial-mt,
-  c = sigmoid(confidence logit) for st-conf, minus the entropy for st-ent);
+  the run's sampler ranks by, higher = send to the teacher first: the confidence logit for condi-sr,
+  bce-conf, trivial-mt and st-conf (the order of z~ and c, without the ties of a saturated sigmoid), minus
+  the entropy for st-ent);
 - ``videos.parquet``: video_id, split, clips, seconds (student time for all the video's clips as one batch);
 - ``meta.json``: run, student, width, loss, ranking, device, device_name, threads, teacher.
 
