@@ -45,10 +45,24 @@ def _common_stage_options(fn):
     return fn
 
 
+# Commands that know how to share one run among the processes torchrun starts (pipeline.distributed).
+TORCHRUN_COMMANDS = ("distill",)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="condi-pipe")
-def main():
+@click.pass_context
+def main(ctx):
     """Confidence Distillation for efficient video action recognition, as a resumable batch pipeline."""
+    # Any other command would run once per process, racing for the store lock: refuse it up front, once.
+    # (WORLD_SIZE is read here directly: importing pipeline.distributed would load torch for every command.)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and ctx.invoked_subcommand not in TORCHRUN_COMMANDS:
+        if int(os.environ.get("RANK", "0")) == 0:
+            click.echo(f"error: `condi-pipe {ctx.invoked_subcommand}` does not run under torchrun "
+                       f"(WORLD_SIZE={world}); run it as one process (multi-process: "
+                       f"{', '.join(TORCHRUN_COMMANDS)})", err=True)
+        sys.exit(2)
 
 
 @main.command()

@@ -222,3 +222,14 @@ def test_sigkill_of_both_ranks_then_resume(cached_store, two_processes, tmp_path
     assert "checkpoint was written by a run with 2 process(es), this one has 1" in resumed.stdout
     assert relative_differences(history(with_one), history(two_processes), "eval_total").max() < EVAL_LOSS_TOLERANCE
     assert Store(str(with_one)).read_json(f"students/{RUN}/meta.json")["world_size"] == 1
+
+
+def test_other_commands_refuse_to_run_under_torchrun(cached_store):
+    """Only distill shares a run among processes; anything else would race for the store lock once per rank."""
+    from click.testing import CliRunner
+
+    from condi_pipe.cli import main
+
+    result = CliRunner().invoke(main, ["status", str(cached_store)], env={"WORLD_SIZE": "2", "RANK": "0"})
+    assert result.exit_code == 2
+    assert "`condi-pipe status` does not run under torchrun (WORLD_SIZE=2)" in result.output
