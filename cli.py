@@ -505,6 +505,14 @@ def demo(store_dir, videos, seed, quiet, sgs):
         click.echo(rendered["sgs"])
 
 
+def _list_problems(problems, prefix: str = "") -> None:
+    """One line per problem; exit status 1 if there is any."""
+    for p in problems:
+        click.echo(f"{prefix}{p.stage}: {p.path}: {p.problem}")
+    if problems:
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("store")
 @_one_line_errors
@@ -514,10 +522,8 @@ def verify(store):
     from condi_pipe.pipeline.verify import verify_store
 
     problems = verify_store(ensure_store(store))
-    for p in problems:
-        click.echo(f"{p.stage}: {p.path}: {p.problem}")
     click.echo(f"verify: {len(problems)} problems" if problems else "verify: all outputs intact")
-    sys.exit(1 if problems else 0)
+    _list_problems(problems)
 
 
 @main.command()
@@ -528,10 +534,7 @@ def repair(store):
     from condi_pipe.pipeline.stage import ensure_store
     from condi_pipe.pipeline.verify import repair_store
 
-    remaining = repair_store(ensure_store(store))
-    for p in remaining:
-        click.echo(f"still damaged: {p.stage}: {p.path}: {p.problem}")
-    sys.exit(1 if remaining else 0)
+    _list_problems(repair_store(ensure_store(store)), prefix="still damaged: ")
 
 
 def entry_point() -> None:

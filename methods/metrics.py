@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["auroc", "false_positive_rate", "top1_accuracy", "softmax_entropy"]
+__all__ = ["auroc", "false_positive_rate", "top1_accuracy", "softmax", "softmax_entropy"]
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -88,6 +88,17 @@ def top1_accuracy(predictions: Any, labels: Any) -> float:
     if predictions.shape != labels.shape or labels.size == 0:
         raise ValueError(f"{predictions.shape[0]} predictions for {labels.shape[0]} labels")
     return float((predictions == labels).mean())
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum so large logits do not overflow; keeps the float dtype.
+
+    >>> softmax(np.array([[0.0, 0.0], [1000.0, 0.0]]))
+    array([[0.5, 0.5],
+           [1. , 0. ]])
+    """
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
 def softmax_entropy(values: Any, from_logits: bool = True, axis: int = -1) -> Any:

@@ -80,6 +80,12 @@ class ClipModel(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def add_student_heads(self, feature_dim: int, num_classes: int, dropout: float) -> None:
+        """The students' heads, under the module names of Efficient-3DCNNs checkpoints: ``classifier`` (dropout,
+        then linear) and a one-logit ``confidence_head`` on the same pooled features."""
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+        self.confidence_head = nn.Linear(feature_dim, 1)
+
     def forward_features_and_bins(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Pooled features and, for a model with SGS, each clip's B' (else None)."""
         return self.forward_features(x), None

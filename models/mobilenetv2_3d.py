@@ -86,8 +86,7 @@ class MobileNetV2_3D(ClipModel):
                 in_channels = out_channels
         layers.append(nn.Sequential(*conv_bn(in_channels, last, 1, activation=nn.ReLU6)))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-        self.confidence_head = nn.Linear(last, 1)
+        self.add_student_heads(last, num_classes, dropout)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

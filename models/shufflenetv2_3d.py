@@ -105,8 +105,7 @@ class ShuffleNetV2_3D(ClipModel):
                 in_channels = out_channels
         self.features = nn.Sequential(*units)
         self.conv_last = nn.Sequential(*conv_bn(in_channels, last, 1))
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-        self.confidence_head = nn.Linear(last, 1)
+        self.add_student_heads(last, num_classes, dropout)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -46,6 +46,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from condi_pipe.methods.metrics import softmax
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.distributed import SINGLE_PROCESS, TrainingProcesses
 from condi_pipe.pipeline.progress import progress_bar
@@ -447,8 +448,6 @@ def _epoch_line(stage: str, row: dict, epochs: int, eval_columns: Sequence[str])
 
 def video_mean_softmax(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(V, C) mean of the clip softmaxes of each video; ``offsets`` (V + 1,) delimit the videos' rows."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(logits, axis=1)
     sums = np.add.reduceat(probs, offsets[:-1], axis=0) if len(offsets) > 1 else np.zeros((0, logits.shape[1]))
     return sums / np.diff(offsets)[:, None]

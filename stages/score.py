@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from condi_pipe.methods.metrics import softmax_entropy
+from condi_pipe.methods.metrics import softmax, softmax_entropy
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
@@ -41,7 +41,6 @@ from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, a
                                                to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
 from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores, sigmoid
-from condi_pipe.stages.teacher_cache import softmax
 from condi_pipe.storage import clip_outputs, staging, tables
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array

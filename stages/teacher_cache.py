@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint
 from condi_pipe.models.sgs import flop_table
 from condi_pipe.pipeline import faults
@@ -45,12 +46,6 @@ class TeacherCacheRequest:
 
     def config(self) -> dict:
         return asdict(self)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def clip_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
