@@ -88,8 +88,9 @@ def corpus_root(synth_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline_store(corpus_root, tmp_path_factory) -> Path:
-    """extract -> teacher-cache (random-init teacher) -> distill (1 epoch) -> score, each through the CLI in one
-    process with one thread, so reruns elsewhere can be compared byte for byte."""
+    """extract -> teacher-cache (random-init teacher) -> distill (1 epoch) -> score, and teacher-train (2 epochs)
+    of another teacher, each through the CLI in one process with one thread, so reruns elsewhere can be compared
+    byte for byte."""
     store = tmp_path_factory.mktemp("faults") / "store"
     steps = [
         ("extract", "--source", "ucf101", "--root", str(corpus_root), "--clips-per-shard", "8", "--workers", "0"),
@@ -98,6 +99,9 @@ def pipeline_store(corpus_root, tmp_path_factory) -> Path:
         ("distill", "--loss", "condi-sr", "--student", "shufflenetv2_3d", "--width", "0.25", "--name", STUDENT_RUN,
          "--teacher", TEACHER, "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1", "--threads", "1"),
         ("score", "--student", STUDENT_RUN, "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
+        # another architecture, so its trained weights do not replace the random-init teacher above
+        ("teacher-train", "--teacher", "resnet10_3d_motion", "--epochs", "2", "--batch-size", "8",
+         "--clips-per-video", "1", "--threads", "1"),
     ]
     for command, *args in steps:
         result = _run_cli(command, *args, "--store", str(store), "--quiet")

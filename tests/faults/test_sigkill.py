@@ -1,9 +1,8 @@
-"""SIGKILL each model stage at several points (named fault points, and a moment picked by the clock), resume,
-and compare with the uninterrupted run in ``pipeline_store``: the same bytes for everything deterministic.
-
-extract and teacher-train have the same tests beside their stage tests (tests/test_extract.py,
-tests/test_teacher_train.py); measured times (videos.parquet ``seconds``, meta.json, history ``*_s`` columns) are
-the only outputs left out of the comparison.
+"""SIGKILL each stage that trains or runs a model at several points (named fault points, and a moment picked
+by the clock), resume, and compare with the uninterrupted run in ``pipeline_store``: the same bytes for
+everything deterministic. Measured times (videos.parquet ``seconds``, meta.json, history ``*_seconds``
+columns) are the only outputs left out of the comparison. extract's kills (six points) are in
+tests/test_extract.py, and a worker killed mid-task in tests/faults/test_worker_loss.py.
 """
 
 from __future__ import annotations
@@ -35,6 +34,11 @@ STAGES = {
               "--threads", "1"),
         folder="students/conf", same=("weights.pt", "history.parquet"),
         kills=("distill.step:2", "distill.epoch:1", "after:0.5")),
+    "teacher-train": dict(
+        args=("--teacher", "resnet10_3d_motion", "--epochs", "2", "--batch-size", "8", "--clips-per-video", "1",
+              "--threads", "1"),
+        folder="teachers/resnet10_3d_motion", same=("weights.pt", "history.parquet"),
+        kills=("teacher-train.step:3", "teacher-train.epoch:1", "after:0.5")),
     "score": dict(
         args=("--student", "conf", "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
         folder="scores/conf", same=("clips.parquet", "logits.zarr"),
