@@ -31,6 +31,10 @@ After every ``eval_every``-th epoch the student is evaluated on the eval split; 
 gets, per epoch: the LR of each group, every loss term on train and eval (``LossTerms`` fields), student clip
 accuracy, dense video accuracy, the AUROC of the run's ranking score against z and the false-positive rate of
 z~ > 0.5 (video-level runs: video accuracy only; the clip metrics are NaN).
+
+Under ``torchrun`` the stage trains data-parallel (``pipeline.distributed``): the same global batches and data
+order as one process, each process on its part of every batch; rank 0 alone writes. ``meta.json`` records
+``world_size`` (and, with several processes, ``backend`` and ``train_samples_per_rank``).
 """
 
 from __future__ import annotations
