@@ -41,7 +41,7 @@ from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, a
                                                to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
 from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores, sigmoid
-from condi_pipe.storage import clip_outputs, staging, tables
+from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import eval_split, load_videos

@@ -11,6 +11,39 @@ import pytest
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
 # ---------------------------------------------------------------------------------------------------------
+# Running the CLI in a new process, and comparing stores byte for byte.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _fingerprint(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(*args, env=None)``: ``condi-pipe ARGS`` in a new process (``env`` overlays the environment,
+    e.g. a fault point); a CompletedProcess with text output."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def fingerprint():
+    """``fingerprint(folder)``: {relative path: sha256} of every file under ``folder``."""
+    return _fingerprint
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Video fixtures: the real files in ../shared/media and tiny synthetic videos made with the bundled ffmpeg.
 # ---------------------------------------------------------------------------------------------------------
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import torch
 from condi_pipe.models import build_model, registry
 from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import TrainOptions
@@ -139,17 +137,8 @@ def test_missing_teacher_cache_and_changed_configuration_are_refused(cached_stor
         distill(store, dataclasses.replace(small("st-ent"), losses=LossOptions(tau=2.0, k=2)), **QUIET)
 
 
-def _cli(store_dir: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("CONDI_PIPE_KILL_AT", None)
-    if kill_at:
-        env["CONDI_PIPE_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args, "--store", str(store_dir)],
-                          env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cached_store, tmp_path):
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cached_store, tmp_path, run_cli):
     """st-conf: dropout, per-step hint sampling and the BudgetLambda state all have to survive the kill."""
     args = ["distill", "--loss", "st-conf", "--student", STUDENT, "--width", str(WIDTH), "--teacher", TEACHER,
             "--epochs", "2", "--batch-size", "4", "--clips-per-video", "1", "--seed", "1", "--threads", "2",
@@ -160,9 +149,9 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cached_store, tmp
                                                   clips_per_video=1, runtime=RuntimeOptions(threads=2)), **QUIET)
     store_dir = _copy(cached_store, tmp_path / "killed")
     # 10 clips in batches of 4: 3 steps per epoch, so step 4 is the first of epoch 2.
-    killed = _cli(store_dir, *args, kill_at="distill.step:4")
+    killed = run_cli(*args, "--store", str(store_dir), env={KILL_ENV: "distill.step:4"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    resumed = _cli(store_dir, *args)
+    resumed = run_cli(*args, "--store", str(store_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1 of 2" in resumed.stdout
     run = default_run_name("st-conf", STUDENT, WIDTH)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

@@ -4,11 +4,8 @@ SIGKILL, and teacher-cache picking up the trained weights."""
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from click.testing import CliRunner
 
 from condi_pipe.cli import main as cli
 from condi_pipe.models import build_model
+from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import StepDecay, TrainOptions, read_clips
@@ -108,27 +106,18 @@ def test_rerun_is_a_no_op_and_a_new_configuration_needs_force(trained):
         teacher_train(Store(str(store_dir)), changed, **QUIET)
 
 
-def _cli(store_dir: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("CONDI_PIPE_KILL_AT", None)
-    if kill_at:
-        env["CONDI_PIPE_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args, "--store", str(store_dir)],
-                          env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
-def test_sigkill_then_resume_gives_identical_weights(trained, synth_store, tmp_path):
+def test_sigkill_then_resume_gives_identical_weights(trained, synth_store, tmp_path, run_cli):
     reference, _ = trained
     store_dir = tmp_path / "store"
     shutil.copytree(synth_store, store_dir)
-    killed = _cli(store_dir, "teacher-train", *CLI_ARGS, kill_at="teacher-train.epoch:1")
+    killed = run_cli("teacher-train", *CLI_ARGS, "--store", str(store_dir), env={KILL_ENV: "teacher-train.epoch:1"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (_folder(store_dir) / "checkpoints" / "last.pt").exists()
     assert not (_folder(store_dir) / "weights.pt").exists()
     assert len(pq.read_table(_folder(store_dir) / "history.parquet")) == 1
 
-    resumed = _cli(store_dir, "teacher-train", *CLI_ARGS)
+    resumed = run_cli("teacher-train", *CLI_ARGS, "--store", str(store_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1 of 2" in resumed.stdout
     assert (_folder(store_dir) / "weights.pt").read_bytes() == (_folder(reference) / "weights.pt").read_bytes()

@@ -4,11 +4,8 @@ against)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,29 +24,6 @@ BAD_INPUTS = (
     ("TranslateUp", "v_TranslateUp_g93_c01.mp4", "train", "audio-only", "error", "no-video-stream"),
     ("TranslateUp", "v_TranslateUp_g94_c01.mp4", "test", "missing", "error", "missing-file"),
 )
-
-
-def _run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-# Tests import nothing from here (--import-mode=importlib), so the helpers are handed out as fixtures.
-@pytest.fixture(scope="session")
-def run_cli():
-    """``run_cli(*args, env=None)``: ``condi-pipe ARGS`` in a new process; a CompletedProcess with text output."""
-    return _run_cli
-
-
-@pytest.fixture(scope="session")
-def fingerprint():
-    """``fingerprint(folder)``: {relative path: sha256} of every file under ``folder``."""
-    return _fingerprint
 
 
 def _make_bad_file(path: Path, how: str, good_video: Path) -> None:
@@ -87,7 +61,7 @@ def corpus_root(synth_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline_store(corpus_root, tmp_path_factory) -> Path:
+def pipeline_store(corpus_root, tmp_path_factory, run_cli) -> Path:
     """extract -> teacher-cache (random-init teacher) -> distill (1 epoch) -> score, and teacher-train (2 epochs)
     of another teacher, each through the CLI in one process with one thread, so reruns elsewhere can be compared
     byte for byte."""
@@ -104,6 +78,6 @@ def pipeline_store(corpus_root, tmp_path_factory) -> Path:
          "--clips-per-video", "1", "--threads", "1"),
     ]
     for command, *args in steps:
-        result = _run_cli(command, *args, "--store", str(store), "--quiet")
+        result = run_cli(command, *args, "--store", str(store), "--quiet")
         assert result.returncode == 0, f"{command}: {result.stderr}"
     return store
