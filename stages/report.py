@@ -1129,17 +1129,18 @@ def _choose_sgs_teacher(store: Store, sgs_teacher: Optional[str], main: str) -> 
 
 def _clip_budget_notes(inputs: "_Inputs", k_values, explicit: bool) -> list[str]:
     """K above a video's clip count sends all its clips (short videos do): a note says how many videos that is.
-    An explicit K above every video's count asks for Dense under another name: an error naming it."""
+    Explicit K values that all exceed every video's count ask for nothing but Dense: an error naming them."""
     if not len(inputs.clips):
         return []
     longest, notes = int(inputs.clips.max()), []
-    too_long = [k for k in k_values if k > longest]
-    if explicit and too_long:
-        raise ValueError(f"K={too_long[0]} is larger than the longest {inputs.split} video's {longest} clips: every "
-                         f"video would send all its clips (that is Dense); choose K <= {longest}")
+    if explicit and min(k_values) > longest:
+        raise ValueError(f"K={','.join(map(str, k_values))} is larger than the longest {inputs.split} video's "
+                         f"{longest} clips: every video would send all its clips (that is Dense); choose K <= {longest}")
     for k in k_values:
         short = int((inputs.clips < k).sum())
-        if short:
+        if short == len(inputs.clips):
+            notes.append(f"K={k}: at least every video's clip count, so every video uses all its clips (as Dense).")
+        elif short:
             notes.append(f"K={k}: {short} of {len(inputs.clips)} videos have fewer than {k} clips and use all of them.")
     return notes
 

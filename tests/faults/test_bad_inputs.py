@@ -94,11 +94,11 @@ def test_bad_config_file_is_one_line_naming_the_file(body, names, tmp_path, run_
     assert not (tmp_path / "x").exists()  # validated before anything ran
 
 
-def test_k_larger_than_every_video_is_refused(pipeline_store, run_cli, fingerprint):
+def test_k_values_all_larger_than_every_video_are_refused(pipeline_store, run_cli, fingerprint):
     before = fingerprint(pipeline_store)
     longest = int(pq.read_table(pipeline_store / "videos.parquet").column("clips").to_numpy().max())
-    result = run_cli("report", "--store", str(pipeline_store), "--table", "3", "--k", f"1,{longest + 1}")
-    _one_line_error(result, f"{longest + 1}", str(longest))
+    result = run_cli("report", "--store", str(pipeline_store), "--table", "3", "--k", f"{longest + 1},{longest + 5}")
+    _one_line_error(result, f"{longest + 1},{longest + 5}", str(longest))
     assert fingerprint(pipeline_store) == before
 
 
