@@ -128,6 +128,25 @@ def synth_store(synth_root, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def synth_teacher_store(synth_store, tmp_path_factory) -> Path:
+    """``synth_store`` plus a random-init ``resnet10_3d_small`` teacher cache (z has both values on the eval
+    split). Shared: tests copy it before writing."""
+    import shutil
+
+    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+    from condi_pipe.storage.store import Store
+
+    store_dir = tmp_path_factory.mktemp("synth_teacher") / "store"
+    shutil.copytree(synth_store, store_dir)
+    request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=2), clips_per_group=64)
+    teacher_cache(Store(str(store_dir)), request, ExecutorOptions(workers=0), quiet=True, log=lambda message: None)
+    return store_dir
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A real Dask cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1.
 # ---------------------------------------------------------------------------------------------------------

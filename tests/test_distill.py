@@ -15,15 +15,12 @@ import pytest
 import torch
 
 from condi_pipe.models import build_model, registry
-from condi_pipe.pipeline.clip_inference import ModelRef
-from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.stages.distill import (LOSSES, TERMS, VIDEO_LOSSES, DistillRequest, DistillTask, LossOptions,
                                       default_run_name, distill)
-from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.store import Store
 
@@ -33,13 +30,10 @@ QUIET = dict(quiet=True, log=lambda message: None)
 
 
 @pytest.fixture(scope="module")
-def cached_store(synth_store, tmp_path_factory) -> Path:
-    """The synth store with a random-init teacher cache (z then has both values on the eval split)."""
+def cached_store(synth_teacher_store, tmp_path_factory) -> Path:
+    """This module's copy of the synth store with a random-init resnet10_3d_small teacher cache."""
     store_dir = tmp_path_factory.mktemp("distill") / "store"
-    shutil.copytree(synth_store, store_dir)
-    torch.manual_seed(0)
-    request = TeacherCacheRequest(ModelRef(TEACHER, 10), RuntimeOptions(threads=2), clips_per_group=64)
-    teacher_cache(Store(str(store_dir)), request, ExecutorOptions(workers=0), **QUIET)
+    shutil.copytree(synth_teacher_store, store_dir)
     return store_dir
 
 
