@@ -294,13 +294,10 @@ def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weigh
     from condi_pipe.stages.teacher_train import TeacherTrainRequest
     from condi_pipe.stages.teacher_train import teacher_train as run_teacher_train
 
-    from condi_pipe.models.checkpoints import file_sha256
-
     request = TeacherTrainRequest(
         teacher, width, TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every),
         flip=flip, weights=weights, reset_head=reset_head, clips_per_video=clips_per_video,
         runtime=RuntimeOptions(device, threads, bf16), sgs=_sgs_from(sgs, sgs_stage, sgs_kernel), name=name,
-        weights_sha256=file_sha256(weights) if weights else None,
     )
     run_teacher_train(ensure_store(store), request, force=force, quiet=quiet)
 

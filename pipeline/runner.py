@@ -81,14 +81,13 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
 
 def _sgs_teacher(config: RunConfig, store, runtime: RuntimeOptions, quiet: bool, log: Callable[[str], None]) -> None:
     """Train (by default: fine-tune the plain teacher with SGS inserted) and cache the ``[sgs]`` teacher."""
-    from condi_pipe.models.checkpoints import file_sha256
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_ref, teacher_train
 
     te, tt, sg = config.teacher, config.teacher_train, config.sgs
     start: dict = {}
     if sg.from_teacher and te.weights:
-        start = {"weights": te.weights, "reset_head": te.reset_head, "weights_sha256": file_sha256(te.weights)}
+        start = {"weights": te.weights, "reset_head": te.reset_head}
     elif sg.from_teacher:
         folder = training_artifacts.trained_teacher_folder(te.name)
         start = {"store_weights": training_artifacts.weights_rel(folder),

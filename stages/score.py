@@ -21,7 +21,6 @@ Resumable per group of videos (staged under ``staging/score-<run>/``), parallel 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -78,7 +77,7 @@ def student_ref(store: Store, run: str) -> tuple[ModelRef, dict]:
                          f"(students: {', '.join(store.listdir(artifacts.STUDENTS_ROOT)) or 'none'})")
     meta = artifacts.read_meta(store, folder)
     ref = ModelRef(meta["student"], int(meta["num_classes"]), meta["width"],
-                   store_weights=artifacts.weights_rel(folder))
+                   store_weights=artifacts.weights_rel(folder), weights_sha256=artifacts.weights_sha256(store, folder))
     return ref, meta
 
 
@@ -131,7 +130,7 @@ def score(
     executor = executor.for_device(request.runtime.device)
     ref, student = student_ref(store, request.run)
     config = request.config()
-    config["student_weights_sha256"] = hashlib.sha256(store.read_bytes(ref.store_weights)).hexdigest()
+    config["student_weights_sha256"] = ref.weights_sha256
     key = f"{SCORE.name}/{request.run}"
     stage_name = f"score-{request.run}"
     video_level = student["loss"] in VIDEO_LOSSES

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from condi_pipe.models.checkpoints import check_checkpoint
+from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
@@ -70,7 +70,9 @@ class TeacherTrainRequest:
     sgs: SGSOptions | None = None
     name: str | None = None  # default: teacher, plus "+sgs" with SGS (sgs_teacher_name)
     store_weights: str | None = None  # start from a state dict inside the store (e.g. the plain teacher's)
-    weights_sha256: str | None = None  # digest of the starting weights: retrained weights are a new configuration
+    # digest of the starting weights, so retrained weights are a new configuration; config() fills it in for a
+    # local ``weights`` file, a caller passing ``store_weights`` gives it
+    weights_sha256: str | None = None
 
     @property
     def output_name(self) -> str:
@@ -79,6 +81,8 @@ class TeacherTrainRequest:
     def config(self) -> dict:
         cfg = asdict(self)
         cfg["weights"] = os.path.abspath(self.weights) if self.weights else None
+        if self.weights:
+            cfg["weights_sha256"] = file_sha256(self.weights)
         cfg["schedule"] = SCHEDULE
         return cfg
 
@@ -241,7 +245,6 @@ def teacher_ref(store: Store, teacher: str, width: float | None = None, weights:
 
     ``sgs`` inserts SGS; ``name`` is the teacher's name in the store (default: ``teacher``, plus ``+sgs``). The
     weights' SHA-256 goes into the reference, so a cache of other weights is not mistaken for this one."""
-    from condi_pipe.models.checkpoints import file_sha256
     from condi_pipe.pipeline.clip_inference import ModelRef
 
     if weights and random_init:
