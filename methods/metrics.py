@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["auroc", "false_positive_rate", "top1_accuracy", "softmax", "softmax_entropy"]
+__all__ = ["auroc", "false_positive_rate", "top1_accuracy", "sigmoid", "softmax", "softmax_entropy"]
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -88,6 +88,15 @@ def top1_accuracy(predictions: Any, labels: Any) -> float:
     if predictions.shape != labels.shape or labels.size == 0:
         raise ValueError(f"{predictions.shape[0]} predictions for {labels.shape[0]} labels")
     return float((predictions == labels).mean())
+
+
+def sigmoid(x: Any) -> np.ndarray:
+    """float64 logistic function (no overflow warning for large negative logits).
+
+    >>> sigmoid(np.array([0.0, 2.0])).round(4)
+    array([0.5   , 0.8808])
+    """
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -700.0, 700.0)))
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

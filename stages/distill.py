@@ -49,7 +49,7 @@ from torch import nn
 
 from condi_pipe.methods import losses as L
 from condi_pipe.models.checkpoints import check_checkpoint
-from condi_pipe.methods.metrics import auroc, false_positive_rate, softmax_entropy
+from condi_pipe.methods.metrics import auroc, false_positive_rate, sigmoid, softmax_entropy
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline.distributed import TrainingProcesses, training_processes
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
@@ -420,11 +420,6 @@ def _check_finite(values: np.ndarray, run: str) -> None:
     if not np.isfinite(values).all():
         raise FloatingPointError(f"distill {run}: the student's outputs on the eval split became NaN or Inf; "
                                  "lower the learning rate")
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """float64 logistic function (no overflow warning for large negative logits)."""
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, np.float64), -700.0, 700.0)))
 
 
 def rank_scores(loss: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:

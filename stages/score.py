@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from condi_pipe.methods.metrics import softmax, softmax_entropy
+from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
@@ -39,7 +39,7 @@ from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, device_name, timed,
                                                to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
-from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores, sigmoid
+from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores
 from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
