@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .base import ClipModel, init_weights, make_config, pool_features
 from .registry import register_model
-from .sgs import SGS, SGS_STAGES, SGSResult, TemporalValidity, time_masked
+from .sgs import SGS, SGS_STAGES, SGSOptions, SGSResult, TemporalValidity, time_masked
 
 Triple = tuple[int, int, int]
 
@@ -132,9 +132,7 @@ class ResNet3D(ClipModel):
         self.sgs_stage = sgs_stage
         self._sgs_after = -1  # index into self.stages of the stage SGS follows
         if sgs_stage is not None:
-            if sgs_stage not in SGS_STAGES:
-                raise ValueError(f"sgs_stage must be one of {', '.join(SGS_STAGES)} (res2 = layer1, res3 = layer2, "
-                                 f"res4 = layer3), got {sgs_stage!r}")
+            SGSOptions(sgs_stage, sgs_kernel)  # checks both names
             self._sgs_after = list(SGS_STAGES).index(sgs_stage)
             self.sgs = SGS(planes[self._sgs_after] * block.expansion, kernel=sgs_kernel)
             self._validity = TemporalValidity()
