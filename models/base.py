@@ -101,6 +101,11 @@ class ClipModel(nn.Module):
         logits, confidence = self.heads(features)
         return ClipOutput(logits, confidence, features, bins)
 
+    def network_input_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The (B, 3, T, H, W) shape ``forward`` receives for clips of ``input_shape`` after ``preprocess`` (the
+        same unless a model reads its clips at reduced size; FLOPs are counted at this shape)."""
+        return tuple(input_shape)
+
     def preprocess(self, clips_uint8: Tensor) -> Tensor:
         """uint8 (B, T, H, W, 3) RGB clips -> float (B, 3, T, H, W) normalised as this model's config says."""
         return preprocess_clips(clips_uint8, self.config.mean, self.config.std)

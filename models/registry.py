@@ -107,14 +107,15 @@ def measure_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 16, 11
 
     FlopCounterMode counts 2 * multiply-accumulates of convolutions, linears and matmuls, and nothing for
     BatchNorm, activations or pooling; so it is not the MAC-plus-BN/ReLU/pool count Kopuklu et al. publish.
-    The input lives on the model's device, so a model built on the "meta" device is measured without compute.
+    The input lives on the model's device, so a model built on the "meta" device is measured without compute. A
+    model that reads clips at reduced size (``network_input_shape``) is counted at that size.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(input_shape, device=device))
+            model(torch.zeros(model.network_input_shape(input_shape), device=device))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())

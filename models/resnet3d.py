@@ -108,9 +108,11 @@ class ResNet3D(ClipModel):
         stem_stride: Triple = (1, 2, 2),
         sgs_stage: str | None = None,
         sgs_kernel: str = "linear",
+        input_reduction: Triple = (1, 1, 1),
     ) -> None:
         super().__init__()
         self.frame_differences = frame_differences
+        self.input_reduction = tuple(int(r) for r in input_reduction)
         feature_dim = planes[-1] * block.expansion
         self.config = make_config(name, None, num_classes, feature_dim, normalization)
         self._block_kwargs = block_kwargs or {}
@@ -153,6 +155,21 @@ class ResNet3D(ClipModel):
         self._in_channels = out_channels
         layers += [block(out_channels, planes, **self._block_kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
+
+    def preprocess(self, clips_uint8: Tensor) -> Tensor:
+        """Stored uint8 clips -> network input; with an ``input_reduction`` (t, s, s) the network reads every t-th
+        frame, averaged over s x s pixel blocks. Frames are dropped before the float conversion, so a reduced
+        network pays only for the pixels it reads (score and every timed forward pass include this step)."""
+        t, h, w = self.input_reduction
+        if t > 1:
+            clips_uint8 = clips_uint8[:, ::t]
+        x = super().preprocess(clips_uint8)
+        return nn.functional.avg_pool3d(x, (1, h, w)) if h > 1 or w > 1 else x
+
+    def network_input_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        b, c, t, h, w = input_shape
+        rt, rh, rw = self.input_reduction
+        return (b, c, -(-t // rt), h // rh, w // rw)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -272,4 +289,19 @@ def resnet10_3d_motion_tiny(num_classes: int, *, normalization: str = "simple", 
         BasicBlock3D, (1, 1, 1, 1), (8, 16, 32, 64), num_classes, name="resnet10_3d_motion_tiny",
         normalization=normalization, stem_channels=8, stem_kernel=(3, 7, 7), stem_stride=(2, 2, 2),
         frame_differences=True, confidence_head=True, **kw,
+    )  # fmt: skip
+
+
+@register_model("resnet10_3d_motion_skim", role="student")
+def resnet10_3d_motion_skim(num_classes: int, *, normalization: str = "simple", **kw) -> ResNet3D:
+    """resnet10_3d_motion_tiny reading each clip at 8x56x56 (every second frame, 2x2 pixel means): the embedded
+    benchmark's student. ConDi pays only when skimming every clip costs a small share of the teacher (the paper:
+    ShuffleNetV2 is ~50-80x cheaper than ResNeXt-101 in FLOPs); at full resolution the tiny network costs a
+    fifth of resnet10_3d_motion, at 8x56x56 a thirtieth. The stem keeps T
+    (stride 1) since T is already halved, and is 3x5x5 (80% of the FLOPs sit in the stem; 5x5 at half size sees what
+    7x7 sees at full size)."""
+    return ResNet3D(
+        BasicBlock3D, (1, 1, 1, 1), (8, 16, 32, 64), num_classes, name="resnet10_3d_motion_skim",
+        normalization=normalization, stem_channels=8, stem_kernel=(3, 5, 5), stem_stride=(1, 2, 2),
+        frame_differences=True, confidence_head=True, input_reduction=(2, 2, 2), **kw,
     )  # fmt: skip

@@ -87,3 +87,15 @@ def read_clip_batch(array, clip_ids: np.ndarray) -> np.ndarray:
         out[offset : offset + len(run)] = array[int(run[0]) : int(run[-1]) + 1]
         offset += len(run)
     return out[position.reshape(-1)]
+
+
+def video_paths(store: Store, videos: VideoSet) -> np.ndarray:
+    """The source path (relative to the dataset root) of each video of ``videos``, in its order."""
+    table = store.read_table(tables.VIDEOS, columns=["video_id", "path"])
+    ids = table.column("video_id").to_numpy().astype(np.int64)
+    paths = np.asarray(table.column("path").to_pylist(), dtype=object)
+    order = np.argsort(ids)
+    where = np.searchsorted(ids[order], videos.video_id)
+    if len(where) and (where >= len(ids) or (ids[order][np.minimum(where, len(ids) - 1)] != videos.video_id).any()):
+        raise StoreError(f"{store.path(tables.VIDEOS)}: some requested video ids are missing")
+    return paths[order][where]
