@@ -9,7 +9,9 @@ from functools import wraps
 
 import click
 
+from condi_pipe.pipeline.demo import DEMO_SEED, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.pretrain import PRETRAIN_SEED
 from condi_pipe.pipeline.run_config import ConfigError
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.storage.errors import StoreError
@@ -151,10 +153,13 @@ def models(num_classes, as_json):
 
 @main.command()
 @click.option("--store", required=True, help="Store path or fsspec URL.")
-@click.option("--table", required=True, type=click.Choice(["3", "4", "accuracy", "oracle", "confidence", "sgs"]),
+@click.option("--table", required=True,
+              type=click.Choice(["3", "4", "accuracy", "oracle", "confidence", "sgs", "kinds"]),
               help="3: time (accuracy) per K; 4: ConDi-SR with division; accuracy: every method against K; "
-                   "oracle: Dense against Oracle; confidence: FPR/AUROC of each score run; sgs: the teacher against "
-                   "its SGS version (GFLOPs, time, accuracy; --plot: histogram of B').")
+                   "oracle: Dense against Oracle, Perfect z, Random and each student's share of the gap; "
+                   "confidence: FPR/AUROC of each score run; sgs: the teacher against its SGS version (GFLOPs, time, "
+                   "accuracy; --plot: histogram of B'); kinds: per clip kind of the generated benchmark (needs "
+                   "--clip-kinds).")
 @click.option("--teacher", default=None, help="Teacher cache name (needed when the store has several).")
 @click.option("--split", default=None, help="Split to report on (default: test, else val).")
 @click.option("--k", "k_values", default=None,
@@ -164,21 +169,26 @@ def models(num_classes, as_json):
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "latex"]), default="md", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Also write a PNG figure here.")
-@click.option("--teacher-time", type=click.Choice(["auto", "share", "curve"]), default="auto", show_default=True,
-              help="Cost of the K_t teacher clips: one batch of K_t from the teacher cache's measured latency curve "
-                   "(curve; what auto picks when the cache has one), or the video's per-clip share of its measured "
-                   "batch x K_t (share).")
+@click.option("--teacher-time", type=click.Choice(["auto", "share", "curve", "side-by-side"]), default="auto",
+              show_default=True,
+              help="How models are costed: side-by-side: every model's curve from `condi-pipe time-models` (what auto "
+                   "picks when those timings cover the teacher and every score run); else each model's own run: the "
+                   "K_t teacher clips as one batch from the teacher cache's latency curve (curve; auto's next choice) "
+                   "or the video's per-clip share of its measured batch x K_t (share).")
 @click.option("--sgs-teacher", default=None,
               help="Table sgs: the SGS teacher cache to compare (default: the store's only one made with --sgs).")
+@click.option("--clip-kinds", type=click.Path(dir_okay=False), default=None,
+              help="Table kinds: the generated benchmark's synth_clips.csv (read by this table only).")
 @_one_line_errors
-def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time, sgs_teacher):
+def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time, sgs_teacher,
+           clip_kinds):
     """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
     from pathlib import Path
 
     from condi_pipe.stages.report import build_report, plot_report, render
 
     result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods,
-                          teacher_time=teacher_time, sgs_teacher=sgs_teacher)
+                          teacher_time=teacher_time, sgs_teacher=sgs_teacher, clip_kinds=clip_kinds)
     text = render(result, fmt)
     if out:
         Path(out).write_text(text)
@@ -212,11 +222,21 @@ def _inference_executor_options(fn):
 
 
 def _train_options(epochs, batch_size, lr, weight_decay):
-    """--epochs, --batch-size, --lr, --momentum, --weight-decay, --seed, --eval-every with per-stage defaults."""
+    """--epochs, --batch-size, --lr, --momentum, --weight-decay, --seed, --eval-every with per-stage defaults, and
+    the validation split and epoch selection: --val-fraction, --val-seed, --keep."""
 
     def decorate(fn):
+        fn = click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                          help="Keep the evaluated epoch with the best validation selection metric (ties: the "
+                               "earlier), or the last epoch.")(fn)
+        fn = click.option("--val-seed", type=int, default=0, show_default=True,
+                          help="Seed of the validation carve.")(fn)
+        fn = click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+                          show_default=True,
+                          help="Share of each class's groups carved from train for validation (every choice made "
+                               "during training; 0: none, the last epoch is kept).")(fn)
         fn = click.option("--eval-every", type=click.IntRange(min=1), default=1, show_default=True,
-                          help="Evaluate on the eval split after every N-th epoch (and after the last).")(fn)
+                          help="Evaluate on the validation split after every N-th epoch (and after the last).")(fn)
         fn = click.option("--seed", type=int, default=0, show_default=True)(fn)
         fn = click.option("--weight-decay", type=click.FloatRange(min=0), default=weight_decay, show_default=True)(fn)
         fn = click.option("--momentum", type=click.FloatRange(min=0), default=0.9, show_default=True,
@@ -279,14 +299,18 @@ def _model_errors(fn):
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this local checkpoint (fine-tuning) instead of random weights.")
 @click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="Also train F fold teachers, each on the training videos outside one group-wise fold, so "
+                   "teacher-cache can label every training clip out of fold (default: none).")
 @_sgs_options
 @_runtime_options
 @_common_stage_options
 @_one_line_errors
 @_model_errors
-def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weight_decay, seed, eval_every, flip,
-                  clips_per_video, weights, reset_head, sgs, sgs_stage, sgs_kernel, name, device, bf16, threads, force,
-                  quiet):
+def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weight_decay, seed, eval_every,
+                  val_fraction, val_seed, keep, flip,
+                  clips_per_video, weights, reset_head, folds, sgs, sgs_stage, sgs_kernel, name, device, bf16, threads,
+                  force, quiet):
     """Train a teacher on the train split (cosine LR schedule); per-epoch eval accuracy in STORE/teachers/NAME/."""
     from condi_pipe.pipeline.stage import ensure_store
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
@@ -295,9 +319,11 @@ def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weigh
     from condi_pipe.stages.teacher_train import teacher_train as run_teacher_train
 
     request = TeacherTrainRequest(
-        teacher, width, TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every),
+        teacher, width, TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every,
+                                     val_fraction=val_fraction, val_seed=val_seed, keep=keep),
         flip=flip, weights=weights, reset_head=reset_head, clips_per_video=clips_per_video,
         runtime=RuntimeOptions(device, threads, bf16), sgs=_sgs_from(sgs, sgs_stage, sgs_kernel), name=name,
+        folds=folds,
     )
     run_teacher_train(ensure_store(store), request, force=force, quiet=quiet)
 
@@ -307,20 +333,25 @@ def teacher_train(teacher, width, store, epochs, batch_size, lr, momentum, weigh
 @click.option("--width", type=float, default=None, help="Width multiplier, for models that have one.")
 @click.option("--store", required=True, help="Store path or fsspec URL.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Local checkpoint (plain state dict or {'state_dict': ...}); default: the store's trained "
-                   "teacher from `condi-pipe teacher-train`.")
+              help="Local checkpoint (plain state dict or {'state_dict': ...}), or `pretrained` for the weights "
+                   "shipped with the package (resnet10_3d_motion: trained on a generated corpus no demo uses); "
+                   "default: the store's trained teacher from `condi-pipe teacher-train`.")
 @click.option("--random-init", is_flag=True, help="Random weights: for tests and timing only.")
 @click.option("--reset-head", is_flag=True, help="With --weights: keep a fresh classifier (other class count).")
 @click.option("--clips-per-group", type=click.IntRange(min=1), default=256, show_default=True,
               help="Clips per task (whole videos; each task stages its outputs).")
+@click.option("--z-labels", type=click.Choice(["out-of-fold", "in-sample"]), default=None,
+              help="Confidence labels of the clips the teacher trained on: from the fold teacher that never saw "
+                   "the video (needs teacher-train --folds F), or the teacher's own (default: out-of-fold when the "
+                   "store's trained teacher has fold teachers, else in-sample).")
 @_sgs_options
 @_runtime_options
 @_inference_executor_options
 @_common_stage_options
 @_one_line_errors
 @_model_errors
-def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips_per_group, sgs, sgs_stage, sgs_kernel,
-                  name, device, bf16, threads, workers, scheduler_address, force, quiet):
+def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips_per_group, z_labels, sgs, sgs_stage,
+                  sgs_kernel, name, device, bf16, threads, workers, scheduler_address, force, quiet):
     """Run the teacher once over every clip: logits, features, z and per-video timings in STORE/teacher/NAME/."""
     from condi_pipe.pipeline.stage import ensure_store
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
@@ -331,7 +362,7 @@ def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips
     target = ensure_store(store)
     ref = teacher_ref(target, teacher, width, weights, random_init, reset_head, _sgs_from(sgs, sgs_stage, sgs_kernel),
                       name)
-    request = TeacherCacheRequest(ref, RuntimeOptions(device, threads, bf16), clips_per_group)
+    request = TeacherCacheRequest(ref, RuntimeOptions(device, threads, bf16), clips_per_group, z_labels)
     run_teacher_cache(target, request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
 
 
@@ -349,9 +380,15 @@ def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips
 @click.option("--conf-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Base LR of the confidence head (default: --lr).")
 @click.option("--lr-decay", type=click.FloatRange(min=1), default=1.25, show_default=True,
-              help="The network's LR is divided by this after every epoch.")
+              help="The network's LR is divided by this per epoch (see --schedule-unit).")
 @click.option("--conf-lr-decay", type=click.FloatRange(min=1), default=5.0, show_default=True,
-              help="The confidence head's LR is divided by this after every epoch.")
+              help="The confidence head's LR is divided by this per epoch (see --schedule-unit).")
+@click.option("--schedule-unit", type=click.Choice(["samples", "passes"]), default="samples", show_default=True,
+              help="samples: the decays apply per --reference-epoch training samples, set before every optimizer "
+                   "step; passes: per pass over the data.")
+@click.option("--reference-epoch", type=click.IntRange(min=1), default=9537, show_default=True,
+              help="Samples per epoch of the LR decays with --schedule-unit samples (9537: one clip per training "
+                   "video of UCF-101 split 1, the paper's scale).")
 @click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=0.9, show_default=True,
               help="Distillation temperature.")
 @click.option("--lambda", "lam", type=click.FloatRange(min=0), default=1.5, show_default=True,
@@ -388,7 +425,8 @@ def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips
 @_one_line_errors
 @_model_errors
 def distill(loss, student, width, name, teacher, store, epochs, batch_size, lr, momentum, weight_decay, seed,
-            eval_every, conf_lr, lr_decay, conf_lr_decay, tau, lam, mu, detach_confidence, beta, downsample, budget,
+            eval_every, val_fraction, val_seed, keep, conf_lr, lr_decay, conf_lr_decay, schedule_unit, reference_epoch,
+            tau, lam, mu, detach_confidence, beta, downsample, budget,
             lambda_init, lambda_factor, hint_fraction, k, alpha_rep, alpha_kl, alpha_ce, clips_per_video, weights,
             reset_head, device, bf16, threads, force, quiet):
     """Train a student from the teacher cache (the teacher is not run); history in STORE/students/RUN/.
@@ -406,8 +444,10 @@ def distill(loss, student, width, name, teacher, store, epochs, batch_size, lr, 
         loss, student, teacher, width, name,
         LossOptions(tau, lam, mu, detach_confidence, beta, downsample, budget, lambda_init, lambda_factor,
                     hint_fraction, k, alpha_rep, alpha_kl, alpha_ce),
-        TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every),
-        conf_lr=conf_lr, lr_decay=lr_decay, conf_lr_decay=conf_lr_decay, clips_per_video=clips_per_video,
+        TrainOptions(epochs, batch_size, lr, momentum, weight_decay, seed, eval_every, val_fraction=val_fraction,
+                     val_seed=val_seed, keep=keep),
+        conf_lr=conf_lr, lr_decay=lr_decay, conf_lr_decay=conf_lr_decay, schedule_unit=schedule_unit,
+        reference_epoch=reference_epoch, clips_per_video=clips_per_video,
         weights=weights, reset_head=reset_head, runtime=RuntimeOptions(device, threads, bf16),
     )
     run_distill(ensure_store(store), request, force=force, quiet=quiet)
@@ -432,6 +472,28 @@ def score(run, store, clips_per_group, device, bf16, threads, workers, scheduler
 
     request = ScoreRequest(run, RuntimeOptions(device, threads, bf16), clips_per_group)
     run_score(ensure_store(store), request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
+
+
+@main.command("time-models")
+@click.option("--store", required=True, help="Store path or fsspec URL.")
+@click.option("--teacher", required=True, help="The teacher cache whose teacher and score runs are timed.")
+@click.option("--runs", default=None, help="Score runs to time, comma-separated (default: every one made for the "
+                                           "teacher; the report needs all of them).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Interleaved repeats per model and batch size (default 7).")
+@_runtime_options
+@_common_stage_options
+@_one_line_errors
+@_model_errors
+def time_models(store, teacher, runs, repeats, device, bf16, threads, force, quiet):
+    """Time the teacher and every student side by side in one process (batch sizes 1..B, interleaved repeats)."""
+    from condi_pipe.pipeline.stage import ensure_store
+    from condi_pipe.stages.timing import DEFAULT_REPEATS, TimingRequest
+    from condi_pipe.stages.timing import time_models as run_timing
+
+    names = None if runs is None else tuple(r.strip() for r in runs.split(",") if r.strip())
+    request = TimingRequest(teacher, names, repeats or DEFAULT_REPEATS, device, threads, bf16)
+    run_timing(ensure_store(store), request, force=force)
 
 
 @main.command()
@@ -486,8 +548,9 @@ def run(config_path, quiet):
 @main.command()
 @click.option("--store", "store_dir", default="demo_store", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the store (the generated videos go to its synth/ subfolder).")
-@click.option("--videos", type=click.IntRange(min=20), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--videos", type=click.IntRange(min=20), default=DEMO_VIDEOS, show_default=True)
+@click.option("--seed", type=int, default=DEMO_SEED, show_default=True,
+              help=f"Any seed but {PRETRAIN_SEED} (the shipped teacher's training corpus).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--sgs", is_flag=True, help="Also fine-tune the teacher with SGS inserted (ATFR), cache it, and print "
                                           "the table comparing it with the plain teacher (about 1.5 more minutes).")
@@ -500,6 +563,23 @@ def demo(store_dir, videos, seed, quiet, sgs):
     click.echo(rendered["3"])
     if "sgs" in rendered:
         click.echo(rendered["sgs"])
+
+
+@main.command("pretrain-teacher")
+@click.option("--work", default="pretrain_work", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the generated corpus and its store (resumable: re-run continues).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the weights (and the model card beside them, .json); default: the file the "
+                   "package ships (models/weights/resnet10_3d_motion-embedded.pt).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_one_line_errors
+def pretrain_teacher(work, out, quiet):
+    """Make the embedded benchmark's shipped teacher: generate its own corpus (a seed no demo uses), extract,
+    train resnet10_3d_motion, and write the weights with a model card of its held-out accuracy."""
+    from condi_pipe.models.pretrained import WEIGHTS_DIR, SHIPPED_WEIGHTS
+    from condi_pipe.pipeline.pretrain import TEACHER, pretrain_teacher as run_pretrain
+
+    run_pretrain(work, out or WEIGHTS_DIR / SHIPPED_WEIGHTS[TEACHER], quiet=quiet)
 
 
 def _list_problems(problems, prefix: str = "") -> None:

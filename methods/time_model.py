@@ -16,6 +16,14 @@ small clips costs more than K shares of a batch of N. When the teacher cache als
 batch-latency curve (``meta.json`` ``latency_curve``: seconds of one forward pass per batch size), the "curve"
 model costs the K_t < N clips as one batch of K_t from that curve instead (see :func:`curve_seconds`); K_t >= N is
 the video's measured seconds in both models.
+
+Those per-run figures come from different processes at different machine loads. ``condi-pipe time-models`` times
+every model of a table interleaved in one process, one forward pass per batch size 1..B, repeated
+(:func:`robust_summary` of the repeats); with those curves (:func:`side_by_side_video_seconds`) a method costs
+
+    time = student's curve at N + teacher's curve at min(K_t, N) + clip-selection time
+
+and Dense the teacher's curve at N, a video longer than the largest batch running in chunks of it.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Callable, Mapping, NamedTuple, Optional, Sequence, TypeVar, U
 import numpy as np
 
 __all__ = ["TimeBreakdown", "teacher_latency", "curve_seconds", "teacher_seconds_for", "video_seconds", "mean_time",
-           "timed"]
+           "timed", "robust_summary", "chunked_batch_seconds", "side_by_side_video_seconds", "side_by_side_mean_time"]
 
 T = TypeVar("T")
 ClipBudget = Union[int, np.ndarray]
@@ -141,6 +149,97 @@ def mean_time(
     teacher = float(teacher_seconds_for(teacher_seconds, clips, clips_to_teacher, curve).mean())
     student = 0.0 if student_seconds is None else float(np.asarray(student_seconds, dtype=np.float64).mean())
     return TimeBreakdown(student=student, teacher=teacher, selection=float(selection_seconds))
+
+
+class RobustSummary(NamedTuple):
+    """Per-cell statistics of repeated timings: the median, the fastest, and the interquartile range."""
+
+    median: np.ndarray
+    minimum: np.ndarray
+    iqr: np.ndarray
+
+
+def robust_summary(samples: np.ndarray) -> RobustSummary:
+    """Median, minimum and IQR (75th - 25th percentile) of ``samples`` over its last axis (the repeats).
+
+    >>> robust_summary(np.array([[0.5, 0.1, 0.2, 0.3, 9.0]]))
+    RobustSummary(median=array([0.3]), minimum=array([0.1]), iqr=array([0.3]))
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.shape[-1] == 0 or not np.isfinite(samples).all():
+        raise ValueError("timings need at least one repeat and finite seconds")
+    q25, q50, q75 = np.percentile(samples, [25, 50, 75], axis=-1)
+    return RobustSummary(q50, samples.min(axis=-1), q75 - q25)
+
+
+def chunked_batch_seconds(curve: Curve, sizes: ClipBudget, max_batch: int) -> np.ndarray:
+    """Seconds of serving each of ``sizes`` clips as one batch, or, beyond ``max_batch``, as full chunks of
+    ``max_batch`` plus one batch of the rest (how ``pipeline.clip_inference`` runs a long video).
+
+    ``curve`` must cover every size used (``max_batch`` and each remainder): a curve measured at 1..B with
+    B = min(longest video, max_batch) does. Sizes of 0 cost nothing.
+
+    >>> chunked_batch_seconds({"batch": [1, 2, 3], "seconds": [0.3, 0.4, 0.6]}, np.array([0, 2, 3, 7]), 3)
+    array([0. , 0.4, 0.6, 1.5])
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if (sizes < 0).any():
+        raise ValueError("batch sizes must be >= 0")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    full, rest = np.divmod(sizes, max_batch)
+    largest = float(np.asarray(curve["batch"])[-1]) if len(curve["batch"]) else 0.0
+    needed = np.where(full > 0, max_batch, rest)
+    if (needed > largest).any():
+        raise ValueError(f"the curve stops at batch {largest:g} but batch {int(needed.max())} is needed")
+    chunk = float(curve_seconds(curve, np.array([max_batch]))[0]) if (full > 0).any() else 0.0
+    return full * chunk + curve_seconds(curve, rest)
+
+
+def side_by_side_video_seconds(teacher_curve: Curve, clips: np.ndarray, clips_to_teacher: ClipBudget,
+                               student_curve: Optional[Curve] = None, student_clips: Optional[ClipBudget] = None,
+                               selection_seconds: float = 0.0, max_batch: int = 64) -> TimeBreakdown:
+    """Per-video time parts, (V,) each, from curves timed side by side: the student's curve at
+    ``student_clips`` (default: all N clips), the teacher's at min(K_t, N), and the selection time.
+
+    >>> t = {"batch": [1, 2, 3], "seconds": [0.3, 0.4, 0.6]}
+    >>> s = {"batch": [1, 2, 3], "seconds": [0.01, 0.02, 0.03]}
+    >>> side_by_side_video_seconds(t, np.array([3, 2]), 2, s, selection_seconds=0.001)
+    TimeBreakdown(student=array([0.03, 0.02]), teacher=array([0.4, 0.4]), selection=array([0.001, 0.001]))
+    """
+    clips = np.asarray(clips, dtype=np.int64)
+    if clips.ndim != 1 or (clips <= 0).any():
+        raise ValueError("clip counts must be a 1-D array of positive counts")
+    budget = np.broadcast_to(np.asarray(clips_to_teacher, dtype=np.int64), clips.shape)
+    if (budget < 0).any():
+        raise ValueError("the teacher's clip budget must be >= 0")
+    teacher = chunked_batch_seconds(teacher_curve, np.minimum(budget, clips), max_batch)
+    student = np.zeros(clips.shape)
+    if student_curve is not None:
+        seen = clips if student_clips is None else np.broadcast_to(np.asarray(student_clips, np.int64), clips.shape)
+        student = chunked_batch_seconds(student_curve, seen, max_batch)
+    return TimeBreakdown(student, teacher, np.full(clips.shape, float(selection_seconds)))
+
+
+def side_by_side_mean_time(teacher_curve: Curve, clips: np.ndarray, clips_to_teacher: ClipBudget,
+                           student_seconds: Optional[np.ndarray] = None, selection_seconds: float = 0.0,
+                           max_batch: int = 64) -> TimeBreakdown:
+    """Mean over videos: ``student_seconds`` (per video, e.g. a student's curve at N) + the teacher's curve at
+    min(K_t, N) + the selection time. Dense is ``clips_to_teacher = clips`` without a student.
+
+    >>> side_by_side_mean_time({"batch": [1, 2, 3], "seconds": [0.3, 0.4, 0.6]}, np.array([3, 2]), 1,
+    ...                        np.array([0.03, 0.01]))
+    TimeBreakdown(student=0.02, teacher=0.3, selection=0.0)
+    """
+    parts = side_by_side_video_seconds(teacher_curve, clips, clips_to_teacher, max_batch=max_batch,
+                                       selection_seconds=selection_seconds)
+    student = 0.0
+    if student_seconds is not None:
+        values = np.asarray(student_seconds, dtype=np.float64)
+        if values.shape != parts.teacher.shape:
+            raise ValueError(f"student seconds {values.shape} must match the videos {parts.teacher.shape}")
+        student = float(values.mean())
+    return TimeBreakdown(student=student, teacher=float(parts.teacher.mean()), selection=float(selection_seconds))
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:

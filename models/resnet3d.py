@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import ClipModel, init_weights, make_config, pool_features
+from .preprocess import preprocess_reduced_clips
 from .registry import register_model
 from .sgs import SGS, SGS_STAGES, SGSOptions, SGSResult, TemporalValidity, time_masked
 
@@ -158,13 +159,14 @@ class ResNet3D(ClipModel):
 
     def preprocess(self, clips_uint8: Tensor) -> Tensor:
         """Stored uint8 clips -> network input; with an ``input_reduction`` (t, s, s) the network reads every t-th
-        frame, averaged over s x s pixel blocks. Frames are dropped before the float conversion, so a reduced
-        network pays only for the pixels it reads (score and every timed forward pass include this step)."""
+        frame, averaged over s x s pixel blocks (``preprocess_reduced_clips``: reduced before the float conversion,
+        so the network pays only for the pixels it reads; score and every timed forward pass include this step)."""
         t, h, w = self.input_reduction
-        if t > 1:
-            clips_uint8 = clips_uint8[:, ::t]
-        x = super().preprocess(clips_uint8)
-        return nn.functional.avg_pool3d(x, (1, h, w)) if h > 1 or w > 1 else x
+        if (t, h, w) == (1, 1, 1):
+            return super().preprocess(clips_uint8)
+        if h != w:
+            raise ValueError(f"{self.config.name}: the input reduction needs square pixel blocks, got {h}x{w}")
+        return preprocess_reduced_clips(clips_uint8, self.config.mean, self.config.std, t, h)
 
     def network_input_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         b, c, t, h, w = input_shape
@@ -305,3 +307,4 @@ def resnet10_3d_motion_skim(num_classes: int, *, normalization: str = "simple", 
         normalization=normalization, stem_channels=8, stem_kernel=(3, 5, 5), stem_stride=(1, 2, 2),
         frame_differences=True, confidence_head=True, input_reduction=(2, 2, 2), **kw,
     )  # fmt: skip
+

@@ -28,6 +28,14 @@ def _check_ranges(section, *, positive: tuple[str, ...] = (), non_negative: tupl
                 raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def _check_validation(section) -> None:
+    """ValueError naming the key when the validation settings of a training section are unusable."""
+    if not 0 <= section.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {section.val_fraction!r}")
+    if section.keep not in ("best", "last"):
+        raise ValueError(f"keep must be best or last, got {section.keep!r}")
+
+
 @dataclass(frozen=True)
 class ExtractSection:
     source: str
@@ -46,14 +54,17 @@ class ExtractSection:
 class TeacherSection:
     name: str
     width: float | None = None
-    weights: str | None = None  # a checkpoint file; without one, teacher-train trains the teacher first
+    weights: str | None = None  # a checkpoint file or "pretrained"; without one, teacher-train trains the teacher first
     reset_head: bool = False
     device: str = "cpu"
     bf16: bool = False
     workers: int = 1
+    z_labels: str | None = None  # "out-of-fold" | "in-sample"; default: out-of-fold when teacher_train has folds
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("width",), non_negative=("workers",))
+        if self.z_labels not in (None, "out-of-fold", "in-sample"):
+            raise ValueError(f"z_labels must be out-of-fold or in-sample, got {self.z_labels!r}")
 
 
 @dataclass(frozen=True)
@@ -64,9 +75,16 @@ class TeacherTrainSection:
     weight_decay: float = 1e-4
     flip: bool = True
     seed: int = 0
+    val_fraction: float = 0.1  # validation carved from train (0: none); it picks the epoch kept
+    val_seed: int = 0
+    keep: str = "best"  # or "last"
+    folds: int | None = None  # also train this many fold teachers: out-of-fold z labels in teacher-cache
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("epochs", "batch_size", "lr"), non_negative=("weight_decay",))
+        _check_validation(self)
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(f"folds must be >= 2, got {self.folds!r}")
 
 
 @dataclass(frozen=True)
@@ -83,9 +101,18 @@ class DistillSection:
     k: int = 3  # clips seen by the fewer-frames and uniform-k students
     seed: int = 0
     device: str = "cpu"
+    val_fraction: float = 0.1  # validation carved from train (0: none); it picks the epoch kept
+    val_seed: int = 0
+    keep: str = "best"  # or "last"
+    schedule_unit: str = "samples"  # the LR decays per reference epoch of samples, or per pass ("passes")
+    reference_epoch: int = 9537  # samples per reference epoch (one clip per UCF-101 split-1 training video)
 
     def __post_init__(self) -> None:
-        _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "tau", "k"), non_negative=("lam", "mu"))
+        _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "tau", "k", "reference_epoch"),
+                      non_negative=("lam", "mu"))
+        _check_validation(self)
+        if self.schedule_unit not in ("samples", "passes"):
+            raise ValueError(f"schedule_unit must be samples or passes, got {self.schedule_unit!r}")
 
 
 @dataclass(frozen=True)
@@ -124,9 +151,22 @@ class ReportSection:
     ks: list[int] = field(default_factory=lambda: [0, 1, 3, 5])
     out_dir: str = "reports"
     plots: bool = True
+    clip_kinds: str | None = None  # table "kinds": the generated benchmark's synth_clips.csv
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("k",), non_negative=("ks",))
+        if "kinds" in self.tables and self.clip_kinds is None:
+            raise ValueError("clip_kinds: table 'kinds' needs the benchmark's synth_clips.csv")
+
+
+@dataclass(frozen=True)
+class TimingSection:
+    """``condi-pipe time-models`` after scoring: the teacher and every student timed side by side for the report."""
+
+    repeats: int = 7  # interleaved repeats per model and batch size
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("repeats",))
 
 
 @dataclass(frozen=True)
@@ -138,6 +178,7 @@ class RunConfig:
     distill: DistillSection = DistillSection()
     report: ReportSection = ReportSection()
     sgs: SGSSection | None = None  # [sgs]: also train, cache and report an SGS teacher
+    timing: TimingSection = TimingSection()
     source_file: str = ""
 
 
@@ -181,7 +222,7 @@ def _section(cls, values, where: str, path: str):
 
 
 SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train": TeacherTrainSection,
-            "distill": DistillSection, "report": ReportSection, "sgs": SGSSection}
+            "distill": DistillSection, "report": ReportSection, "sgs": SGSSection, "timing": TimingSection}
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
@@ -209,8 +250,12 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
 
     sections["extract"] = dataclasses.replace(sections["extract"], root=local(sections["extract"].root),
                                               annotations=local(sections["extract"].annotations))
-    sections["teacher"] = dataclasses.replace(sections["teacher"], weights=local(sections["teacher"].weights))
+    from condi_pipe.models.pretrained import PRETRAINED
+
+    weights = sections["teacher"].weights
+    if weights != PRETRAINED:  # "pretrained" names the shipped checkpoint, not a file next to the config
+        sections["teacher"] = dataclasses.replace(sections["teacher"], weights=local(weights))
     report = sections.get("report", ReportSection())
-    sections["report"] = dataclasses.replace(report, out_dir=local(report.out_dir))
+    sections["report"] = dataclasses.replace(report, out_dir=local(report.out_dir), clip_kinds=local(report.clip_kinds))
     store = raw["store"] if "://" in raw["store"] else local(raw["store"])
     return RunConfig(store=store, source_file=str(path), **sections)

@@ -1,15 +1,18 @@
 """Run every stage of a :class:`~condi_pipe.pipeline.run_config.RunConfig` in order, skipping finished ones.
 
 extract -> teacher-train (only without teacher weights) -> teacher-cache -> distill (each loss) -> score (each
-run) -> [with an ``[sgs]`` section: teacher-train of the SGS teacher -> its teacher-cache] -> report. Every stage is
+run) -> time-models (the teacher and every student side by side) -> [with an ``[sgs]`` section: teacher-train of
+the SGS teacher -> its teacher-cache] -> report. Every stage is
 itself resumable, so a killed ``run`` re-run continues where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
+from condi_pipe.models.pretrained import resolve_weights
 from condi_pipe.models.sgs import sgs_teacher_name
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.run_config import RunConfig
@@ -28,7 +31,11 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
     from condi_pipe.stages.score import ScoreRequest, score
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_ref, teacher_train
+    from condi_pipe.stages.timing import TimingRequest, time_models
 
+    # "pretrained" teacher weights: the checkpoint shipped with the package
+    config = dataclasses.replace(config, teacher=dataclasses.replace(
+        config.teacher, weights=resolve_weights(config.teacher.name, config.teacher.weights)))
     store = ensure_store(config.store)
     ex, te, tt, di, rep = config.extract, config.teacher, config.teacher_train, config.distill, config.report
 
@@ -36,25 +43,34 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
                                   ex.clips_per_shard), ExecutorOptions(workers=ex.workers), quiet=quiet, log=log)
     runtime = RuntimeOptions(device=te.device, bf16=te.bf16)
     if te.weights:
+        if tt.folds:
+            log("run: note: [teacher_train] folds is not used: the teacher comes from [teacher] weights (no "
+                "teacher-train), so its z labels are in-sample")
         teacher = teacher_ref(store, te.name, te.width, weights=te.weights, reset_head=te.reset_head)
     else:
         train = TrainOptions(epochs=tt.epochs, batch_size=tt.batch_size, lr=tt.lr, weight_decay=tt.weight_decay,
-                             seed=tt.seed)
-        teacher_train(store, TeacherTrainRequest(te.name, te.width, train, flip=tt.flip, runtime=runtime),
-                      quiet=quiet, log=log)
+                             seed=tt.seed, val_fraction=tt.val_fraction, val_seed=tt.val_seed, keep=tt.keep)
+        teacher_train(store, TeacherTrainRequest(te.name, te.width, train, flip=tt.flip, runtime=runtime,
+                                                 folds=tt.folds), quiet=quiet, log=log)
         teacher = teacher_ref(store, te.name, te.width)
-    teacher_cache(store, TeacherCacheRequest(teacher, runtime), ExecutorOptions(workers=te.workers),
-                  quiet=quiet, log=log)
+    teacher_cache(store, TeacherCacheRequest(teacher, runtime, z_labels=te.z_labels),
+                  ExecutorOptions(workers=te.workers), quiet=quiet, log=log)
 
     student_runtime = RuntimeOptions(device=di.device)
     losses = LossOptions(tau=di.tau, lam=di.lam, mu=di.mu, k=di.k)
-    train = TrainOptions(epochs=di.epochs, batch_size=di.batch_size, lr=di.lr, seed=di.seed)
+    train = TrainOptions(epochs=di.epochs, batch_size=di.batch_size, lr=di.lr, seed=di.seed,
+                         val_fraction=di.val_fraction, val_seed=di.val_seed, keep=di.keep)
     for loss in di.losses:
         request = DistillRequest(loss, di.student, te.name, di.width, losses=losses, train=train,
+                                 schedule_unit=di.schedule_unit, reference_epoch=di.reference_epoch,
                                  runtime=student_runtime)
         distill(store, request, quiet=quiet, log=log)
         score(store, ScoreRequest(request.run, student_runtime), ExecutorOptions(workers=te.workers),
               quiet=quiet, log=log)
+
+    # A new score run or retrained weights make earlier timings stale: redo them rather than refuse.
+    time_models(store, TimingRequest(teacher.teacher_name, repeats=config.timing.repeats, device=te.device),
+                redo_if_changed=True, quiet=quiet, log=log)
 
     tables = list(rep.tables)
     if config.sgs is not None:
@@ -67,7 +83,8 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
     sgs_name = None if config.sgs is None else sgs_teacher_name(te.name, config.sgs.options, config.sgs.name)
     for table in tables:
         report = build_report(store, table, teacher=te.name, k=rep.k if table in ("3", "4", "sgs") else None,
-                              ks=rep.ks if table == "4" else None, sgs_teacher=sgs_name if table == "sgs" else None)
+                              ks=rep.ks if table == "4" else None, sgs_teacher=sgs_name if table == "sgs" else None,
+                              clip_kinds=rep.clip_kinds if table == "kinds" else None)
         rendered[table] = render(report, "md")
         stem = os.path.join(out_dir, f"table-{table}")
         for fmt in ("md", "json", "csv"):
@@ -93,7 +110,7 @@ def _sgs_teacher(config: RunConfig, store, runtime: RuntimeOptions, quiet: bool,
         start = {"store_weights": training_artifacts.weights_rel(folder),
                  "weights_sha256": training_artifacts.weights_sha256(store, folder)}
     train = TrainOptions(epochs=sg.epochs, batch_size=sg.batch_size, lr=sg.lr, weight_decay=tt.weight_decay,
-                         seed=tt.seed)
+                         seed=tt.seed, val_fraction=tt.val_fraction, val_seed=tt.val_seed, keep=tt.keep)
     teacher_train(store, TeacherTrainRequest(te.name, te.width, train, flip=tt.flip, runtime=runtime,
                                              sgs=sg.options, name=sg.name, **start), quiet=quiet, log=log)
     ref = teacher_ref(store, te.name, te.width, sgs=sg.options, name=sg.name)

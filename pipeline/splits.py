@@ -111,6 +111,11 @@ class TrainingSplits(NamedTuple):
     fraction: float
     seed: int
 
+    def summary(self) -> dict:
+        """How the train split was cut (for ``meta.json``): the carve's settings and the videos on each side."""
+        return {"val_fraction": self.fraction, "val_seed": self.seed, "fit_videos": int(len(self.fit.video_id)),
+                "validation_videos": 0 if self.validation is None else int(len(self.validation.video_id))}
+
 
 DEFAULT_VALIDATION_FRACTION = 0.1  # the paper carves 10% of Something-Something's train split for validation
 

@@ -4,12 +4,21 @@ A stage describes *what* to train as a :class:`TrainingTask` (its modules, param
 how to batch an epoch, one training step, an evaluation); :func:`run_training` does the rest the same way for
 all of them:
 
-* SGD with momentum (0.9 by default), one parameter group per task group, each with its own per-epoch LR
-  schedule (a ``LambdaLR`` stepped after every epoch: epoch ``e``, counted from 0, trains at
-  ``lr * schedule(e)``).
+* SGD with momentum (0.9 by default), one parameter group per task group, each with its own LR schedule:
+  per pass over the data (a ``LambdaLR`` stepped after every epoch: epoch ``e``, counted from 0, trains at
+  ``lr * schedule(e)``), or per training sample seen (:class:`SampleDecay`: the LR is set before every
+  optimizer step from the samples seen so far, so the decay does not depend on how big a pass is). The
+  history's ``lr_<group>`` columns hold the LR of the epoch's *first* optimizer step.
+* Model selection (``TrainOptions.keep``): with ``best``, after every evaluated epoch the task's
+  ``selection_column`` (an eval column, higher is better, computed on the validation split) is compared with the
+  best so far; a strictly better value snapshots the modules, so ties keep the *earlier* epoch (fewer updates:
+  the early stop). At the end the modules hold the kept epoch's weights (:attr:`TrainingRun.kept_epoch`). Only
+  evaluated epochs (every ``eval_every``-th and the last) are candidates. Without a finite value (no validation
+  split) the last epoch is kept.
 * After every epoch, one checkpoint ``<folder>/checkpoints/last.pt`` (atomic, through the store) with the
-  modules, optimizer, schedulers, RNG states (torch, CUDA, NumPy, Python), the epoch count, the history rows
-  and the task's extra state; and ``<folder>/history.parquet`` rewritten with one row per finished epoch.
+  modules, optimizer, schedulers, RNG states (torch, CUDA, NumPy, Python), the epoch count, the training samples
+  seen (the position of per-sample LR schedules), the best epoch's snapshot, the history rows and the task's
+  extra state; and ``<folder>/history.parquet`` rewritten with one row per finished epoch.
   Only the last checkpoint is kept: it alone is needed to continue.
 * The data order of epoch ``e`` comes from ``numpy.random.default_rng([seed, e])`` and the per-step random
   choices (flips, sub-sampling inside losses) from a ``torch.Generator`` seeded with ``(seed, e)``; the global
@@ -50,6 +59,7 @@ from condi_pipe.methods.metrics import softmax
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.distributed import SINGLE_PROCESS, TrainingProcesses
 from condi_pipe.pipeline.progress import progress_bar
+from condi_pipe.pipeline.splits import DEFAULT_VALIDATION_FRACTION
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, seed_everything,
                                                to_runtime_layout)
 from condi_pipe.storage import training_artifacts as artifacts
@@ -72,12 +82,24 @@ class TrainOptions:
     seed: int = 0
     eval_every: int = 1  # evaluate after every N-th epoch (and always after the last)
     deterministic: bool = True
+    # The validation split carved from train (pipeline.splits.training_splits): models fit on the rest, every
+    # eval column and every choice (the epoch kept) comes from it. 0: no carving, the last epoch is kept.
+    val_fraction: float = DEFAULT_VALIDATION_FRACTION
+    val_seed: int = 0
+    keep: str = "best"  # "best": the epoch with the best validation selection metric; "last": the last epoch
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("epochs, batch size and eval-every must be >= 1")
         if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("need lr > 0, momentum >= 0 and weight decay >= 0")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+
+
+KEEP_CHOICES = ("best", "last")
 
 
 # ------------------------------------------------------------------------------------------- LR schedules
@@ -100,6 +122,39 @@ class StepDecay:
         return f"lr / {self.factor:g}^epoch"
 
 
+class SampleDecay:
+    """Divide the LR by ``factor`` per ``reference`` training samples, continuously: the optimizer step taken
+    after ``s`` samples (of the whole run, every process's together) runs at ``lr / factor ** (s / reference)``.
+
+    The per-epoch decay of ConDi without its dependence on the dataset's size: with ``reference`` the size of
+    the paper's epoch in samples, a small dataset's passes decay the LR as far as the samples they hold.
+    """
+
+    per_sample = True
+
+    def __init__(self, factor: float, reference: int) -> None:
+        if not factor >= 1:
+            raise ValueError(f"an LR decay factor must be >= 1, got {factor}")
+        if not reference >= 1:
+            raise ValueError(f"the reference epoch must be >= 1 sample, got {reference}")
+        self.factor, self.reference = float(factor), int(reference)
+
+    def __call__(self, samples: float) -> float:
+        return 1.0 / self.factor ** (samples / self.reference)
+
+    def __repr__(self) -> str:
+        return f"lr / {self.factor:g}^(samples / {self.reference}), set before every optimizer step"
+
+
+def is_per_sample(schedule: Callable) -> bool:
+    return bool(getattr(schedule, "per_sample", False))
+
+
+def _no_decay_per_pass(epoch: int) -> float:
+    """The per-pass factor of a group scheduled by samples (its LR is set before every step instead)."""
+    return 1.0
+
+
 class CosineDecay:
     """Cosine annealing over ``epochs``: epoch e (from 0) trains at ``lr * (1 + cos(pi * e / epochs)) / 2``."""
 
@@ -120,7 +175,7 @@ class ParamGroup:
     name: str
     params: list[nn.Parameter]
     lr: float
-    schedule: Callable[[int], float]
+    schedule: Callable[[int], float]  # of the epoch (from 0), or of the samples seen for a SampleDecay
     weight_decay: float | None = None  # None: TrainOptions.weight_decay
 
 
@@ -140,7 +195,8 @@ class TrainingTask(Protocol):
 
     A batch spec is a sequence of samples (an array of clip ids or video indices): under torchrun each process
     loads and trains on a contiguous slice of it. A task may define ``after_step(logs)``: it is called after
-    every optimizer step with the step's logs over the whole global batch (the same on every process)."""
+    every optimizer step with the step's logs over the whole global batch (the same on every process). A task
+    may define ``selection_column``: the eval column (higher is better) that picks the epoch kept."""
 
     train_columns: Sequence[str]  # keys of StepResult.logs, logged as train_<name>
     eval_columns: Sequence[str]  # keys returned by evaluate()
@@ -264,14 +320,22 @@ def deterministic_algorithms(enabled: bool, device: torch.device):
 # ----------------------------------------------------------------------------------------------- the loop
 @dataclass
 class TrainingRun:
-    """What :func:`run_training` leaves behind: the trained task (its modules hold the final weights), the
-    history rows and the history schema."""
+    """What :func:`run_training` leaves behind: the trained task (its modules hold the kept epoch's weights), the
+    history rows and the history schema, and which epoch was kept (from 1) by which metric."""
 
     task: TrainingTask
     history: list[dict]
     schema: pa.Schema
     resumed_from: int = 0
     groups: list[str] = field(default_factory=list)
+    kept_epoch: int = 0
+    selection: str | None = None  # the column that chose kept_epoch; None: the last epoch was kept
+    selection_value: float | None = None
+
+    @property
+    def kept(self) -> dict:
+        """The history row of the kept epoch."""
+        return self.history[self.kept_epoch - 1]
 
 
 def history_schema(task: TrainingTask, group_names: Sequence[str]) -> pa.Schema:
@@ -287,8 +351,22 @@ def build_optimizer(groups: list[ParamGroup], options: TrainOptions):
           "weight_decay": options.weight_decay if g.weight_decay is None else g.weight_decay} for g in groups],
         lr=options.lr, momentum=options.momentum,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [g.schedule for g in groups])
+    per_pass = [_no_decay_per_pass if is_per_sample(g.schedule) else g.schedule for g in groups]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, per_pass)
     return optimizer, scheduler
+
+
+def _set_sample_lrs(optimizer, groups: list[ParamGroup], samples_seen: int) -> None:
+    """The LR of every per-sample group for a step taken after ``samples_seen`` training samples."""
+    for group, spec in zip(optimizer.param_groups, groups):
+        if is_per_sample(spec.schedule):
+            group["lr"] = group["initial_lr"] * spec.schedule(samples_seen)
+
+
+def _snapshot(modules: dict[str, nn.Module]) -> dict:
+    """A CPU copy of every module's state (the live tensors go on training)."""
+    return {name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            for name, module in modules.items()}
 
 
 def run_training(
@@ -323,6 +401,9 @@ def run_training(
         modules = task.modules()
         rows: list[dict] = []
         start = 0
+        samples_seen = 0  # training samples of every finished epoch: where per-sample LR schedules stand
+        selection = getattr(task, "selection_column", None) if options.keep == "best" else None
+        best: dict | None = None  # {"epoch", "value", "modules"}: the best evaluated epoch so far
         checkpoint = artifacts.read_checkpoint(store, folder)
         if checkpoint is not None:
             if checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -336,6 +417,8 @@ def run_training(
             set_rng_state(checkpoint["rng"])
             rows = list(checkpoint["history"])
             start = int(checkpoint["epoch"])
+            samples_seen = int(checkpoint.get("samples_seen", sum(int(r["train_samples"]) for r in rows)))
+            best = checkpoint.get("best")
             if start < options.epochs:
                 log(f"{stage}: resuming after epoch {start} of {options.epochs}")
                 saved_by = int(checkpoint.get("world_size", 1))
@@ -346,8 +429,9 @@ def run_training(
         processes.check_in_sync(modules.values(), "before training")
 
         for epoch in range(start, options.epochs):
-            row = _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet,
-                               processes)
+            row = _train_epoch(task, modules, optimizer, groups, samples_seen, options, runtime, device, epoch, stage,
+                               quiet, processes)
+            samples_seen += int(row["train_samples"])
             scheduler.step()
             processes.average_buffers(modules.values())
             processes.check_in_sync(modules.values(), f"after epoch {epoch + 1}")
@@ -357,6 +441,9 @@ def run_training(
                 metrics = task.evaluate(epoch) if evaluate else {}
                 row.update({c: float(metrics.get(c, math.nan)) for c in task.eval_columns})
                 row["eval_seconds"] = time.perf_counter() - began if evaluate else math.nan
+                value = row.get(selection, math.nan) if selection else math.nan
+                if math.isfinite(value) and (best is None or value > best["value"]):  # ties keep the earlier
+                    best = {"epoch": epoch + 1, "value": value, "modules": _snapshot(modules)}
             row = processes.share(row)
             rows.append(row)
             if processes.is_main:
@@ -370,6 +457,8 @@ def run_training(
                     "rng": rng_state(),
                     "extra": task.extra_state(),
                     "history": rows,
+                    "samples_seen": samples_seen,
+                    "best": best,
                 }
                 artifacts.write_checkpoint(store, folder, state)
                 artifacts.write_history(store, folder, rows, schema)
@@ -377,15 +466,20 @@ def run_training(
             log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
         if processes.is_main:
             artifacts.write_history(store, folder, rows, schema)
-    return TrainingRun(task, rows, schema, start, names)
+        kept_epoch, value = len(rows), None
+        if best is not None:  # rank 0 only: it alone evaluates, and it alone writes the kept weights
+            for name, module in modules.items():
+                module.load_state_dict(best["modules"][name])
+            kept_epoch, value = int(best["epoch"]), float(best["value"])
+    return TrainingRun(task, rows, schema, start, names, kept_epoch, selection if best is not None else None, value)
 
 
 def _silent(message: str) -> None:
     """The log of every process but rank 0."""
 
 
-def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stage, names, quiet,
-                 processes: TrainingProcesses) -> dict:
+def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_before: int, options, runtime, device,
+                 epoch, stage, quiet, processes: TrainingProcesses) -> dict:
     rng = np.random.default_rng([options.seed, epoch])
     generator = torch.Generator().manual_seed(derived_seed(options.seed, epoch, 1))
     if processes.distributed:
@@ -393,7 +487,8 @@ def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stag
         torch.manual_seed(derived_seed(options.seed, epoch, 3, processes.rank))
     for module in modules.values():
         module.train()
-    lrs = {f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups}
+    _set_sample_lrs(optimizer, groups, samples_before)
+    lrs = {f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # the epoch's first step's
     specs = task.epoch_batches(epoch, rng)
     parts = [processes.shard(spec) for spec in specs]
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -422,6 +517,7 @@ def _train_epoch(task, modules, optimizer, options, runtime, device, epoch, stag
                 rank_samples = [a + b for a, b in zip(rank_samples, step_rank_samples)]
             else:
                 logs, step_samples = result.logs, result.samples
+            _set_sample_lrs(optimizer, groups, samples_before + samples)  # the samples seen before this step
             optimizer.step()
             for c in task.train_columns:
                 sums[c] += float(logs[c]) * step_samples

@@ -18,19 +18,34 @@ fewer-frames   video level: the student sees K equidistant clips, averages     n
 uniform-k      the same student on K equidistant clips, CE only               none
 =============  ============================================================  ==============================
 
-Per-clip losses train on every clip of the train split (or ``clips_per_video`` random ones per video and
-epoch), with the teacher's cached logits, its z (Eq. 1) and the video's label; no augmentation (the cached
+Per-clip losses train on every clip of the *fit* part of the train split (or ``clips_per_video`` random ones per
+video and epoch), with the teacher's cached logits, its z (Eq. 1) and the video's label; no augmentation (the cached
 teacher outputs are for the unflipped clips). Video-level losses take ``batch_size // k`` videos per step.
 
-Optimisation (method.md): SGD momentum 0.9, LR 0.1 from scratch; epoch e (from 0) trains the confidence head
-at ``conf_lr / 5**e`` and everything else at ``lr / 1.25**e`` (so the first epoch uses the base LRs and the
-third ``lr / 5**2`` and ``lr / 1.25**2``). Every hyperparameter is part of the stage configuration and of
-``students/<run>/meta.json``.
+Optimisation (method.md): SGD momentum 0.9, LR 0.1 from scratch; the confidence head's LR is divided by 5 per
+epoch and everything else's by 1.25. ``schedule_unit`` says what an epoch is:
 
-After every ``eval_every``-th epoch the student is evaluated on the eval split; ``students/<run>/history.parquet``
-gets, per epoch: the LR of each group, every loss term on train and eval (``LossTerms`` fields), student clip
-accuracy, dense video accuracy, the AUROC of the run's ranking score against z and the false-positive rate of
-z~ > 0.5 (video-level runs: video accuracy only; the clip metrics are NaN).
+* ``samples`` (default): a reference epoch of ``reference_epoch`` training samples (default 9,537, one clip per
+  training video of UCF-101 split 1, the paper's scale; videos for the video-level losses). The step taken after
+  ``s`` samples runs at ``conf_lr / 5**(s / N)`` and ``lr / 1.25**(s / N)``, set before every optimizer step, so
+  a small dataset's passes decay the LR only as far as the samples they hold (method.md "Schedules by epoch").
+* ``passes``: the literal reading, one epoch per pass over the data: pass e (from 0) trains at ``conf_lr / 5**e``
+  and ``lr / 1.25**e``.
+
+The history's ``lr_<group>`` columns are the LR of each epoch's first optimizer step. Every hyperparameter is part
+of the stage configuration and of ``students/<run>/meta.json``.
+
+Validation and the epoch kept: a validation part is carved from the train split (``pipeline.splits``,
+``train.val_fraction`` / ``train.val_seed``, grouped and stratified); the student trains on the rest. After every
+``eval_every``-th epoch it is evaluated on the validation part; ``students/<run>/history.parquet`` gets, per
+epoch: the LR of each group, every loss term on train and validation (``eval_*``, ``LossTerms`` fields), student
+clip accuracy, dense video accuracy, the AUROC of the run's ranking score against z and the false-positive rate of
+z~ > 0.5 (video-level runs: video accuracy only; the clip metrics are NaN). With ``train.keep = "best"``
+``weights.pt`` is the whole student of the evaluated epoch with the best *validation* selection metric (the
+paper's early stopping of the confidence branch, Fig. 5): ``eval_auroc`` for clip-ranked losses,
+``eval_video_accuracy`` for the video-level ones; ties keep the earlier epoch. The test split (the store's eval
+split) chooses nothing: the kept student's test metrics are computed once, at the end, as ``meta.json``'s
+``test`` figures.
 
 Under ``torchrun`` the stage trains data-parallel (``pipeline.distributed``): the same global batches and data
 order as one process, each process on its part of every batch; rank 0 alone writes. ``meta.json`` records
@@ -52,11 +67,12 @@ from condi_pipe.models.checkpoints import check_checkpoint
 from condi_pipe.methods.metrics import auroc, false_positive_rate, sigmoid, softmax_entropy
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline.distributed import TrainingProcesses, training_processes
+from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
-from condi_pipe.pipeline.training import (ParamGroup, StepDecay, StepResult, TrainOptions, batches_of, derived_seed,
-                                          eval_batch_size, model_input, prefetched, read_clips, run_training,
-                                          sample_clips, video_mean_softmax)
+from condi_pipe.pipeline.training import (ParamGroup, SampleDecay, StepDecay, StepResult, TrainOptions, batches_of,
+                                          derived_seed, eval_batch_size, model_input, prefetched, read_clips,
+                                          run_training, sample_clips, video_mean_softmax)
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -79,6 +95,10 @@ RANKING = {"condi-sr": "confidence", "bce-conf": "confidence", "trivial-mt": "co
            "st-ent": "entropy", "fewer-frames": "none", "uniform-k": "none"}
 NEEDS_CONFIDENCE_HEAD = ("condi-sr", "bce-conf", "st-conf", "trivial-mt")
 TERMS = ("total", "kd", "conf", "ce", "rep")
+SCHEDULE_UNITS = ("samples", "passes")
+#: The reference epoch of the per-sample LR schedule: one clip per training video of UCF-101 split 1 (9,537
+#: videos), the scale of the paper's epochs.
+REFERENCE_EPOCH = 9537
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,8 @@ class DistillRequest:
     conf_lr: float | None = None  # confidence head's base LR; None: the same as train.lr
     lr_decay: float = 1.25  # the network's LR is divided by this after every epoch
     conf_lr_decay: float = 5.0  # the confidence head's LR is divided by this after every epoch
+    schedule_unit: str = "samples"  # what an epoch of the LR decays is: a reference epoch of samples, or a pass
+    reference_epoch: int = REFERENCE_EPOCH  # samples per reference epoch (schedule_unit "samples")
     clips_per_video: int | None = None  # per-clip losses: train on this many random clips per video and epoch
     weights: str | None = None  # initialise the student from a local checkpoint (fine-tuning: use lr 0.01)
     reset_head: bool = False
@@ -133,6 +155,10 @@ class DistillRequest:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
         if self.losses.k < 1:
             raise ValueError("--k must be >= 1")
+        if self.schedule_unit not in SCHEDULE_UNITS:
+            raise ValueError(f"--schedule-unit must be one of {', '.join(SCHEDULE_UNITS)}, got {self.schedule_unit!r}")
+        if self.reference_epoch < 1:
+            raise ValueError(f"--reference-epoch must be >= 1 sample, got {self.reference_epoch}")
 
     def resolved_width(self) -> float | None:
         from condi_pipe.models import model_spec
@@ -199,13 +225,18 @@ class DistillTask:
                     "eval_fpr")
 
     def __init__(self, store: Store, request: DistillRequest, num_classes: int, cache: TeacherCache,
-                 train: VideoSet, evaluation: VideoSet | None) -> None:
+                 train: VideoSet, evaluation: VideoSet | None, test: VideoSet | None = None) -> None:
+        """``train``: the videos to fit; ``evaluation``: the validation videos (the eval columns, the epoch kept);
+        ``test``: the store's test videos, used only by :meth:`test_metrics` after training."""
         self.store, self.request, self.num_classes, self.cache = store, request, num_classes, cache
-        self.train_videos, self.eval_videos = train, evaluation
+        self.train_videos, self.eval_videos, self.test_videos = train, evaluation, test
         self.video_level = request.loss in VIDEO_LOSSES
+        # What picks the epoch kept: how well the run ranks clips (AUROC of its ranking score against z), or,
+        # for runs that predict per video, validation video accuracy.
+        self.selection_column = "eval_video_accuracy" if self.video_level else "eval_auroc"
         self.clips = open_clip_array(store)
         self.clip_label = np.zeros(self.clips.shape[0], np.int64)
-        for videos in (train, evaluation):
+        for videos in (train, evaluation, test):
             if videos is not None:
                 self.clip_label[videos.clip_ids] = np.repeat(videos.label, videos.clips)
                 cache.rows(videos.clip_ids)  # fails early if the cache misses clips
@@ -213,8 +244,8 @@ class DistillTask:
         self.projection: nn.Linear | None = None
         self.rep_scale = 1.0
         if self.video_level:
-            self.targets = {split: cache.video_targets(v) for split, v in (("train", train), ("eval", evaluation))
-                            if v is not None}
+            self.targets = {split: cache.video_targets(v)
+                            for split, v in (("train", train), ("eval", evaluation), ("test", test)) if v is not None}
             if request.loss == "fewer-frames":
                 # ||E_T - E_S||^2 is weighted by alpha_rep / mean ||E_T||^2 over the training videos, so its size
                 # does not depend on the teacher's feature scale (the logged rep term is the raw distance).
@@ -249,11 +280,16 @@ class DistillTask:
         main = [p for p in self.model.parameters() if id(p) not in head_ids]
         if self.projection is not None:
             main += list(self.projection.parameters())
-        groups = [ParamGroup("main", main, request.train.lr, StepDecay(request.lr_decay))]
+        groups = [ParamGroup("main", main, request.train.lr, self._decay(request.lr_decay))]
         if head is not None:
             groups.append(ParamGroup("confidence", list(head.parameters()), request.conf_lr or request.train.lr,
-                                     StepDecay(request.conf_lr_decay)))
+                                     self._decay(request.conf_lr_decay)))
         return groups
+
+    def _decay(self, factor: float):
+        if self.request.schedule_unit == "samples":
+            return SampleDecay(factor, self.request.reference_epoch)
+        return StepDecay(factor)
 
     # -- data ----------------------------------------------------------------------------------------------
     def video_clip_ids(self, videos: VideoSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -371,14 +407,26 @@ class DistillTask:
         return torch.cat(features), torch.cat(logits)
 
     def evaluate(self, epoch: int) -> dict[str, float]:
-        videos = self.eval_videos
-        if videos is None:
+        """The eval columns, on the validation videos."""
+        if self.eval_videos is None:
             return {}
+        return self.metrics(self.eval_videos, "eval", epoch)
+
+    def test_metrics(self) -> dict[str, float]:
+        """The eval columns of the current (kept) weights on the test videos, named ``test_*``: reported once,
+        after training; they choose nothing."""
+        if self.test_videos is None:
+            return {}
+        metrics = self.metrics(self.test_videos, "test", self.request.train.epochs)
+        return {"test_" + k.removeprefix("eval_"): v for k, v in metrics.items()}
+
+    def metrics(self, videos: VideoSet, split: str, epoch: int) -> dict[str, float]:
+        """Every eval column on ``videos`` (``split``: "eval" or "test", which video targets to use)."""
         generator = torch.Generator().manual_seed(derived_seed(self.request.train.seed, epoch, 2))
         labels = torch.from_numpy(videos.label)
         if self.video_level:
-            features, logits = self.predict_videos(videos, "eval")
-            t_features, t_probs = (torch.from_numpy(a) for a in self.targets["eval"])
+            features, logits = self.predict_videos(videos, split)
+            t_features, t_probs = (torch.from_numpy(a) for a in self.targets[split])
             _check_finite(logits.numpy(), self.request.run)
             with torch.no_grad():
                 terms = self.video_loss(*(t.to(self.device) for t in (features, logits, t_features, t_probs, labels)))
@@ -418,7 +466,7 @@ class DistillTask:
 
 def _check_finite(values: np.ndarray, run: str) -> None:
     if not np.isfinite(values).all():
-        raise FloatingPointError(f"distill {run}: the student's outputs on the eval split became NaN or Inf; "
+        raise FloatingPointError(f"distill {run}: the student's outputs on held-out clips became NaN or Inf; "
                                  "lower the learning rate")
 
 
@@ -490,11 +538,15 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
             decision.send("skip", counts)
             return counts
         artifacts.unpublish(store, folder)
-        classes, cache, split, evaluation, task = _distill_task(store, request)
+        classes, cache, split, splits, task = _distill_task(store, request)
+        if splits.validation is None and splits.fraction > 0:
+            log(f"distill {run_name}: --val-fraction {splits.fraction:g} carved no validation videos (no class of "
+                "the train split has two groups): training on all of it, keeping the last epoch")
         decision.send("train")
         result = run_training(store, folder, task, request.train, request.runtime, stage=DISTILL.name,
                               quiet=quiet, log=log, processes=processes)
-        last = result.history[-1]
+        last, kept = result.history[-1], result.kept
+        test = {k: _finite(v) for k, v in task.test_metrics().items()}  # the kept weights, once: choose nothing
         artifacts.write_state_dict(store, folder, task.model.state_dict())
         if task.projection is not None:
             artifacts.write_state_dict(store, folder, task.projection.state_dict(), part="projection")
@@ -509,27 +561,45 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
             "rep_scale": task.rep_scale if request.loss == "fewer-frames" else None,
             "config": request.config(),
             "lr_schedule": {g.name: f"{g.lr:g} then {g.schedule!r}" for g in task.param_groups()},
+            "schedule_unit": request.schedule_unit,
+            "reference_epoch": request.reference_epoch if request.schedule_unit == "samples" else None,
             "budget_lambda": task.budget.state_dict() if request.loss == "st-conf" else None,
-            "train_split": TRAIN_SPLIT, "eval_split": split if evaluation is not None else None,
+            "train_split": TRAIN_SPLIT, **splits.summary(),
+            "test_split": split if task.test_videos is not None else None,
             "device": str(task.device), "device_name": device_name(task.device), "threads": torch.get_num_threads(),
             "world_size": processes.world_size,
+            "keep": request.train.keep, "epoch_kept": result.kept_epoch,
+            "selection": _selection_meta(result),
             "final": {k: _finite(v) for k, v in last.items() if k in result.schema.names},
+            "kept": {k: _finite(v) for k, v in kept.items() if k in result.schema.names},
+            "test": test,
         }
         if processes.distributed:
             # Training samples each process took in the last epoch (their sum is the history's train_samples).
             meta["train_samples_per_rank"] = [int(n) for n in last.get("rank_train_samples", [])]
             meta["backend"] = processes.backend
         artifacts.write_meta(store, folder, meta)
-        accuracy = last["eval_video_accuracy"] if request.loss in VIDEO_LOSSES else last["eval_clip_accuracy"]
-        counts = {"epochs": request.train.epochs, "accuracy": _finite(accuracy), "auroc": _finite(last["eval_auroc"])}
+        accuracy = kept["eval_video_accuracy"] if request.loss in VIDEO_LOSSES else kept["eval_clip_accuracy"]
+        counts = {"epochs": request.train.epochs, "accuracy": _finite(accuracy), "auroc": _finite(kept["eval_auroc"]),
+                  "epoch_kept": result.kept_epoch, "selection_metric": result.selection,
+                  "selection_value": None if result.selection_value is None else _finite(result.selection_value)}
         run.done(counts, run=run_name)
         artifacts.remove_checkpoints(store, folder)
     processes.share(counts)  # the other processes return once the stage is recorded
-    log(f"distill {run_name}: {counts['epochs']} epochs, eval accuracy {accuracy:.1%}, "
-        f"AUROC {last['eval_auroc']:.3f}"
+    log(f"distill {run_name}: {counts['epochs']} epochs, kept epoch {result.kept_epoch}"
+        + (f" (best {result.selection} on validation)" if result.selection else "")
+        + f", validation accuracy {accuracy:.1%}, AUROC {kept['eval_auroc']:.3f}"
         + (f" ({processes.world_size} processes)" if processes.distributed else "")
         + f"; weights in {store.path(folder)}")
     return counts
+
+
+def _selection_meta(result) -> dict | None:
+    """Which metric chose the epoch kept, on which split, and its value (None: the last epoch was kept)."""
+    if result.selection is None:
+        return None
+    return {"metric": result.selection, "split": "validation", "value": _finite(result.selection_value),
+            "epoch": result.kept_epoch}
 
 
 def _distill_task(store: Store, request: DistillRequest):
@@ -541,10 +611,11 @@ def _distill_task(store: Store, request: DistillRequest):
                          f"{len(classes)}")
     if TRAIN_SPLIT not in available_splits(store):
         raise StageError(f"{store.url}: no '{TRAIN_SPLIT}' split to train on")
-    split = eval_split(store)
-    evaluation = load_videos(store, split) if split in available_splits(store) else None
-    task = DistillTask(store, request, len(classes), cache, load_videos(store, TRAIN_SPLIT), evaluation)
-    return classes, cache, split, evaluation, task
+    split = eval_split(store)  # the test split: only for the kept student's test_* figures
+    test = load_videos(store, split) if split in available_splits(store) and split != TRAIN_SPLIT else None
+    splits = training_splits(store, request.train.val_fraction, request.train.val_seed, TRAIN_SPLIT)
+    task = DistillTask(store, request, len(classes), cache, splits.fit, splits.validation, test)
+    return classes, cache, split, splits, task
 
 
 def _distill_beside_rank_0(store: Store, request: DistillRequest, processes: TrainingProcesses) -> dict:

@@ -8,8 +8,11 @@ Tables (``table`` argument / ``--table``):
 * ``3``: time per video (accuracy) for K = 1, 3, 5, 7 and All (Dense) for ConDi-SR, Equidistant, BCE-Conf and
   ST-Ent (the paper's Table 3); others (ST-Conf, Random, Oracle, Trivial-MT, ...) via ``methods``.
 * ``4``: ConDi-SR with division (type b): K_s of the K clips classified by the student (the paper's Table 4).
+  Rows of tables 3 and 4 carry the paired bootstrap 95% CI of their accuracy difference from Dense, over videos
+  (:func:`condi_pipe.methods.statistics.paired_bootstrap_ci`).
 * ``accuracy``: every available method against K, Dense as the reference (the paper's Fig. 4).
-* ``oracle``: Dense against Oracle at k = 1, 5, 10, 15 (the oracle case study).
+* ``oracle``: Dense against Oracle at k = 1, 5, 10, 15 (the oracle case study), beside Perfect z (the clips the
+  teacher gets right first), Random, and each student with its share of the gap from Random to Perfect z.
 * ``sgs``: the plain teacher against its SGS version (``sgs_teacher``, a cache made with ``teacher-cache --sgs``):
   Dense, ConDi-SR and Equidistant with each teacher; the same student rankings (score runs made for the plain
   teacher) choose the clips, and each teacher's own cache classifies and costs them. Columns add the teacher's
@@ -17,6 +20,9 @@ Tables (``table`` argument / ``--table``):
   the histogram of B' over the split's clips.
 * ``confidence``: per score run, FPR of z~ > 0.5 and AUROC of its ranking score against the teacher's z on the
   split, with the final epoch of its training history (the paper's Fig. 5 plots FPR per epoch).
+* ``kinds``: benchmark diagnostics per clip kind of the generated benchmark (``clip_kinds``: its
+  ``synth_clips.csv``, read by this table only): share, teacher accuracy, z rates, students' z~ and AUROC, and the
+  kinds of the clips each method picks.
 
 Time per video is measured, never assumed (:mod:`condi_pipe.methods.time_model`): the student's seconds over all N
 clips + the teacher's time for the K_t clips (default: the video's per-clip share of its measured batch x K_t;
@@ -37,17 +43,19 @@ import io
 import json
 import math
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow.compute as pc
 
 from condi_pipe.methods import metrics, samplers
-from condi_pipe.methods.time_model import TimeBreakdown, curve_seconds, mean_time, timed
-from condi_pipe.storage import clip_outputs, report_outputs
+from condi_pipe.methods.statistics import paired_bootstrap_ci
+from condi_pipe.methods.time_model import (TimeBreakdown, chunked_batch_seconds, curve_seconds, mean_time,
+                                           side_by_side_mean_time, timed)
+from condi_pipe.storage import clip_outputs, report_outputs, timings
 from condi_pipe.storage.errors import StoreError
-from condi_pipe.storage.run_state import read_run
+from condi_pipe.storage.run_state import read_run, stage_record
 from condi_pipe.storage.store import Store
 
 __all__ = [
@@ -61,9 +69,12 @@ __all__ = [
     "parse_int_list",
 ]
 
-TABLES = ("3", "4", "accuracy", "oracle", "confidence", "sgs")
+TABLES = ("3", "4", "accuracy", "oracle", "confidence", "sgs", "kinds")
 FORMATS = ("md", "csv", "json", "latex")
-TEACHER_TIME = ("auto", "share", "curve")  # how K_t < N teacher clips are costed (methods/time_model.py)
+# How models are costed (methods/time_model.py): "side-by-side" from ``condi-pipe time-models`` (every model timed
+# interleaved in one process); "share" / "curve": each model's own run (teacher-cache, score); auto: the first
+# available of side-by-side, then curve, then share.
+TEACHER_TIME = ("auto", "share", "curve", "side-by-side")
 DEFAULT_K = {
     "3": (1, 3, 5, 7),
     "4": (1, 3, 5, 7),
@@ -71,16 +82,18 @@ DEFAULT_K = {
     "oracle": (1, 5, 10, 15),
     "confidence": (),
     "sgs": (1, 3, 5, 7),
+    "kinds": (1,),  # the clips each method picks at K = 1
 }
 SGS_METHODS = ("condi-sr", "equidistant")  # table sgs: methods shown with both teachers (besides Dense)
 DEFAULT_KS = (0, 1, 3, 5)
 TABLE3_METHODS = ("condi-sr", "equidistant", "bce-conf", "st-ent")
-BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant")
+BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant", "perfect-z")
 CLIP_LOSSES = ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt")
 VIDEO_LOSSES = ("fewer-frames", "uniform-k")
 DISPLAY = {
     "dense": "Dense",
     "oracle": "Oracle",
+    "perfect-z": "Perfect z",
     "random": "Random",
     "equidistant": "Equidistant",
     "condi-sr": "ConDi-SR",
@@ -91,7 +104,9 @@ DISPLAY = {
     "fewer-frames": "Fewer-frames",
     "uniform-k": "Uniform-k",
 }
-RANDOM_SEEDS = (0, 1, 2)
+RANDOM_SEEDS = (0, 1, 2)  # Random and Perfect z (its ties): mean over these seeds
+BOOTSTRAP_RESAMPLES = 2000  # tables 3 and 4: paired bootstrap of the accuracy difference against Dense
+BOOTSTRAP_SEED = 0
 BLOCK_CLIPS = 1 << 18  # rows per block of the in-place softmax
 BLOCK_VIDEOS = 1 << 16  # videos per block when averaging chosen softmax rows (bounds the float64 sums)
 
@@ -295,10 +310,15 @@ def _format_seconds(seconds: float) -> str:
 
 
 def _cell(row: Optional[ReportRow]) -> str:
-    """The paper's cell: "1.24s (88.87)"."""
+    """The paper's cell: "1.24s (88.87)", then the 95% CI of the difference from Dense when the row has one:
+    "1.24s (88.87) [-3.3, +5.0]"."""
     if row is None:
         return ""
-    return f"{_format_seconds(row.time_per_video_s)} ({row.accuracy:.2f})"
+    text = f"{_format_seconds(row.time_per_video_s)} ({row.accuracy:.2f})"
+    interval = row.extra.get("ci95_vs_dense_pp")
+    if interval is not None:
+        text += f" [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+    return text
 
 
 def _fmt(value: Optional[float], digits: int = 4) -> str:
@@ -308,6 +328,18 @@ def _fmt(value: Optional[float], digits: int = 4) -> str:
 
 
 # --------------------------------------------------------------------------------------------- the inputs
+
+
+@dataclass(frozen=True)
+class _SideBySide:
+    """Curves of ``condi-pipe time-models`` covering the teacher and every score run: {model: curve}, and its meta."""
+
+    curves: dict
+    meta: dict
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.meta.get("max_batch") or self.meta["batches"][-1])
 
 
 @dataclass
@@ -342,6 +374,7 @@ class _Inputs:
         self.curve = self._latency_curve()
         self._load_split(split)
         self.runs = self._find_runs()
+        self.side_by_side, self.side_by_side_missing = self._side_by_side()
 
     # -- teacher and split ---------------------------------------------------------------------------------
     def _choose_teacher(self, teacher: Optional[str]) -> str:
@@ -463,6 +496,40 @@ class _Inputs:
             run.display = DISPLAY.get(run.loss, run.loss) + (f" [{run.run}]" if shared else "")
         order = {loss: i for i, loss in enumerate(CLIP_LOSSES + VIDEO_LOSSES)}
         return sorted(runs, key=lambda r: (order.get(r.loss, len(order)), r.loss, r.run))
+
+    # -- side-by-side timings ------------------------------------------------------------------------------
+    def _side_by_side(self) -> tuple[Optional[_SideBySide], str]:
+        """Timings of ``timings/<teacher>/`` when they cover this teacher and every score run with the weights that
+        made the outputs, and every video of the split; else (None, why not)."""
+        loaded = timings.read_timings(self.store, self.teacher)
+        if loaded is None:
+            return None, f"no side-by-side timings in timings/{self.teacher}/"
+        table, meta = loaded
+        curves = timings.curves(table)
+        digests = {m.get("model"): m.get("weights_sha256") for m in meta.get("models", [])}
+        wanted = {timings.teacher_key(self.teacher): self.teacher_meta.get("weights_sha256")}
+        for run in self.runs:
+            scored = stage_record(self.store, f"score/{run.run}").get("config", {})
+            wanted[timings.run_key(run.run)] = scored.get("student_weights_sha256", digests.get(timings.run_key(run.run)))
+        for model, digest in wanted.items():
+            if model not in curves or model not in digests:
+                return None, f"timings/{self.teacher}/ has no timing of {model}"
+            if digests[model] != digest:
+                return None, f"timings/{self.teacher}/ timed other weights of {model} than its outputs were made with"
+        side = _SideBySide({model: curves[model] for model in wanted}, meta)
+        needed = int(min(self.clips.max(), side.max_batch)) if len(self.clips) else 0
+        if any(curve["batch"][-1] < needed for curve in side.curves.values()):
+            return None, f"timings/{self.teacher}/ stops below batch {needed} (the longest video of '{self.split}')"
+        return side, ""
+
+    def student_seconds(self, run: _Run, clips_seen: Optional[np.ndarray] = None) -> np.ndarray:
+        """The run's student time per video of the split: side by side, its timed curve at the clips it sees (all
+        N, or a video-level student's k); otherwise the seconds its score run measured (raises _Omit)."""
+        if self.teacher_time != "side-by-side":
+            return self.run_videos(run, ())["seconds"].astype(np.float64)
+        seen = self.clips if clips_seen is None else np.minimum(np.asarray(clips_seen, np.int64), self.clips)
+        return chunked_batch_seconds(self.side_by_side.curves[timings.run_key(run.run)], seen,
+                                     self.side_by_side.max_batch)
 
     def cached(self, key: Any, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -591,22 +658,34 @@ class _Evaluator:
     def __init__(self, inputs: _Inputs):
         self.inp = inputs
         self.teacher_time = inputs.teacher_time
+        # per-video correctness (0/1, or the mean over seeds) of every row, by (method, k, ks): the bootstrap's input
+        self.correct: dict[tuple[str, Optional[int], Optional[int]], np.ndarray] = {}
 
     def _times(self, clips_to_teacher, student: Optional[np.ndarray], selection_per_video: float
                ) -> tuple[TimeBreakdown, dict[str, float]]:
-        """Mean time parts in the chosen teacher-time model, and the teacher part in both models."""
+        """Mean time parts in the chosen teacher-time model, and the teacher part in every available model (the
+        per-run ones stay as a cross-check of the side-by-side figure)."""
         inp = self.inp
         share = mean_time(inp.teacher_seconds, inp.clips, clips_to_teacher, student, selection_per_video)
         parts = {"teacher_s_share": share.teacher}
-        if inp.curve is None:
-            return share, parts
-        curve = mean_time(inp.teacher_seconds, inp.clips, clips_to_teacher, student, selection_per_video, inp.curve)
-        parts["teacher_s_curve"] = curve.teacher
-        return (curve if self.teacher_time == "curve" else share), parts
+        chosen = share
+        if inp.curve is not None:
+            curve = mean_time(inp.teacher_seconds, inp.clips, clips_to_teacher, student, selection_per_video,
+                              inp.curve)
+            parts["teacher_s_curve"] = curve.teacher
+            chosen = curve if self.teacher_time == "curve" else share
+        if self.teacher_time == "side-by-side":
+            side = inp.side_by_side
+            chosen = side_by_side_mean_time(side.curves[timings.teacher_key(inp.teacher)], inp.clips, clips_to_teacher,
+                                            student, selection_per_video, side.max_batch)
+            parts["teacher_s_side_by_side"] = chosen.teacher
+        return chosen, parts
 
     def _row(self, method: str, display: str, k: Optional[int], preds: np.ndarray, times: TimeBreakdown, *,
              ks: Optional[int] = None, run: Optional[str] = None, **extra: Any) -> ReportRow:
-        accuracy = 100.0 * float((preds == self.inp.labels).mean())
+        correct = (preds == self.inp.labels).astype(np.float64)
+        self.correct[(method, k, ks)] = correct
+        accuracy = 100.0 * float(correct.mean())
         return self._make_row(method, display, k, accuracy, times, ks=ks, run=run, **extra)
 
     def _make_row(self, method, display, k, accuracy, times: TimeBreakdown, *, ks=None, run=None, **extra):
@@ -656,34 +735,57 @@ class _Evaluator:
         _, order, seconds = inp.ranks("oracle", true_class_probs)
         return self._top_k("oracle", "Oracle", ks, order, seconds)
 
-    def random(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+    def seeded_ranking(self, method: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(ranks, order, seconds) of ``random`` or ``perfect-z`` for one seed (cached).
+
+        Random ranks by counter-based draws keyed by (seed, video id, clip index): independent of the split's other
+        videos. Perfect z ranks by z + the same draw in [0, 1): the clips the teacher gets right come first, in
+        random order among themselves (the ceiling of any student that predicts z).
+        """
         inp = self.inp
         owner = inp.owner()
         clip_in_video = np.arange(inp.num_clips) - inp.offsets[owner]
-        per_seed = []
+        z = inp.teacher_z() if method == "perfect-z" else None
+
+        def scores():
+            draws = samplers.hashed_uniform_scores(seed, inp.video_id[owner], clip_in_video)
+            return draws if z is None else z + draws
+
+        return inp.cached((method, seed), lambda: inp.rank_timed(scores))
+
+    def _seed_mean(self, method: str, ks: Sequence[int]) -> dict[int, ReportRow]:
+        """Random or Perfect z: the mean over RANDOM_SEEDS of the accuracy (and per video of the correctness)."""
+        per_seed, correct = [], {k: [] for k in ks}
         for seed in RANDOM_SEEDS:
-            # counter-based draws keyed by (seed, video id, clip index): independent of the split's other videos
-            def draw(seed=seed):
-                return samplers.hashed_uniform_scores(seed, inp.video_id[owner], clip_in_video)
-            _, order, seconds = inp.cached(("random", seed), lambda draw=draw: inp.rank_timed(draw))
-            per_seed.append(self._top_k("random", "Random", ks, order, seconds))
+            _, order, seconds = self.seeded_ranking(method, seed)
+            per_seed.append(self._top_k(method, DISPLAY[method], ks, order, seconds))
+            for k in ks:
+                correct[k].append(self.correct[(method, k, None)])
         out = {}
         for k in ks:
             rows = [seed_rows[k] for seed_rows in per_seed]
             accuracies = [row.accuracy for row in rows]
             times = TimeBreakdown(student=0.0, teacher=rows[0].extra["teacher_s"],
                                   selection=float(np.mean([row.extra["selection_s"] for row in rows])))
-            parts = {key: rows[0].extra[key] for key in ("teacher_s_share", "teacher_s_curve") if key in rows[0].extra}
-            out[k] = self._make_row("random", "Random", k, float(np.mean(accuracies)), times, k_t=k,
+            parts = {key: rows[0].extra[key] for key in ("teacher_s_share", "teacher_s_curve", "teacher_s_side_by_side")
+                     if key in rows[0].extra}
+            out[k] = self._make_row(method, DISPLAY[method], k, float(np.mean(accuracies)), times, k_t=k,
                                     seeds=list(RANDOM_SEEDS), seed_accuracies=accuracies, **parts)
+            self.correct[(method, k, None)] = np.mean(correct[k], axis=0)
         return out
+
+    def random(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+        return self._seed_mean("random", ks)
+
+    def perfect_z(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+        return self._seed_mean("perfect-z", ks)
 
     # -- students --------------------------------------------------------------------------------------------
     def ranked_run(self, run: _Run, ks: Sequence[int]) -> dict[int, ReportRow]:
         """Type a: the top K clips by the run's rank_score go to the teacher."""
         inp = self.inp
         _, order, seconds = inp.ranks(f"scores/{run.run} rank_score", lambda: inp.run_column(run, "rank_score"))
-        student = inp.run_videos(run, ())["seconds"].astype(np.float64)
+        student = inp.student_seconds(run)
         return self._top_k(run.key, run.display, ks, order, seconds, student=student, run=run.run,
                            ranking=run.meta.get("ranking"))
 
@@ -693,8 +795,7 @@ class _Evaluator:
         data = inp.run_videos(run, ("pred", "k"))
         k_values = np.asarray(data["k"], dtype=np.int64)
         k = int(run.meta.get("k") or (np.bincount(k_values).argmax() if len(k_values) else 0))
-        times = TimeBreakdown(student=float(np.asarray(data["seconds"], np.float64).mean()), teacher=0.0,
-                              selection=0.0)
+        times = TimeBreakdown(student=float(inp.student_seconds(run, k_values).mean()), teacher=0.0, selection=0.0)
         row = self._row(run.key, run.display, k, np.asarray(data["pred"], dtype=np.int64), times, run=run.run,
                         k_t=0, clips_seen_mean=float(np.minimum(k_values, inp.clips).mean()))
         return {k: row}
@@ -702,7 +803,8 @@ class _Evaluator:
     def method(self, entry: Union[str, _Run], ks: Sequence[int]) -> dict[int, ReportRow]:
         if isinstance(entry, _Run):
             return self.video_level(entry) if entry.video_level else self.ranked_run(entry, ks)
-        return {"equidistant": self.equidistant, "oracle": self.oracle, "random": self.random}[entry](ks)
+        return {"equidistant": self.equidistant, "oracle": self.oracle, "random": self.random,
+                "perfect-z": self.perfect_z}[entry](ks)
 
     def division(self, run: _Run, budgets: Sequence[tuple[int, int]]) -> dict[tuple[int, int], ReportRow]:
         """Type b: K_s clips by lowest student entropy (student softmax), K_t = K - K_s by z~ (teacher softmax)."""
@@ -711,7 +813,7 @@ class _Evaluator:
                                                 lambda: inp.run_column(run, "rank_score"))
         ent_ranks, _, ent_seconds = inp.ranks(f"scores/{run.run} entropy", lambda: -inp.run_column(run, "entropy"))
         student_probs = inp.run_student_probs(run)
-        student = inp.run_videos(run, ())["seconds"].astype(np.float64)
+        student = inp.student_seconds(run)
         out = {}
         for k, ks in budgets:
             in_teacher, in_student = conf_ranks < k - ks, ent_ranks < ks
@@ -782,27 +884,31 @@ def _footer(inputs: _Inputs, rows: Sequence[ReportRow], runs: Sequence[_Run], no
         lines = [f"Clips: the {inputs.num_clips} clips of the {inputs.num_videos} videos of split '{inputs.split}'; "
                  f"z from teacher/{inputs.teacher}/clips.parquet."]
     if not time_lines:
-        lines.append("Time per video (JSON 'time_per_video_s'): the student's measured seconds over all N clips of "
-                     "the video as one batch (scores/<run>/videos.parquet), mean over the same videos; no teacher "
-                     "time and no selection.")
+        if any(row.time_per_video_s is not None for row in rows):  # a table without times says nothing of them
+            lines.append("Time per video (JSON 'time_per_video_s'): the student's measured seconds over all N clips "
+                         f"of the video as one batch ({_student_time_source(inputs)}), mean over the same videos; no "
+                         "teacher time and no selection.")
     else:
         selection = [row.extra.get("selection_s", 0.0) for row in rows if row.extra.get("selection_s")]
         sel = (f" (here at most {max(selection) * 1e6:.2g} us per video)" if selection else "")
-        if inputs.teacher_time == "curve":
+        if inputs.teacher_time == "side-by-side":
+            lines.append(_side_by_side_line(inputs, sel))
+        elif inputs.teacher_time == "curve":
             teacher_part = ("the teacher's measured time for one batch of min(K_t, N) clips from the latency curve "
                             f"in teacher/{inputs.teacher}/meta.json (linear between measured batch sizes, beyond the "
                             "largest its per-clip cost x size; K_t >= N: the video's measured seconds)")
         else:
             teacher_part = ("the teacher's per-clip latency (teacher seconds / N of that video) x min(K_t, N) clips "
                             "sent to the teacher")
-        lines.append(
-            "Time per video: mean over the same videos of measured seconds, not assumed. "
-            "Dense (All) = the teacher's seconds over all N clips of the video "
-            f"(teacher/{inputs.teacher}/videos.parquet: one forward pass over the video's clips as one batch). "
-            "A method = its student's seconds over all N clips (scores/<run>/videos.parquet; only methods with a "
-            f"student) + {teacher_part} + clip-selection time "
-            f"measured in this report run, vectorised over all videos and amortised per video{sel}. "
-            "Video-level students (fewer-frames, uniform-k): their stored seconds over their k clips.")
+        if inputs.teacher_time != "side-by-side":
+            lines.append(
+                "Time per video: mean over the same videos of measured seconds, not assumed. "
+                "Dense (All) = the teacher's seconds over all N clips of the video "
+                f"(teacher/{inputs.teacher}/videos.parquet: one forward pass over the video's clips as one batch). "
+                "A method = its student's seconds over all N clips (scores/<run>/videos.parquet; only methods with a "
+                f"student) + {teacher_part} + clip-selection time "
+                f"measured in this report run, vectorised over all videos and amortised per video{sel}. "
+                "Video-level students (fewer-frames, uniform-k): their stored seconds over their k clips.")
         if inputs.curve is not None and inputs.teacher_time == "share":
             one = float(curve_seconds(inputs.curve, np.array([1]))[0])
             share = float((inputs.teacher_seconds / inputs.clips).mean())
@@ -810,12 +916,56 @@ def _footer(inputs: _Inputs, rows: Sequence[ReportRow], runs: Sequence[_Run], no
                          f"{_format_seconds(one)} against a mean per-clip share of {_format_seconds(share)} in the "
                          "videos' batches, so small K cost more than shown here; --teacher-time curve costs the "
                          "K_t clips as one batch from that curve (JSON: teacher_s_curve).")
+    if inputs.teacher_time != "side-by-side" and (time_lines or runs):
+        lines.append(f"Note: times are not side by side ({inputs.side_by_side_missing or 'per-run timing chosen'}): "
+                     "each model's seconds come from its own teacher-cache or score run, measured in different "
+                     "processes at different machine loads; `condi-pipe time-models` times every model interleaved "
+                     "in one process.")
     devices = [_device_line(f"teacher '{inputs.teacher}'", inputs.teacher_meta)]
     devices += [_device_line(f"{run.display} (scores/{run.run}, student {run.meta.get('student', '?')})", run.meta)
                 for run in runs]
     lines.append("Measured on: " + "; ".join(devices) + ".")
+    lines.append(_z_labels_line(inputs))
     lines += [f"Note: {note}" for note in notes]
     return tuple(lines)
+
+
+def _z_labels_line(inputs: _Inputs) -> str:
+    """Which confidence labels z the teacher cache holds (teacher-cache --z-labels); older caches are in-sample."""
+    meta = inputs.teacher_meta
+    if meta.get("z_labels") == "out-of-fold":
+        count = (meta.get("folds") or {}).get("count", "?")
+        return (f"z labels: out-of-fold with {count} folds (teacher/{inputs.teacher}/clips.parquet teacher_source): "
+                "each clip of a video the teacher trained on is labelled by a fold teacher that never saw it; "
+                "other clips by the teacher itself.")
+    if meta.get("shipped_weights"):
+        return (f"z labels: the teacher's own top-1 on every clip (teacher/{inputs.teacher}), from the pretrained "
+                "weights shipped with condi-pipe, trained on a generated corpus no demo uses: it never saw these "
+                "clips, so z is honest on the train split too.")
+    return (f"z labels: in-sample (teacher/{inputs.teacher}: the teacher's own top-1 on every clip; on clips it "
+            "trained on, z overstates how often it is right; `teacher-train --folds F` gives out-of-fold labels).")
+
+
+def _student_time_source(inputs: _Inputs) -> str:
+    if inputs.teacher_time != "side-by-side":
+        return "scores/<run>/videos.parquet"
+    meta = inputs.side_by_side.meta
+    return (f"side by side: its curve in timings/{inputs.teacher}/timings.parquet at batch N, median of "
+            f"{meta.get('repeats')} interleaved repeats, threads {meta.get('threads', '?')}")
+
+
+def _side_by_side_line(inputs: _Inputs, selection: str) -> str:
+    meta = inputs.side_by_side.meta
+    return (f"Time per video: measured side by side (`condi-pipe time-models`, {meta.get('when', '?')}): the teacher "
+            "and every student timed interleaved in one process on the same clips, one forward pass per batch size "
+            f"1..{meta['batches'][-1]}, median of {meta.get('repeats')} interleaved repeats "
+            f"(timings/{inputs.teacher}/timings.parquet), on {meta.get('device_name') or 'unknown device'} "
+            f"({meta.get('device') or '?'}, threads {meta.get('threads', '?')}). Dense (All) = the teacher's time for "
+            "one batch of N clips; a method = its student's time for one batch of N (only methods with a student; "
+            "video-level students: a batch of their k clips) + the teacher's time for one batch of min(K_t, N) + "
+            "clip-selection time measured in this report run, vectorised over all videos and amortised per "
+            f"video{selection}; a video longer than {inputs.side_by_side.max_batch} clips runs in chunks of that "
+            "many. Mean over the split's videos.")
 
 
 def _device_line(what: str, meta: Mapping[str, Any]) -> str:
@@ -843,12 +993,35 @@ def _k_rows(ks: Sequence[int], results) -> list[int]:
     return list(ks) + sorted(extra - set(ks))
 
 
+def _versus_dense(ev: _Evaluator, by_key: Mapping[Any, ReportRow]) -> dict[Any, ReportRow]:
+    """The rows with the paired bootstrap 95% CI of their accuracy difference from Dense, in percentage points
+    (``diff_vs_dense_pp``, ``ci95_vs_dense_pp``), over the same videos resampled for both (Dense has been run)."""
+    dense = ev.correct[("dense", None, None)]
+    out = {}
+    for key, row in by_key.items():
+        ci = paired_bootstrap_ci(ev.correct[(row.method, row.k, row.ks)], dense, resamples=BOOTSTRAP_RESAMPLES,
+                                 seed=BOOTSTRAP_SEED)
+        out[key] = replace(row, extra={**row.extra, "diff_vs_dense_pp": 100.0 * ci.difference,
+                                       "ci95_vs_dense_pp": [100.0 * ci.low, 100.0 * ci.high]})
+    return out
+
+
+def _bootstrap_note(inputs: _Inputs) -> str:
+    return (f"[low, high] after an accuracy: 95% CI of its difference from Dense in percentage points, by a paired "
+            f"bootstrap over videos: {BOOTSTRAP_RESAMPLES:,} resamples of the {inputs.num_videos} videos with "
+            f"replacement, the same videos for the method and for Dense (numpy default_rng({BOOTSTRAP_SEED})), "
+            "percentile interval; an interval excluding 0 is a difference the sample size can tell. Random: a "
+            "video counts as the mean of its seeds. JSON: diff_vs_dense_pp, ci95_vs_dense_pp.")
+
+
 def _table3(inputs: _Inputs, ks, methods, notes) -> ReportTable:
     ev = _Evaluator(inputs)
     entries = _resolve(inputs, methods or TABLE3_METHODS, notes=notes)
     entries = [e for e in entries if e != "dense"]  # Dense is the All row
     dense = ev.dense()
-    results = _evaluate_entries(ev, entries, ks, notes)
+    results = [(entry, _versus_dense(ev, by_k)) for entry, by_k in _evaluate_entries(ev, entries, ks, notes)]
+    if results:
+        notes = notes + [_bootstrap_note(inputs)]
     columns = ["K"] + [_entry_name(entry) for entry, _ in results] if results else ["K", "Dense"]
     cells = [[str(k)] + [_cell(by_k.get(k)) for _, by_k in results] for k in _k_rows(ks, results)]
     cells.append(["All", _cell(dense)] + [""] * max(len(results) - 1, 0))
@@ -877,9 +1050,11 @@ def _table4(inputs: _Inputs, ks, student_ks, methods, notes) -> ReportTable:
     results = []
     for run in runs:
         try:
-            results.append((run, ev.division(run, budgets)))
+            results.append((run, _versus_dense(ev, ev.division(run, budgets))))
         except _Omit as exc:
             notes.append(f"{run.display}: {exc}; omitted.")
+    if results:
+        notes = notes + [_bootstrap_note(inputs)]
     columns = ["K", "K_s", "K_t"] + [f"{run.display} (division)" for run, _ in results]
     cells = [[str(k), str(s), str(k - s)] + [_cell(by_b[(k, s)]) for _, by_b in results] for k, s in budgets]
     cells.append(["All", "", "", _cell(dense)] + [""] * max(len(results) - 1, 0))
@@ -920,20 +1095,49 @@ def _accuracy_table(inputs: _Inputs, ks, methods, notes) -> ReportTable:
                          "Times are in the JSON output."]))
 
 
+def _gap_share(accuracy: float, random: float, perfect: float) -> float:
+    """(accuracy - Random) / (Perfect z - Random): 0 = no better than random clips, 1 = as good as knowing z; NaN
+    when there is no gap (e.g. k at least every video's clip count)."""
+    gap = perfect - random
+    return (accuracy - random) / gap if abs(gap) > 1e-9 else float("nan")
+
+
 def _oracle_table(inputs: _Inputs, ks, notes) -> ReportTable:
     ev = _Evaluator(inputs)
     dense = ev.dense()
-    oracle = ev.oracle(ks)
-    rows = [dense] + [oracle[k] for k in ks]
-    columns = ("Method", "k", "Top-1 (%)", "Time per video")
-    cells = [("Dense", "All", _fmt(dense.accuracy, 2), _format_seconds(dense.time_per_video_s))]
-    cells += [("Oracle", str(k), _fmt(oracle[k].accuracy, 2), _format_seconds(oracle[k].time_per_video_s))
-              for k in ks]
+    oracle, perfect, random = ev.oracle(ks), ev.perfect_z(ks), ev.random(ks)
+    students = []
+    for run in inputs.runs:
+        if run.video_level:
+            notes.append(f"{run.display}: a video-level student picks no clips; not in this table.")
+            continue
+        try:
+            by_k = ev.ranked_run(run, ks)
+        except _Omit as exc:
+            notes.append(f"{run.display}: {exc}; omitted.")
+            continue
+        students.append((run, {k: replace(row, extra={**row.extra, "gap_share": _gap_share(
+            row.accuracy, random[k].accuracy, perfect[k].accuracy)}) for k, row in by_k.items()}))
+    columns = ("K", "Oracle", "Perfect z", "Random", *(f"{run.display} (gap share)" for run, _ in students))
+    cells = [(str(k), _fmt(oracle[k].accuracy, 2), _fmt(perfect[k].accuracy, 2), _fmt(random[k].accuracy, 2),
+              *(f"{_fmt(by_k[k].accuracy, 2)} ({_fmt(by_k[k].extra['gap_share'], 2)})" for _, by_k in students))
+             for k in ks]
+    cells.append(("All", _fmt(dense.accuracy, 2)))
+    rows = [dense] + [by_k[k] for by_k in (oracle, perfect, random) for k in ks]
+    rows += [row for _, by_k in students for row in by_k.values()]
+    seeds = ", ".join(map(str, RANDOM_SEEDS))
+    explain = (f"Top-1 accuracy (%) at k clips per video. Oracle: the top k by the teacher's true-class probability "
+               f"(cheats with the label: an upper bound, not a usable method). Perfect z: the clips the teacher "
+               f"classifies right first (z = 1 in teacher/{inputs.teacher}/clips.parquet), ties broken at random, "
+               f"mean over seeds {seeds}: the ceiling of any student that predicts z. Random: k clips at random, mean "
+               f"over seeds {seeds}. A student's gap share = (its accuracy - Random) / (Perfect z - Random) at the "
+               "same k: 0 = no better than random clips, 1 = as good as knowing z (n/a without a gap). All = Dense "
+               "(under the first column). Times are in the JSON output.")
     return ReportTable(
-        "oracle", f"Oracle case study: Dense against Oracle (top-k clips by the teacher's true-class probability), "
-                  f"teacher '{inputs.teacher}', split '{inputs.split}'",
-        columns, tuple(cells), tuple(rows),
-        _footer(inputs, rows, [], notes + ["Oracle cheats with the label: an upper bound, not a usable method."]))
+        "oracle", f"Oracle case study: Oracle (true-class probability), Perfect z (teacher right first), Random and "
+                  f"each student against Dense, teacher '{inputs.teacher}', split '{inputs.split}'",
+        columns, _grid(cells, len(columns)), tuple(rows),
+        _footer(inputs, rows, [run for run, _ in students], notes + [explain]))
 
 
 def _history_column(history, metric: str) -> Optional[str]:
@@ -993,7 +1197,7 @@ def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
             rank_score = inputs.run_column(run, "rank_score")
             confidence = inputs.run_column(run, "confidence")
             pred = inputs.run_column(run, "pred")
-            student_seconds = inputs.run_videos(run, ())["seconds"].astype(np.float64)
+            student_seconds = inputs.student_seconds(run)
         except _Omit as exc:
             notes.append(f"{run.display}: {exc}; omitted.")
             continue
@@ -1034,6 +1238,189 @@ def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
                       f"split '{inputs.split}'",
         columns, tuple(cells), tuple(rows), _footer(inputs, rows, used, notes + [explain], time_lines=False),
         series)
+
+
+def _read_clip_kinds(path: str) -> dict[str, dict[int, str]]:
+    """A clip-kinds sidecar (``condi-pipe synth``'s ``synth_clips.csv``: columns video, clip, kind, ...) as
+    {video path relative to the dataset root: {clip index: kind}}; ValueError naming the file when unusable."""
+    out: dict[str, dict[int, str]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ("video", "clip", "kind") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: no column {', '.join(missing)}: not a clip-kinds file (synth_clips.csv, "
+                                 "written by condi-pipe synth)")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    clip = int(row["clip"])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}: line {line}: clip index {row['clip']!r} is not an integer") from None
+                kind = (row["kind"] or "").strip()
+                if not kind:
+                    raise ValueError(f"{path}: line {line}: no kind")
+                clips = out.setdefault(row["video"], {})
+                if clip in clips:
+                    raise ValueError(f"{path}: line {line}: video '{row['video']}' clip {clip} is listed twice")
+                clips[clip] = kind
+    except FileNotFoundError:
+        raise ValueError(f"{path}: clip-kinds file not found") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 CSV file") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the clip-kinds file ({exc.strerror or exc})") from None
+    return out
+
+
+def _cache_clip_kinds(inputs: _Inputs, path: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Kind code of every clip of the teacher cache (all splits, cache row order) and the kind names, joined with
+    the sidecar by video path (the store's videos.parquet) and clip index (its clips.parquet)."""
+    from condi_pipe.storage import tables
+    from condi_pipe.video.synth import CLIP_KINDS
+
+    store = inputs.store
+    sidecar = _read_clip_kinds(path)
+    cache = clip_outputs.read_clips(store, inputs.teacher_folder, ["clip_id", "video_id"])
+    clip_id, video_id = cache.column("clip_id").to_numpy(), cache.column("video_id").to_numpy()
+    videos = store.read_table(tables.VIDEOS, columns=["video_id", "path"])
+    clips = store.read_table(tables.CLIPS, columns=["clip_id", "clip_index"])
+    video_pos = _positions(videos.column("video_id").to_numpy(), video_id)
+    clip_pos = _positions(clips.column("clip_id").to_numpy(), clip_id)
+    if (video_pos < 0).any():
+        raise StoreError(f"{store.path(tables.VIDEOS)}: no video {int(video_id[np.argmax(video_pos < 0)])} of "
+                         f"teacher/{inputs.teacher}")
+    if (clip_pos < 0).any():
+        raise StoreError(f"{store.path(tables.CLIPS)}: no clip {int(clip_id[np.argmax(clip_pos < 0)])} of "
+                         f"teacher/{inputs.teacher}")
+    paths = np.asarray(videos.column("path").to_pylist(), dtype=object)[video_pos]
+    clip_index = clips.column("clip_index").to_numpy()[clip_pos]
+    seen = {kind for by_clip in sidecar.values() for kind in by_clip.values()}
+    names = tuple(k for k in CLIP_KINDS if k in seen) + tuple(sorted(seen - set(CLIP_KINDS)))
+    code = {name: i for i, name in enumerate(names)}
+    kinds = np.empty(len(clip_id), dtype=np.int64)
+    for i, (video, clip) in enumerate(zip(paths.tolist(), clip_index.tolist())):
+        by_clip = sidecar.get(video)
+        if by_clip is None:
+            raise ValueError(f"{path}: no row for video '{video}' of store {store.url} (is this the sidecar of the "
+                             "dataset the store was extracted from?)")
+        if clip not in by_clip:
+            raise ValueError(f"{path}: video '{video}' has no clip {clip} (the store has it)")
+        kinds[i] = code[by_clip[clip]]
+    return kinds, names
+
+
+def _per_kind(kinds: np.ndarray, num_kinds: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(count, mean of ``values``) per kind code, plus the total as a last element; NaN means where no clip."""
+    counts = np.bincount(kinds, minlength=num_kinds).astype(np.float64)
+    counts = np.append(counts, counts.sum())
+    sums = np.bincount(kinds, weights=values, minlength=num_kinds)
+    sums = np.append(sums, sums.sum())
+    return counts, np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan)
+
+
+def _kinds_table(inputs: _Inputs, ks, methods, clip_kinds: str, notes) -> ReportTable:
+    all_kinds, names = _cache_clip_kinds(inputs, clip_kinds)
+    n = len(names)
+    labels = (*names, "all")
+    ev = _Evaluator(inputs)
+    kinds = all_kinds[inputs.rows]  # the eval split's clips, report order
+    rows: list[ReportRow] = []
+    cells: list[tuple[str, ...]] = []
+
+    def add_row(method, k, accuracy, kind, **extra) -> None:
+        rows.append(ReportRow(method, k, None, accuracy, None, {"kind": kind, "split": inputs.split, **extra}))
+
+    # the teacher: clip accuracy on eval clips, z rate on train and eval clips (the cache holds every clip)
+    cache = clip_outputs.read_clips(inputs.store, inputs.teacher_folder, ["split", "z"])
+    train = _equals(cache.column("split"), "train")
+    z_all = cache.column("z").to_numpy().astype(np.float64)
+    if not train.any():
+        notes.append(f"teacher/{inputs.teacher} has no clips of split 'train': no train z rates.")
+    train_counts, z_train = _per_kind(all_kinds[train], n, z_all[train])
+    eval_counts, z_eval = _per_kind(kinds, n, inputs.teacher_z().astype(np.float64))
+    right = (inputs.probs().argmax(axis=1) == inputs.clip_labels()).astype(np.float64)
+    _, teacher_accuracy = _per_kind(kinds, n, right)
+    share = eval_counts / max(eval_counts[-1], 1.0)
+    for i, label in enumerate(labels):
+        add_row("teacher", None, 100.0 * teacher_accuracy[i], label, quantity="teacher", display="Teacher",
+                eval_clips=int(eval_counts[i]), eval_share=share[i], train_clips=int(train_counts[i]),
+                z_rate_train=z_train[i], z_rate_eval=z_eval[i])
+    cells += [(f"Share of {inputs.split} clips", "", *(_fmt(v, 2) for v in share), ""),
+              (f"Teacher clip top-1 (%), {inputs.split}", inputs.teacher,
+               *(_fmt(100 * v, 1) for v in teacher_accuracy), ""),
+              ("z rate, train", inputs.teacher, *(_fmt(v, 2) for v in z_train), ""),
+              (f"z rate, {inputs.split}", inputs.teacher, *(_fmt(v, 2) for v in z_eval), "")]
+
+    # each clip-level score run: its mean z~ per kind, and how well its ranking tells informative clips apart
+    entries = _resolve(inputs, methods, builtins=(), notes=notes) if methods else list(inputs.runs)
+    informative = kinds == names.index("informative") if "informative" in names else np.zeros(len(kinds), bool)
+    used, run_ranks = [], []
+    for run in entries:
+        if run.video_level:
+            notes.append(f"{run.display}: a video-level student has no clip scores; not in this table.")
+            continue
+        try:
+            confidence = inputs.run_column(run, "confidence")
+            rank_score = inputs.run_column(run, "rank_score")
+            ranks = inputs.ranks(f"scores/{run.run} rank_score", lambda: rank_score)[0]
+        except _Omit as exc:
+            notes.append(f"{run.display}: {exc}; omitted.")
+            continue
+        finite = np.isfinite(confidence)
+        counts, mean_confidence = _per_kind(kinds[finite], n, confidence[finite])
+        auroc = metrics.auroc(rank_score, informative) if informative.any() and not informative.all() else float("nan")
+        for i, label in enumerate(labels):
+            add_row(run.key, None, None, label, quantity="confidence", display=run.display, run=run.run,
+                    clips=int(counts[i]), mean_confidence=mean_confidence[i],
+                    **({"auroc_informative_vs_ambiguous": auroc} if label == "all" else {}))
+        cells.append((f"Mean z~, {inputs.split}", run.display, *(_fmt(v, 2) for v in mean_confidence),
+                      _fmt(auroc, 3)))
+        used.append(run)
+        run_ranks.append((run.key, run.display, ranks))
+
+    # the kinds of the clips each method sends to the teacher at K
+    def oracle_ranks():
+        return inputs.ranks("oracle", lambda: inputs.probs()[np.arange(inputs.num_clips), inputs.clip_labels()])[0]
+
+    def seeded(method):
+        return [ev.seeded_ranking(method, seed)[0] for seed in RANDOM_SEEDS]
+
+    selectors = [(key, display, (lambda ranks=ranks: [ranks])) for key, display, ranks in run_ranks]
+    selectors += [("oracle", "Oracle", lambda: [oracle_ranks()]),
+                  ("perfect-z", "Perfect z", lambda: seeded("perfect-z")),
+                  ("equidistant", "Equidistant", None),  # a mask, not a ranking
+                  ("random", "Random", lambda: seeded("random"))]
+    for k in ks:
+        for key, display, ranking in selectors:
+            masks = ([samplers.equidistant_mask(inputs.offsets, k)] if ranking is None
+                     else [ranks < k for ranks in ranking()])
+            # per seed: picks per kind; the share is their mean over seeds (one "seed" for deterministic methods)
+            picks = np.mean([np.bincount(kinds[mask], minlength=n) for mask in masks], axis=0)
+            shares = picks / picks.sum()
+            for i, label in enumerate(names):
+                add_row(key, k, None, label, quantity="picks", display=display, picks=float(picks[i]),
+                        pick_share=float(shares[i]))
+            cells.append((f"Share of picks, K={k}", display, *(_fmt(v, 2) for v in shares), "", ""))
+
+    columns = ("Quantity", "Method", *names, "all", "AUROC informative vs ambiguous")
+    seeds = ", ".join(map(str, RANDOM_SEEDS))
+    explain = (
+        f"Clip kinds from {clip_kinds} (the benchmark generator's ground truth; read for this table only), joined "
+        f"with the store's clips by video path and clip index. Share: of the {int(eval_counts[-1])} clips of split "
+        f"'{inputs.split}'. Teacher clip top-1: the argmax of teacher/{inputs.teacher}'s softmax against the label. "
+        f"z rate: mean z of teacher/{inputs.teacher}/clips.parquet on split 'train' ({int(train_counts[-1])} clips) "
+        f"and '{inputs.split}'. Mean z~: each run's stored confidence (scores/<run>/clips.parquet, the sigmoid of "
+        "its confidence logit) over the clips of each kind (n/a: no confidence head); AUROC: its rank_score "
+        "separating informative clips from every ambiguous kind. Share of picks: the kinds of the clips each method "
+        f"sends to the teacher at K (Random and Perfect z: mean over seeds {seeds}; Oracle and Perfect z cheat with "
+        "the label).")
+    return ReportTable(
+        "kinds", f"Clip kinds: teacher accuracy, z rates, student confidence and the clips each method picks, "
+                 f"teacher '{inputs.teacher}', split '{inputs.split}'",
+        columns, _grid(cells, len(columns)), tuple(rows),
+        _footer(inputs, rows, used, notes + [explain], time_lines=False))
 
 
 def _sgs_table(inputs: _Inputs, sgs_inputs: _Inputs, ks, methods, notes) -> ReportTable:
@@ -1156,6 +1543,7 @@ def build_report(
     methods: Union[str, Iterable[str], None] = None,
     teacher_time: str = "auto",
     sgs_teacher: Optional[str] = None,
+    clip_kinds: Optional[str] = None,
 ) -> ReportTable:
     """Compute one table from the stored outputs of ``store``.
 
@@ -1167,6 +1555,7 @@ def build_report(
     batch of K_t from the teacher cache's measured latency curve); ``auto`` (default): the curve when the cache
     has one, since that is how a served video's K_t clips actually run; see :mod:`condi_pipe.methods.time_model`.
     ``sgs_teacher``: table ``sgs``'s SGS teacher cache (default: the store's only cache made with SGS).
+    ``clip_kinds``: table ``kinds``'s sidecar, the generated benchmark's ``synth_clips.csv`` (a local path).
     """
     table = str(table).strip().lower()
     if table not in TABLES:
@@ -1188,11 +1577,19 @@ def build_report(
     methods = list(methods) if methods else None
     if table == "oracle" and methods:
         raise ValueError("methods do not apply to the oracle table (it is Dense against Oracle)")
+    if table == "kinds" and clip_kinds is None:
+        raise ValueError("table kinds needs the benchmark's clip kinds: --clip-kinds PATH/synth_clips.csv")
+    if table != "kinds" and clip_kinds is not None:
+        raise ValueError("clip kinds (--clip-kinds) apply to table kinds only")
     if teacher_time not in TEACHER_TIME:
         raise ValueError(f"unknown teacher time model '{teacher_time}' (models: {', '.join(TEACHER_TIME)})")
     inputs = _Inputs(store, teacher, split, teacher_time)
     if teacher_time == "auto":
-        inputs.teacher_time = teacher_time = "curve" if inputs.curve is not None else "share"
+        inputs.teacher_time = teacher_time = ("side-by-side" if inputs.side_by_side is not None and table != "sgs"
+                                              else "curve" if inputs.curve is not None else "share")
+    if teacher_time == "side-by-side" and inputs.side_by_side is None:
+        raise ValueError(f"{store.url}: {inputs.side_by_side_missing}; run `condi-pipe time-models --teacher "
+                         f"{inputs.teacher}` (or use teacher_time 'curve' or 'share')")
     if teacher_time == "curve" and inputs.curve is None:
         raise ValueError(f"{store.path(inputs.teacher_folder, 'meta.json')}: no latency_curve in this teacher cache; "
                          "use teacher_time 'share' (or re-run teacher-cache)")
@@ -1211,12 +1608,19 @@ def build_report(
         sgs_name = _choose_sgs_teacher(store, sgs_teacher, inputs.teacher)
         if sgs_name == inputs.teacher:
             raise ValueError(f"the SGS teacher '{sgs_name}' is also the main teacher; choose the plain one with --teacher")
+        if teacher_time == "side-by-side":
+            raise ValueError("table sgs compares two teacher caches, which `condi-pipe time-models` does not time "
+                             "together; use teacher_time 'auto', 'curve' or 'share'")
+        if inputs.side_by_side is not None:
+            inputs.side_by_side_missing = "table sgs: the SGS teacher is not timed side by side with the plain one"
         sgs_inputs = _Inputs(store, sgs_name, inputs.split, teacher_time, runs_teacher=inputs.teacher)
         if teacher_time == "curve" and sgs_inputs.curve is None:
             sgs_inputs.teacher_time = "share"
             notes.append(f"teacher/{sgs_name}/meta.json has no latency curve: its K_t clips cost their share.")
         notes.extend(sgs_inputs.notes)
         return _sgs_table(inputs, sgs_inputs, k_values, methods, notes)
+    if table == "kinds":
+        return _kinds_table(inputs, k_values, methods, str(clip_kinds), notes)
     return _confidence_table(inputs, methods, notes)
 
 

@@ -7,6 +7,14 @@ teacher's FLOPs for the clip), and per-video timings measured with each video's 
 A teacher with SGS (``models.sgs``; ``<name>`` is e.g. ``resnet10_3d_motion+sgs``) also stores each clip's B'
 (``sgs_bins``), and its FLOPs per clip are measured as the part before SGS plus the part after SGS at that B'
 (``meta.json`` ``flops`` holds both); timings are of the real thing, clips grouped by B' without padding.
+
+**Confidence labels** (``z_labels``). ``"out-of-fold"`` (the default when the store's trained teacher has fold
+teachers, ``teacher-train --folds F``): every clip of a video the full teacher trained on gets the logits and
+features (hence pred, z, true_prob and the KD targets) of the fold teacher that never saw that video; every other
+clip (validation part, test split) the full teacher's. ``"in-sample"``: the full teacher's everywhere (the only
+choice with given ``--weights``). ``clips.parquet`` ``teacher_source`` names each row's teacher (``full``,
+``fold-<f>``). Per-video timings, the latency curve, FLOPs and B' always come from the full teacher: they cost the
+methods at test time, where only it runs.
 """
 
 from __future__ import annotations
@@ -19,15 +27,18 @@ import pyarrow as pa
 
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint
+from condi_pipe.models.pretrained import is_shipped
 from condi_pipe.models.sgs import flop_table
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, assemble_groups, group_videos, infer_group,
-                                               latency_curve_task)
+from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, VideoGroup, assemble_groups, group_videos,
+                                               infer_group, latency_curve_task)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
-from condi_pipe.pipeline.stage import define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
+from condi_pipe.pipeline.torch_runtime import TIMING_REPEATS, RuntimeOptions
+from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
 from condi_pipe.storage import clip_outputs, staging, tables
-from condi_pipe.storage.manifests import class_names, load_videos
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.manifests import VideoSet, class_names, load_videos
 from condi_pipe.storage.store import Store
 
 TEACHER_CACHE = define_stage(
@@ -38,14 +49,69 @@ TEACHER_CACHE = define_stage(
 )
 
 
+OUT_OF_FOLD, IN_SAMPLE = "out-of-fold", "in-sample"
+Z_LABELS = (OUT_OF_FOLD, IN_SAMPLE)
+FULL_SOURCE = "full"  # clips.parquet teacher_source of the full teacher's rows; fold f's are "fold-<f>"
+
+
 @dataclass(frozen=True)
 class TeacherCacheRequest:
     teacher: ModelRef
     runtime: RuntimeOptions = RuntimeOptions()
     clips_per_group: int = 256
+    z_labels: str | None = None  # out-of-fold | in-sample; None: out-of-fold when the teacher has fold teachers
 
-    def config(self) -> dict:
-        return asdict(self)
+    def config(self, folds: FoldTeachers | None = None) -> dict:
+        """The stage's configuration with the z labels as resolved (``folds``: the fold teachers used)."""
+        cfg = asdict(self)
+        # In-sample labels are what every cache made before the option holds: recorded as None (an absent key),
+        # so their finished records stay valid. meta.json always names the labels.
+        cfg["z_labels"] = None if folds is None else OUT_OF_FOLD
+        if folds is not None:
+            cfg["folds"] = {"count": folds.count, "sha256": folds.sha256,
+                            "weights_sha256": [ref.weights_sha256 for ref in folds.refs]}
+        return cfg
+
+
+def label_teachers(store: Store, request: TeacherCacheRequest, log: Callable[[str], None]) -> FoldTeachers | None:
+    """The fold teachers that label the train clips out of fold, or None for in-sample labels; a one-line error
+    when out-of-fold labels are asked for and there are no fold teachers."""
+    if request.z_labels not in (None, *Z_LABELS):
+        raise ValueError(f"--z-labels must be one of {', '.join(Z_LABELS)}, got {request.z_labels!r}")
+    teacher = request.teacher
+    folds = None if request.z_labels == IN_SAMPLE else fold_teachers(store, teacher)
+    if request.z_labels == OUT_OF_FOLD and folds is None:
+        given = " (given --weights have none)" if teacher.weights_path else ""
+        raise StageError(f"{store.url}: --z-labels {OUT_OF_FOLD} needs fold teachers of {teacher.teacher_name}"
+                         f"{given}: run `condi-pipe teacher-train --folds F` first")
+    if teacher.weights_path and is_shipped(teacher.weights_path):
+        log(f"teacher-cache {teacher.teacher_name}: the shipped pretrained teacher labels every clip; it was trained "
+            "on a generated corpus of its own (see its model card), so its z is honest on any other store")
+    elif teacher.weights_path:
+        log(f"teacher-cache {teacher.teacher_name}: note: z labels are in-sample (given --weights, no fold "
+            "teachers): on clips these weights were trained on, z overstates how often the teacher is right")
+    return folds
+
+
+def _infer_task(item: tuple[VideoGroup, ModelRef, int], store_url: str, runtime: RuntimeOptions, workers: int,
+                stage: str) -> dict:
+    """One group of videos through one teacher (full or fold), ``timing_repeats`` passes timed."""
+    group, ref, timing_repeats = item
+    return infer_group(group, store_url, ref, runtime, workers, stage, timing_repeats)
+
+
+def _fold_groups(videos: VideoSet, folds: FoldTeachers, clips_per_group: int) -> list[tuple[int, VideoSet, list]]:
+    """Per fold: its held-out videos (the fit videos of that fold present in the store) and their task groups."""
+    known = np.isin(folds.video_id, videos.video_id)
+    if not known.all():
+        raise StoreError(f"fold teachers: video {int(folds.video_id[~known][0])} they were trained around is not in "
+                         "this store's videos.parquet; re-run teacher-train --force")
+    out = []
+    for fold in range(folds.count):
+        held_out = videos.subset(np.isin(videos.video_id, folds.video_id[folds.fold == fold]))
+        groups = [VideoGroup(f"fold{fold}-{g.key}", g.videos) for g in group_videos(held_out, clips_per_group)]
+        out.append((fold, held_out, groups))
+    return out
 
 
 def clip_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,35 +143,51 @@ def teacher_cache(
     key = f"{TEACHER_CACHE.name}/{name}"
     stage_name = f"teacher-cache-{name}"
     check_checkpoint(request.teacher.weights_path)  # before --force deletes the cache it would replace
-    with stage_run(store, TEACHER_CACHE, request.config(), force=force, record_key=key, log=log) as run:
+    folds = label_teachers(store, request, log)
+    with stage_run(store, TEACHER_CACHE, request.config(folds), force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})
         videos = load_videos(store)
         groups = group_videos(videos, request.clips_per_group)
+        # The full teacher runs over every video (its timings cost Dense and every method); each fold teacher
+        # only over its held-out videos, timed once (its time is never used). One task list, full teacher first.
+        tasks = [(g, request.teacher, TIMING_REPEATS) for g in groups]
+        by_fold = _fold_groups(videos, folds, request.clips_per_group) if folds is not None else []
+        tasks += [(g, folds.refs[fold], 1) for fold, _, fold_groups in by_fold for g in fold_groups]
         done = staging.staged_keys(store, stage_name)
-        todo = [g for g in groups if g.key not in done]
-        metas = []
-        for _, meta in run_tasks(infer_group, todo, executor, desc=f"teacher {name}", quiet=quiet,
-                                 common=(store.url, request.teacher, request.runtime, max(executor.workers, 1),
-                                         stage_name)):
-            metas.append(meta)
+        todo = [task for task in tasks if task[0].key not in done]
+        for _ in run_tasks(_infer_task, todo, executor, desc=f"teacher {name}", quiet=quiet,
+                           common=(store.url, request.runtime, max(executor.workers, 1), stage_name)):
             faults.checkpoint("teacher-cache.group")
         outputs = assemble_groups(store, stage_name, groups)
+        source = np.full(len(outputs.get("logits", ())), FULL_SOURCE, dtype=object)
+        row_of_clip = np.empty(int(videos.clip_ids.max()) + 1 if len(groups) else 0, np.int64)
+        row_of_clip[videos.clip_ids] = np.arange(len(videos.clip_ids))
+        for fold, held_out, fold_groups in by_fold:  # the train clips' rows: the fold teacher that never saw them
+            if fold_groups:
+                rows = row_of_clip[held_out.clip_ids]
+                fold_outputs = assemble_groups(store, stage_name, fold_groups)
+                outputs["logits"][rows] = fold_outputs["logits"]
+                outputs["features"][rows] = fold_outputs["features"]
+                source[rows] = f"fold-{fold}"
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
         common = (store.url, request.teacher, request.runtime, max(executor.workers, 1))
         [(_, curve)] = list(run_tasks(latency_curve_task, [LATENCY_BATCHES], executor, desc="latency", quiet=True,
                                       common=common))
-        counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve})
+        counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve}, source, folds)
         run.done(counts)
         staging.clear_staging(store, stage_name)
     bins_note = f", mean B' {counts['mean_sgs_bins']:.2f}" if "mean_sgs_bins" in counts else ""
+    labels_note = (f"out-of-fold z labels ({folds.count} fold teachers)" if folds is not None
+                   else "in-sample z labels")
     log(f"teacher-cache {name}: {counts['clips']} clips, clip accuracy {counts['clip_accuracy']:.1%}, "
         f"{counts['ms_per_clip']:.1f} ms/clip, {counts.get('gflops_per_clip', 0):.3g} GFLOPs/clip{bins_note} on "
-        f"{device.get('device_name', '?')}")
+        f"{device.get('device_name', '?')}; {labels_note}")
     return counts
 
 
-def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outputs, device: dict) -> dict:
+def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outputs, device: dict,
+             source: np.ndarray, folds: FoldTeachers | None) -> dict:
     split_of = dict(zip(*(store.read_table(tables.VIDEOS, columns=["video_id", "split"]).column(c).to_pylist()
                           for c in ("video_id", "split"))))
     clip_video = np.repeat(videos.video_id, videos.clips)
@@ -120,6 +202,7 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
         "split": pa.array([split_of[v] for v in clip_video], pa.string()),
         "label": pa.array(labels.astype(np.int32)),
         **{k: pa.array(v) for k, v in stats.items()},
+        "teacher_source": pa.array(source.tolist(), pa.string()),
         "flops": pa.array(flops.per_clip(len(labels), bins), pa.int64()),
         **sgs_columns,
     })
@@ -135,6 +218,7 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
         "model": name, "architecture": request.teacher.name, "width": request.teacher.width,
         "num_classes": request.teacher.num_classes,
         "weights": request.teacher.weights_path or request.teacher.store_weights,
+        "shipped_weights": is_shipped(request.teacher.weights_path),  # trained on a corpus of its own
         "weights_sha256": request.teacher.weights_sha256,
         "sgs": None if sgs is None else {"stage": sgs.stage, "kernel": sgs.kernel,
                                          "mean_bins": float(bins.mean()) if len(bins) else None},
@@ -145,6 +229,13 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
         "timing": "videos.parquet: wall time of one forward pass over each video's clips as one batch; "
                   "latency_curve: seconds of one forward pass per batch size (median of 3)",
         "classes": class_names(store),
+        "z_labels": IN_SAMPLE if folds is None else OUT_OF_FOLD,
+        "folds": None if folds is None else {
+            "count": folds.count, "seed": folds.seed, "sha256": folds.sha256,
+            "teachers": [{"fold": f, "weights": ref.store_weights, "weights_sha256": ref.weights_sha256,
+                          "clips": int((source == f"fold-{f}").sum())} for f, ref in enumerate(folds.refs)],
+            "note": "clips of the videos the full teacher trained on: logits, features, pred, z of the fold teacher "
+                    "that never saw the video (teacher_source); timings, latency curve, FLOPs, B': the full teacher"},
     }
     clip_outputs.write_outputs(store, clip_outputs.teacher_folder(name),
                                {"logits": outputs["logits"], "features": outputs["features"]}, clips, video_table, meta)

@@ -96,6 +96,7 @@ def video_paths(store: Store, videos: VideoSet) -> np.ndarray:
     paths = np.asarray(table.column("path").to_pylist(), dtype=object)
     order = np.argsort(ids)
     where = np.searchsorted(ids[order], videos.video_id)
-    if len(where) and (where >= len(ids) or (ids[order][np.minimum(where, len(ids) - 1)] != videos.video_id).any()):
+    if len(where) and ((where >= len(ids)).any()
+                       or (ids[order][np.minimum(where, len(ids) - 1)] != videos.video_id).any()):
         raise StoreError(f"{store.path(tables.VIDEOS)}: some requested video ids are missing")
     return paths[order][where]

@@ -10,6 +10,7 @@
 - ``<part>.pt``: further plain state dicts a run needs at inference (e.g. the fewer-frames ``projection.pt``).
 - ``meta.json``: the model, its configuration and every hyperparameter; written last, it marks the folder
   complete.
+- ``folds/<f>/``: a teacher's fold teachers (``teacher-train --folds F``), each a folder of this same layout.
 
 Every file here is read with ``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain Python
 containers of numbers and strings, never pickled objects.
@@ -40,6 +41,15 @@ def trained_teacher_folder(name: str) -> str:
 
 def student_folder(run: str) -> str:
     return posixpath.join(STUDENTS_ROOT, run)
+
+
+FOLDS = "folds"
+
+
+def fold_teacher_folder(teacher_folder: str, fold: int) -> str:
+    """Where fold teacher ``fold`` of ``teacher-train --folds F`` lives: inside its full teacher's folder
+    (``teachers/<name>/folds/<fold>/``, same layout), so ``--force`` and the stage's checksums cover it."""
+    return posixpath.join(teacher_folder, FOLDS, str(int(fold)))
 
 
 def weights_rel(folder: str, part: str = "weights") -> str:

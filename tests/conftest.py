@@ -147,6 +147,34 @@ def synth_teacher_store(synth_store, tmp_path_factory) -> Path:
     return store_dir
 
 
+VALIDATION_VIDEOS = 40
+
+
+@pytest.fixture(scope="session")
+def validation_teacher_store(tmp_path_factory) -> Path:
+    """40 embedded-benchmark videos (4 groups per class: 3 train, 1 test; seed 7, so its first 20 videos are
+    ``synth_root``'s) extracted, with a random-init ``resnet10_3d_small`` teacher cache. Unlike ``synth_store``
+    its train split has several groups per class, so the default validation carve (``pipeline.splits``) takes one
+    group of each class: 20 fit, 10 validation and 10 test videos. Shared: tests copy it before writing."""
+    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.stages.extract import ExtractRequest, extract
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+    from condi_pipe.storage.store import Store
+    from condi_pipe.video.synth import generate_benchmark
+
+    folder = tmp_path_factory.mktemp("validation_store")
+    generate_benchmark(folder / "data", videos=VALIDATION_VIDEOS, seed=7)
+    store = Store(str(folder / "store"))
+    quiet = dict(quiet=True, log=lambda message: None)
+    extract(store, ExtractRequest("ucf101", str(folder / "data"), clips_per_shard=8), ExecutorOptions(workers=0),
+            **quiet)
+    request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=2), clips_per_group=64)
+    teacher_cache(store, request, ExecutorOptions(workers=0), **quiet)
+    return folder / "store"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A real Dask cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1.
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""distill: every loss trains from the teacher cache alone, logs every declared column, follows ConDi's LR schedule
-and resumes after SIGKILL to byte-identical weights."""
+"""distill: every loss trains from the teacher cache alone, logs every declared column on the validation split,
+keeps the epoch with the best validation selection metric, follows ConDi's LR schedule (per reference epoch of
+samples, or per pass) and resumes after SIGKILL to byte-identical weights."""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from condi_pipe.methods.metrics import auroc
 from condi_pipe.models import build_model, registry
 from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import TrainOptions
+from condi_pipe.pipeline.splits import training_splits
+from condi_pipe.pipeline.training import TrainOptions, read_clips
 from condi_pipe.stages.distill import (LOSSES, TERMS, VIDEO_LOSSES, DistillRequest, DistillTask, LossOptions,
                                       default_run_name, distill)
 from condi_pipe.storage import clip_outputs
+from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.store import Store
 
 TEACHER = "resnet10_3d_small"
@@ -29,11 +33,14 @@ STUDENT, WIDTH = "shufflenetv2_3d", 0.25
 QUIET = dict(quiet=True, log=lambda message: None)
 
 
+FIT_VIDEOS, VALIDATION_VIDEOS = 20, 10  # the default carve of validation_teacher_store's 30 train videos
+
+
 @pytest.fixture(scope="module")
-def cached_store(synth_teacher_store, tmp_path_factory) -> Path:
-    """This module's copy of the synth store with a random-init resnet10_3d_small teacher cache."""
+def cached_store(validation_teacher_store, tmp_path_factory) -> Path:
+    """This module's copy of the 40-video store with a random-init resnet10_3d_small teacher cache."""
     store_dir = tmp_path_factory.mktemp("distill") / "store"
-    shutil.copytree(synth_teacher_store, store_dir)
+    shutil.copytree(validation_teacher_store, store_dir)
     return store_dir
 
 
@@ -56,10 +63,11 @@ def test_the_guard_refuses_teachers():
 
 
 def small(loss: str, epochs: int = 1, **kw) -> DistillRequest:
-    """One or two optimizer steps per epoch: one clip per training video (10 videos), batches of 8."""
+    """Three optimizer steps per epoch: one clip per fit video (20 videos), batches of 8."""
     losses = LossOptions(k=2)
+    train = {k: kw.pop(k) for k in ("eval_every", "val_fraction", "keep") if k in kw}
     return DistillRequest(loss, STUDENT, TEACHER, WIDTH, losses=losses,
-                          train=TrainOptions(epochs, 8, 0.1, seed=1, eval_every=kw.pop("eval_every", 1)),
+                          train=TrainOptions(epochs, 8, 0.1, seed=1, **train),
                           clips_per_video=1, runtime=RuntimeOptions(threads=2), **kw)
 
 
@@ -83,7 +91,8 @@ def test_every_loss_trains_from_the_cache_and_logs_every_column(loss, cached_sto
     row = history.to_pylist()[0]
     for term in TERMS:
         assert math.isfinite(row[f"train_{term}"]) and math.isfinite(row[f"eval_{term}"]), term
-    assert row["eval_video_accuracy"] * 10 == pytest.approx(round(row["eval_video_accuracy"] * 10))
+    assert row["eval_video_accuracy"] * VALIDATION_VIDEOS == pytest.approx(
+        round(row["eval_video_accuracy"] * VALIDATION_VIDEOS))
     # Terms a loss does not have stay zero; the ones it has are positive.
     has = {"condi-sr": {"kd", "conf"}, "bce-conf": {"conf"}, "st-ent": {"kd"}, "st-conf": {"conf", "ce"},
            "trivial-mt": {"kd", "conf", "ce"}, "fewer-frames": {"rep", "kd", "ce"}, "uniform-k": {"ce"}}[loss]
@@ -91,11 +100,11 @@ def test_every_loss_trains_from_the_cache_and_logs_every_column(loss, cached_sto
         assert (row[f"eval_{term}"] > 0) == (term in has), (term, row[f"eval_{term}"])
     if loss in VIDEO_LOSSES:
         assert math.isnan(row["eval_clip_accuracy"]) and math.isnan(row["eval_auroc"])
-        assert row["train_samples"] == 10  # videos
+        assert row["train_samples"] == FIT_VIDEOS  # videos
     else:
         assert 0 <= row["eval_clip_accuracy"] <= 1 and 0 <= row["eval_auroc"] <= 1
         assert math.isnan(row["eval_fpr"]) == (loss == "st-ent")
-        assert row["train_samples"] == 10  # one clip per training video
+        assert row["train_samples"] == FIT_VIDEOS  # one clip per fit video
     assert math.isnan(row["train_lam"]) == (loss not in ("condi-sr", "st-conf", "trivial-mt"))
 
     meta = store.read_json(f"students/{run}/meta.json")
@@ -105,17 +114,95 @@ def test_every_loss_trains_from_the_cache_and_logs_every_column(loss, cached_sto
     assert (folder / "weights.pt").exists() and not (folder / "checkpoints").exists()
     # The teacher's features are 128-d, the student's 1024-d: fewer-frames learns and keeps a projection.
     assert (folder / "projection.pt").exists() == (loss == "fewer-frames")
-    assert counts["epochs"] == 1
+    assert counts["epochs"] == 1 and counts["epoch_kept"] == meta["epoch_kept"] == 1
+    # Validation carved from train chose the epoch; the test split only gave the kept student's figures.
+    metric = "eval_video_accuracy" if loss in VIDEO_LOSSES else "eval_auroc"
+    assert meta["selection"] == {"metric": metric, "split": "validation", "value": round(row[metric], 6), "epoch": 1}
+    assert counts["selection_metric"] == metric
+    assert (meta["val_fraction"], meta["val_seed"], meta["fit_videos"], meta["validation_videos"]) == (
+        0.1, 0, FIT_VIDEOS, VALIDATION_VIDEOS)
+    assert meta["test_split"] == "test" and 0 <= meta["test"]["test_video_accuracy"] <= 1
+    assert (meta["test"].get("test_auroc") is None) == (loss in VIDEO_LOSSES)
 
 
-def test_lr_schedule_divides_the_confidence_head_by_5_and_the_rest_by_1_25(cached_store, tmp_path):
+def test_pass_schedule_divides_the_confidence_head_by_5_and_the_rest_by_1_25(cached_store, tmp_path):
     store_dir = _copy(cached_store, tmp_path)
-    distill(Store(str(store_dir)), small("condi-sr", epochs=3, eval_every=3), **QUIET)
-    rows = pq.read_table(store_dir / "students" / default_run_name("condi-sr", STUDENT, WIDTH) / "history.parquet")
-    rows = rows.to_pylist()
+    distill(Store(str(store_dir)), small("condi-sr", epochs=3, eval_every=3, schedule_unit="passes"), **QUIET)
+    run = default_run_name("condi-sr", STUDENT, WIDTH)
+    rows = pq.read_table(store_dir / "students" / run / "history.parquet").to_pylist()
     assert [r["lr_confidence"] for r in rows] == pytest.approx([0.1, 0.1 / 5, 0.1 / 5**2])
     assert [r["lr_main"] for r in rows] == pytest.approx([0.1, 0.1 / 1.25, 0.1 / 1.25**2])
     assert math.isnan(rows[0]["eval_total"]) and math.isfinite(rows[2]["eval_total"])  # --eval-every 3
+    meta = Store(str(store_dir)).read_json(f"students/{run}/meta.json")
+    assert meta["schedule_unit"] == "passes" and meta["reference_epoch"] is None
+    assert meta["lr_schedule"]["confidence"] == "0.1 then lr / 5^epoch"
+    assert meta["epoch_kept"] == 3  # only evaluated epochs are candidates
+
+
+def test_sample_schedule_decays_per_reference_epoch_of_samples(cached_store, tmp_path):
+    """20 fit clips per pass and a reference epoch of 50 samples: pass e starts after 20 e samples."""
+    store_dir = _copy(cached_store, tmp_path)
+    distill(Store(str(store_dir)), small("condi-sr", epochs=3, eval_every=3, reference_epoch=50), **QUIET)
+    run = default_run_name("condi-sr", STUDENT, WIDTH)
+    rows = pq.read_table(store_dir / "students" / run / "history.parquet").to_pylist()
+    assert [r["lr_confidence"] for r in rows] == pytest.approx([0.1 / 5 ** (20 * e / 50) for e in range(3)])
+    assert [r["lr_main"] for r in rows] == pytest.approx([0.1 / 1.25 ** (20 * e / 50) for e in range(3)])
+    meta = Store(str(store_dir)).read_json(f"students/{run}/meta.json")
+    assert meta["schedule_unit"] == "samples" and meta["reference_epoch"] == 50
+    assert meta["lr_schedule"]["confidence"] == "0.1 then lr / 5^(samples / 50), set before every optimizer step"
+    assert meta["config"]["schedule_unit"] == "samples" and meta["config"]["train"]["keep"] == "best"
+
+
+def test_the_kept_student_has_the_best_validation_auroc(cached_store, tmp_path):
+    """weights.pt is the epoch with the best validation AUROC: recomputed here from weights.pt, it equals the
+    recorded value and the history column's maximum, and a run stopped at that epoch has the same bytes."""
+    store_dir = _copy(cached_store, tmp_path / "best")
+    store = Store(str(store_dir))
+    counts = distill(store, small("condi-sr", epochs=3), **QUIET)
+    run = default_run_name("condi-sr", STUDENT, WIDTH)
+    folder = store_dir / "students" / run
+    history = pq.read_table(folder / "history.parquet").to_pylist()
+    meta = store.read_json(f"students/{run}/meta.json")
+    values = [r["eval_auroc"] for r in history]
+    kept = meta["epoch_kept"]
+    assert kept == 1 + int(np.argmax(values)) == counts["epoch_kept"]  # the first of equal maxima
+
+    model = build_model(STUDENT, num_classes=10, width=WIDTH)
+    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    model.eval()
+    validation = training_splits(store, 0.1, seed=0).validation
+    clips = read_clips(open_clip_array(store), validation.clip_ids)
+    with torch.no_grad():
+        confidence = torch.cat([model(model.preprocess(clips[i : i + 16])).confidence
+                                for i in range(0, len(clips), 16)]).numpy()
+    cached = pq.read_table(store_dir / "teacher" / TEACHER / "clips.parquet", columns=["clip_id", "z"])
+    z_of = dict(zip(cached.column("clip_id").to_pylist(), cached.column("z").to_pylist()))
+    z = np.array([z_of[int(i)] for i in validation.clip_ids], np.int64)
+    recomputed = auroc(confidence.astype(np.float64), z)
+    assert recomputed == pytest.approx(max(values), abs=1e-6)
+    assert recomputed == pytest.approx(meta["selection"]["value"], abs=1e-6)
+    assert meta["kept"]["eval_auroc"] == meta["selection"]["value"] == counts["selection_value"]
+
+    stopped = _copy(cached_store, tmp_path / "stopped")
+    distill(Store(str(stopped)), small("condi-sr", epochs=kept, keep="last"), **QUIET)
+    assert (stopped / "students" / run / "weights.pt").read_bytes() == (folder / "weights.pt").read_bytes()
+
+
+def test_without_validation_the_last_epoch_is_kept_on_all_of_train(cached_store, tmp_path):
+    store_dir = _copy(cached_store, tmp_path)
+    store = Store(str(store_dir))
+    counts = distill(store, small("st-ent", epochs=2, val_fraction=0.0), **QUIET)
+    run = default_run_name("st-ent", STUDENT, WIDTH)
+    meta = store.read_json(f"students/{run}/meta.json")
+    history = pq.read_table(store_dir / "students" / run / "history.parquet").to_pylist()
+    assert (meta["fit_videos"], meta["validation_videos"]) == (FIT_VIDEOS + VALIDATION_VIDEOS, 0)
+    assert [r["train_samples"] for r in history] == [FIT_VIDEOS + VALIDATION_VIDEOS] * 2
+    assert all(math.isnan(r["eval_auroc"]) for r in history)  # the test split is never evaluated per epoch
+    assert meta["epoch_kept"] == 2 and meta["selection"] is None and counts["selection_metric"] is None
+    assert 0 <= meta["test"]["test_auroc"] <= 1
+    # The carve is part of the configuration.
+    with pytest.raises(StageError, match="--force"):
+        distill(store, small("st-ent", epochs=2, val_fraction=0.2), **QUIET)
 
 
 def test_missing_teacher_cache_and_changed_configuration_are_refused(cached_store, tmp_path):
@@ -134,16 +221,18 @@ def test_missing_teacher_cache_and_changed_configuration_are_refused(cached_stor
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cached_store, tmp_path, run_cli):
     """st-conf: dropout, per-step hint sampling and the BudgetLambda state all have to survive the kill."""
+    """The default per-sample LR schedule and the best-epoch snapshot (validation AUROC) survive it too."""
     args = ["distill", "--loss", "st-conf", "--student", STUDENT, "--width", str(WIDTH), "--teacher", TEACHER,
-            "--epochs", "2", "--batch-size", "4", "--clips-per-video", "1", "--seed", "1", "--threads", "2",
-            "--eval-every", "2", "--quiet"]
+            "--epochs", "2", "--batch-size", "4", "--clips-per-video", "1", "--seed", "1", "--threads", "1",
+            "--reference-epoch", "30", "--quiet"]
     reference = _copy(cached_store, tmp_path / "reference")  # the same run, uninterrupted and in-process
     distill(Store(str(reference)), DistillRequest("st-conf", STUDENT, TEACHER, WIDTH,
-                                                  train=TrainOptions(2, 4, 0.1, seed=1, eval_every=2),
-                                                  clips_per_video=1, runtime=RuntimeOptions(threads=2)), **QUIET)
+                                                  train=TrainOptions(2, 4, 0.1, seed=1), reference_epoch=30,
+                                                  clips_per_video=1, runtime=RuntimeOptions(threads=1)), **QUIET)
     store_dir = _copy(cached_store, tmp_path / "killed")
-    # 10 clips in batches of 4: 3 steps per epoch, so step 4 is the first of epoch 2.
-    killed = run_cli(*args, "--store", str(store_dir), env={KILL_ENV: "distill.step:4"})
+    # 20 fit clips in batches of 4: 5 steps per epoch, so step 7 is the second of epoch 2 (after epoch 1's
+    # checkpoint, which holds the best snapshot so far and the samples seen).
+    killed = run_cli(*args, "--store", str(store_dir), env={KILL_ENV: "distill.step:7"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     resumed = run_cli(*args, "--store", str(store_dir))
     assert resumed.returncode == 0, resumed.stderr
@@ -152,8 +241,10 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cached_store, tmp
     ours, theirs = store_dir / "students" / run, reference / "students" / run
     assert (ours / "weights.pt").read_bytes() == (theirs / "weights.pt").read_bytes()
     meta = Store(str(store_dir)).read_json(f"students/{run}/meta.json")
-    assert meta["budget_lambda"] == Store(str(reference)).read_json(f"students/{run}/meta.json")["budget_lambda"]
+    theirs_meta = Store(str(reference)).read_json(f"students/{run}/meta.json")
+    assert meta["budget_lambda"] == theirs_meta["budget_lambda"]
     assert meta["budget_lambda"]["value"] != 0.1  # it was steered every step
+    assert meta["epoch_kept"] == theirs_meta["epoch_kept"] and meta["selection"] == theirs_meta["selection"]
 
 
 def test_video_targets_are_means_over_all_clips(cached_store):

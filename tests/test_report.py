@@ -367,8 +367,9 @@ def test_oracle_beats_dense_on_constructed_data(empty_store):
     assert dense.accuracy == 0.0
     assert row_of(report, "oracle", 1).accuracy == 100.0 >= dense.accuracy
     assert row_of(report, "oracle", 5).accuracy == dense.accuracy  # K >= N: Dense
-    assert [c[:2] for c in report.cells] == [("Dense", "All"), ("Oracle", "1"), ("Oracle", "5"), ("Oracle", "10"),
-                                             ("Oracle", "15")]
+    assert report.columns[:4] == ("K", "Oracle", "Perfect z", "Random")
+    assert [c[:2] for c in report.cells] == [("1", "100.00"), ("5", "0.00"), ("10", "0.00"), ("15", "0.00"),
+                                             ("All", "0.00")]
     assert row_of(report, "oracle", 1).extra["teacher_s"] == pytest.approx(np.mean([(1.0 + v) / 4 for v in range(6)]))
 
 
@@ -518,10 +519,11 @@ def test_md_json_csv_latex_layout(empty_store):
     body = [line for line in lines if re.match(r"\| (\d+|All) ", line)]
     assert [line.split("|")[1].strip() for line in body] == ["1", "3", "5", "7", "All"]
     cell = re.compile(r"^\d+(\.\d+)?s \(\d+\.\d\d\)$")
+    with_ci = re.compile(r"^\d+(\.\d+)?s \(\d+\.\d\d\) \[[+-]\d+\.\d, [+-]\d+\.\d\]$")  # CI against Dense
     for line in body[:-1]:
         cells = [c.strip() for c in line.strip("|").split("|")[1:]]
-        assert cells and all(cell.match(c) for c in cells), line
-    assert cell.match(body[-1].strip("|").split("|")[1].strip())  # All row: Dense under the first column
+        assert cells and all(with_ci.match(c) for c in cells), line
+    assert cell.match(body[-1].strip("|").split("|")[1].strip())  # All row: Dense under the first column, no CI
     assert "Test CPU 9000" in md and "threads 2" in md and "Student CPU 42" in md
     assert "teacher's per-clip latency" in md and "min(K_t, N)" in md
     rows = json.loads(render(report, "json"))
@@ -661,3 +663,315 @@ def test_time_model_docstring_examples():
 
     result = doctest.testmod(time_model)
     assert result.failed == 0 and result.attempted >= 6
+
+
+# ------------------------------------------------------------------ statistics, Perfect z and clip kinds
+
+
+def test_paired_bootstrap_known_cases_and_index_resampling():
+    from condi_pipe.methods.statistics import paired_bootstrap_ci
+
+    same = np.array([1, 0, 1, 1, 0, 1], bool)
+    assert paired_bootstrap_ci(same, same)[:3] == (0.0, 0.0, 0.0)
+    assert paired_bootstrap_ci(np.ones(50), np.zeros(50))[:3] == (1.0, 1.0, 1.0)  # a constant shift
+    # against the literal procedure: draw n video indices with replacement, the same for both methods
+    rng = np.random.default_rng(5)
+    a, b = rng.random(200) < 0.7, rng.random(200) < 0.6
+    ci = paired_bootstrap_ci(a, b, resamples=20000, seed=1)
+    idx = np.random.default_rng(2).integers(0, 200, (20000, 200))
+    literal = np.percentile(a[idx].mean(1) - b[idx].mean(1), [2.5, 97.5])
+    assert ci.difference == pytest.approx(a.mean() - b.mean())
+    assert ci.low == pytest.approx(literal[0], abs=0.01) and ci.high == pytest.approx(literal[1], abs=0.01)
+    assert ci.low < ci.difference < ci.high and (ci.resamples, ci.samples) == (20000, 200)
+    # seeded: the same call gives the same interval; another seed a (slightly) different one
+    assert paired_bootstrap_ci(a, b, seed=3) == paired_bootstrap_ci(a, b, seed=3)
+    assert paired_bootstrap_ci(a, b, seed=3)[1:3] != paired_bootstrap_ci(a, b, seed=4)[1:3]
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap_ci(a, b[:-1])
+    import doctest
+
+    from condi_pipe.methods import statistics
+
+    assert doctest.testmod(statistics).failed == 0
+
+
+def dense_correct(data, idx):
+    return np.array([reference_prediction(data.videos[i][3], np.arange(len(data.videos[i][3]))) == data.videos[i][2]
+                     for i in idx], np.float64)
+
+
+def test_table3_and_4_rows_carry_the_paired_bootstrap_ci(random_store):
+    from condi_pipe.methods.statistics import paired_bootstrap_ci
+
+    store, data, students = random_store
+    report = build_report(store, "3", k=[1, 3, 9], methods="condi-sr,equidistant,random")
+    test = data.of_split("test")
+    dense = row_of(report, "dense", None)
+    assert "ci95_vs_dense_pp" not in dense.extra and "diff_vs_dense_pp" not in dense.extra
+    reference = dense_correct(data, test)
+    for k in (1, 3):
+        correct = np.array([reference_prediction(data.videos[i][3], top_k(students["condi-sr"][i]["rank_score"], k))
+                            == data.videos[i][2] for i in test], np.float64)
+        expected = paired_bootstrap_ci(correct, reference, resamples=2000, seed=0)
+        row = row_of(report, "condi-sr", k)
+        low, high = row.extra["ci95_vs_dense_pp"]
+        assert (low, high) == pytest.approx((100 * expected.low, 100 * expected.high))
+        assert row.extra["diff_vs_dense_pp"] == pytest.approx(row.accuracy - dense.accuracy)
+        assert low <= row.extra["diff_vs_dense_pp"] <= high and low < high
+    for method in ("condi-sr", "equidistant", "random"):  # K = 9 >= every N: Dense's own predictions
+        assert row_of(report, method, 9).extra["ci95_vs_dense_pp"] == [0.0, 0.0]
+    random_row = row_of(report, "random", 1)
+    low, high = random_row.extra["ci95_vs_dense_pp"]
+    assert low <= random_row.accuracy - dense.accuracy <= high
+    # the md cell of ConDi-SR at K = 1 shows that row's own accuracy and interval
+    md = render(report, "md")
+    line = next(line for line in md.splitlines() if line.startswith("| 1 "))
+    row = row_of(report, "condi-sr", 1)
+    low, high = row.extra["ci95_vs_dense_pp"]
+    assert f"({row.accuracy:.2f}) [{low:+.1f}, {high:+.1f}]" in line.split("|")[2]
+    assert "2,000 resamples of the 40 videos" in md
+    rows = json.loads(render(report, "json"))
+    assert all(("ci95_vs_dense_pp" in r) == (r["method"] != "dense") for r in rows)
+    table4 = build_report(store, "4", k=[3], ks=[0, 1])
+    for ks in (0, 1):
+        row = row_of(table4, "condi-sr", 3, ks=ks)
+        low, high = row.extra["ci95_vs_dense_pp"]
+        assert low <= row.accuracy - row_of(table4, "dense", None).accuracy <= high
+    assert row_of(table4, "condi-sr", 3, ks=0).extra["ci95_vs_dense_pp"] == pytest.approx(
+        row_of(report, "condi-sr", 3).extra["ci95_vs_dense_pp"])
+
+
+def perfect_z_order(logits, label, video_id, seed):
+    """Clips the teacher gets right first, then the rest; within each group by the seeded draw (descending)."""
+    from condi_pipe.methods.samplers import hashed_uniform_scores
+
+    n = len(logits)
+    z = softmax(logits).argmax(1) == label
+    draws = hashed_uniform_scores(seed, np.full(n, video_id), np.arange(n))
+    return sorted(range(n), key=lambda c: (not z[c], -draws[c], c))
+
+
+def perfect_z_prediction(logits, label, video_id, seed, k):
+    return reference_prediction(logits, np.array(perfect_z_order(logits, label, video_id, seed)[:k]))
+
+
+def test_oracle_table_perfect_z_random_and_gap_share(random_store):
+    store, data, students = random_store
+    report = build_report(store, "oracle", k=[1, 2, 4])
+    test = data.of_split("test")
+    # K = 1: a video is right exactly when the teacher is right on at least one of its clips, whatever the seed
+    any_right = [(softmax(data.videos[i][3]).argmax(1) == data.videos[i][2]).any() for i in test]
+    assert row_of(report, "perfect-z", 1).accuracy == pytest.approx(100 * np.mean(any_right))
+    for k in (1, 2, 4):
+        perfect = row_of(report, "perfect-z", k)
+        seeds = [100 * np.mean([perfect_z_prediction(data.videos[i][3], data.videos[i][2], data.videos[i][0], seed, k)
+                                == data.videos[i][2] for i in test]) for seed in (0, 1, 2)]
+        assert perfect.extra["seed_accuracies"] == pytest.approx(seeds)
+        assert perfect.accuracy == pytest.approx(np.mean(seeds))
+        assert perfect.accuracy >= row_of(report, "random", k).accuracy
+        random_acc, perfect_acc = row_of(report, "random", k).accuracy, perfect.accuracy
+        for loss in ("condi-sr", "bce-conf", "st-ent", "st-conf"):
+            row = row_of(report, loss, k)
+            expected = np.mean([reference_prediction(data.videos[i][3], top_k(students[loss][i]["rank_score"], k))
+                                == data.videos[i][2] for i in test])
+            assert row.accuracy == pytest.approx(100 * expected)
+            assert row.extra["gap_share"] == pytest.approx((row.accuracy - random_acc) / (perfect_acc - random_acc))
+    assert report.columns == ("K", "Oracle", "Perfect z", "Random", "ConDi-SR (gap share)", "BCE-Conf (gap share)",
+                              "ST-Ent (gap share)", "ST-Conf (gap share)")
+    # the printed cells are their own rows' numbers
+    first = report.cells[0]
+    condi = row_of(report, "condi-sr", 1)
+    assert first[:4] == ("1", *(f"{row_of(report, method, 1).accuracy:.2f}" for method in ("oracle", "perfect-z",
+                                                                                          "random")))
+    assert first[4] == f"{condi.accuracy:.2f} ({condi.extra['gap_share']:.2f})"
+    assert report.cells[-1][:2] == ("All", f"{row_of(report, 'dense', None).accuracy:.2f}")
+    assert any("Perfect z: the clips the teacher classifies right first" in line for line in report.footer)
+    # no gap when K covers every clip: the share is undefined, not a division by zero
+    full = build_report(store, "oracle", k=[9])
+    assert json.loads(render(full, "json"))[-1]["gap_share"] is None and "n/a" in full.cells[0][4]
+
+
+KINDS = ("informative", "pan", "distractor", "occlusion", "noise")
+
+
+@pytest.fixture(scope="module")
+def kinds_store(tmp_path_factory):
+    """30 test + 10 train videos with the store's own videos/clips tables, a clip-kinds sidecar, a ConDi-SR run
+    (with a confidence) and an ST-Ent run (without)."""
+    from condi_pipe.storage import tables
+
+    rng = np.random.default_rng(21)
+    classes, videos, kinds = 4, [], {}
+    for v in range(40):
+        n = int(rng.integers(1, 8))
+        label = v % classes
+        logits = rng.normal(0, 2, (n, classes))
+        logits[:, label] += rng.normal(1.0, 1.5, n)
+        videos.append((500 + v, "test" if v % 4 else "train", label, logits, 1.0))
+        kinds[500 + v] = [KINDS[i] for i in rng.choice(5, n, p=[0.6, 0.1, 0.1, 0.1, 0.1])]
+    data = Videos(videos)
+    folder = tmp_path_factory.mktemp("report_kinds")
+    store = Store(str(folder / "store"))
+    write_teacher(store, data)
+    path = {vid: f"C{label}/v_C{label}_g{vid:03d}_c01.mp4" for vid, _, label, _, _ in videos}
+    store.write_table(tables.VIDEOS, pa.table({"video_id": pa.array(list(path), pa.int64()),
+                                               "path": pa.array(list(path.values()), pa.string())}))
+    clip_rows = [(int(cid), vid, c) for i, (vid, *_rest) in enumerate(videos) for c, cid in enumerate(data.clip_ids(i))]
+    store.write_table(tables.CLIPS, pa.table({"clip_id": pa.array([r[0] for r in clip_rows], pa.int64()),
+                                              "video_id": pa.array([r[1] for r in clip_rows], pa.int64()),
+                                              "clip_index": pa.array([r[2] for r in clip_rows], pa.int32())}))
+    sidecar = folder / "synth_clips.csv"
+    lines = ["video,clip,start_frame,frames,kind,label,distractor_class,split"]
+    lines += [f"{path[vid]},{c},{16 * c},16,{kind},C0,,x" for vid in reversed(list(kinds)) for c, kind in
+              enumerate(kinds[vid])]  # any row order
+    sidecar.write_text("\n".join(lines) + "\n")
+    students = {}
+    for run, loss in (("condi", "condi-sr"), ("stent", "st-ent")):
+        per_video = {}
+        for i in data.of_split("test"):
+            n = len(data.videos[i][3])
+            conf = 1 / (1 + np.exp(-rng.normal(0, 2, n)))
+            s_logits = rng.normal(0, 1.5, (n, classes))
+            rank = conf if loss == "condi-sr" else -entropy(softmax(s_logits))
+            per_video[i] = {"logits": s_logits, "seconds": 0.1, "rank_score": rank.astype(np.float32),
+                            "confidence": conf.astype(np.float32) if loss == "condi-sr" else None}
+        write_scores(store, data, run, loss, per_video)
+        students[loss] = per_video
+    return store, data, kinds, sidecar, students
+
+
+def kinds_row(report, method, kind, k=None):
+    found = [r for r in report.rows if r.method == method and r.extra["kind"] == kind and r.k == k]
+    assert len(found) == 1, (method, kind, k)
+    return found[0]
+
+
+def test_kinds_table_matches_a_direct_computation(kinds_store):
+    from condi_pipe.methods.samplers import RandomSelector, VideoClips
+
+    store, data, kinds, sidecar, students = kinds_store
+    report = build_report(store, "kinds", clip_kinds=str(sidecar))
+    test, train = data.of_split("test"), data.of_split("train")
+
+    def clips_of(idx):  # (kind, z) per clip, straight from the logits
+        return [(kinds[data.videos[i][0]][c], int(softmax(data.videos[i][3])[c].argmax() == data.videos[i][2]))
+                for i in idx for c in range(len(data.videos[i][3]))]
+
+    eval_clips, train_clips = clips_of(test), clips_of(train)
+    shares = []
+    for kind in KINDS:
+        row = kinds_row(report, "teacher", kind)
+        z_eval = [z for k, z in eval_clips if k == kind]
+        z_train = [z for k, z in train_clips if k == kind]
+        assert row.extra["eval_clips"] == len(z_eval) and row.extra["train_clips"] == len(z_train)
+        assert row.extra["eval_share"] == pytest.approx(len(z_eval) / len(eval_clips))
+        assert row.extra["z_rate_eval"] == pytest.approx(np.mean(z_eval))
+        assert row.extra["z_rate_train"] == pytest.approx(np.mean(z_train))
+        assert row.accuracy == pytest.approx(100 * np.mean(z_eval))  # the teacher's clip accuracy is z on eval
+        shares.append(row.extra["eval_share"])
+    assert sum(shares) == pytest.approx(1.0)
+    assert kinds_row(report, "teacher", "all").extra["z_rate_train"] == pytest.approx(
+        np.mean([z for _, z in train_clips]))
+    # the students: mean z~ per kind (ST-Ent has no confidence) and the AUROC of the ranking, informative vs the rest
+    for loss in ("condi-sr", "st-ent"):
+        rank = np.concatenate([students[loss][i]["rank_score"] for i in test]).astype(np.float64)
+        informative = np.array([k == "informative" for k, _ in eval_clips])
+        pos, neg = rank[informative], rank[~informative]
+        expected = ((pos[:, None] > neg).sum() + 0.5 * (pos[:, None] == neg).sum()) / (len(pos) * len(neg))
+        assert kinds_row(report, loss, "all").extra["auroc_informative_vs_ambiguous"] == pytest.approx(expected)
+    conf = np.concatenate([students["condi-sr"][i]["confidence"] for i in test]).astype(np.float64)
+    for kind in KINDS:
+        mine = np.array([k == kind for k, _ in eval_clips])
+        assert kinds_row(report, "condi-sr", kind).extra["mean_confidence"] == pytest.approx(conf[mine].mean())
+        assert kinds_row(report, "st-ent", kind).to_json()["mean_confidence"] is None
+    # the kind of the clip each method picks at K = 1, video by video
+    picks = {m: [] for m in ("condi-sr", "st-ent", "oracle", "equidistant")}
+    for i in test:
+        vid, _, label, logits, _ = data.videos[i]
+        picks["condi-sr"].append(top_k(students["condi-sr"][i]["rank_score"], 1)[0])
+        picks["st-ent"].append(top_k(students["st-ent"][i]["rank_score"], 1)[0])
+        picks["oracle"].append(top_k(softmax(logits)[:, label], 1)[0])
+        picks["equidistant"].append(len(logits) // 2)  # the centre of one segment
+    picked_kinds = {m: [kinds[data.videos[i][0]][c] for i, c in zip(test, chosen)] for m, chosen in picks.items()}
+    for seeded in ("random", "perfect-z"):
+        picked_kinds[seeded] = []
+        for seed in (0, 1, 2):
+            for i in test:
+                vid, _, label, logits, _ = data.videos[i]
+                if seeded == "random":
+                    c = RandomSelector(seed).select(VideoClips(softmax(logits), label, index=vid), 1)[0]
+                else:
+                    c = perfect_z_order(logits, label, vid, seed)[0]
+                picked_kinds[seeded].append(kinds[vid][c])
+    for method, chosen in picked_kinds.items():
+        total = 0.0
+        for kind in KINDS:
+            share = kinds_row(report, method, kind, k=1).extra["pick_share"]
+            assert share == pytest.approx(chosen.count(kind) / len(chosen)), (method, kind)
+            total += share
+        assert total == pytest.approx(1.0)
+    # the printed md shows each row's own numbers (kinds in the generator's order, then "all")
+    md = render(report, "md")
+    header = next(line for line in md.splitlines() if line.startswith("| Quantity"))
+    assert [c.strip() for c in header.strip("|").split("|")][2:8] == [*KINDS, "all"]
+    line = next(line for line in md.splitlines() if line.startswith("| z rate, train"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:8] == [f"{kinds_row(report, 'teacher', k).extra['z_rate_train']:.2f}" for k in (*KINDS, "all")]
+    line = next(line for line in md.splitlines() if re.match(r"\| Share of picks, K=1 +\| Oracle ", line))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:7] == [f"{kinds_row(report, 'oracle', k, k=1).extra['pick_share']:.2f}" for k in KINDS]
+    assert "Time per video" not in md  # no times in this table
+    for fmt in ("csv", "json", "latex"):
+        assert render(report, fmt)
+
+
+def test_kinds_sidecar_errors_name_the_file(kinds_store, tmp_path):
+    store, data, kinds, sidecar, _ = kinds_store
+    lines = sidecar.read_text().splitlines()
+    first_video = lines[1].split(",")[0]
+    no_video = tmp_path / "no_video.csv"
+    no_video.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if not ln.startswith(first_video + ",")]))
+    with pytest.raises(ValueError, match=re.escape(str(no_video)) + f": no row for video '{re.escape(first_video)}'"):
+        build_report(store, "kinds", clip_kinds=str(no_video))
+    no_clip = tmp_path / "no_clip.csv"
+    no_clip.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if not ln.startswith(first_video + ",0,")]))
+    with pytest.raises(ValueError, match=re.escape(str(no_clip)) + f": video '{re.escape(first_video)}' has no clip 0"):
+        build_report(store, "kinds", clip_kinds=str(no_clip))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\na.mp4,1\n")
+    for path, message in ((bad, "no column video, clip, kind"), (tmp_path / "absent.csv", "not found")):
+        result = CliRunner().invoke(cli, ["report", "--store", store.url, "--table", "kinds",
+                                          "--clip-kinds", str(path)])
+        assert result.exit_code == 2 and str(path) in result.output and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["report", "--store", store.url, "--table", "kinds"])
+    assert result.exit_code == 2 and "--clip-kinds" in result.output
+    with pytest.raises(ValueError, match="table kinds only"):
+        build_report(store, "3", clip_kinds=str(sidecar))
+    result = CliRunner().invoke(cli, ["report", "--store", store.url, "--table", "kinds", "--clip-kinds", str(sidecar),
+                                      "--format", "json"])
+    assert result.exit_code == 0
+    assert {"teacher", "condi-sr", "st-ent", "oracle", "perfect-z"} <= {r["method"] for r in json.loads(result.output)}
+
+
+def test_run_config_report_needs_the_sidecar_for_kinds():
+    from condi_pipe.pipeline.run_config import ReportSection
+
+    with pytest.raises(ValueError, match="clip_kinds"):
+        ReportSection(tables=["3", "kinds"])
+    assert ReportSection(tables=["kinds"], clip_kinds="synth_clips.csv").clip_kinds == "synth_clips.csv"
+
+
+def test_kinds_table_on_a_generated_benchmark(synth_teacher_store, synth_root):
+    """The real sidecar joins the real store: per kind, the eval and train clip counts are the sidecar's own."""
+    import csv
+
+    report = build_report(str(synth_teacher_store), "kinds", clip_kinds=str(synth_root / "synth_clips.csv"))
+    with open(synth_root / "synth_clips.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for kind in {r["kind"] for r in rows}:
+        row = kinds_row(report, "teacher", kind)
+        assert row.extra["eval_clips"] == sum(r["kind"] == kind and r["split"] == "test" for r in rows)
+        assert row.extra["train_clips"] == sum(r["kind"] == kind and r["split"] == "train" for r in rows)
+    assert sum(r.extra["eval_share"] for r in report.rows if r.method == "teacher" and r.extra["kind"] != "all") == \
+        pytest.approx(1.0)

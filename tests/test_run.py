@@ -43,6 +43,10 @@ def test_minimal_config_resolves_paths_relative_to_the_file(tmp_path):
     ("[distill]\nlosses = \"condi-sr\"\n", r"\[distill\].losses must be list\[str\]"),
     ("[teacher_train]\nflip = 1\n", r"\[teacher_train\].flip must be bool"),
     ("[reporting]\nx = 1\n", r"unknown section or key 'reporting'"),
+    ("[distill]\nschedule_unit = \"steps\"\n", r"\[distill\].schedule_unit must be samples or passes"),
+    ("[distill]\nreference_epoch = 0\n", r"\[distill\].reference_epoch must be > 0"),
+    ("[teacher_train]\nkeep = \"first\"\n", r"\[teacher_train\].keep must be best or last"),
+    ("[teacher_train]\nval_fraction = 1.0\n", r"\[teacher_train\].val_fraction must be in \[0, 1\)"),
 ])
 def test_bad_config_is_one_line_naming_the_file_and_key(tmp_path, extra, message):
     path = write(tmp_path, MINIMAL + extra)
@@ -51,6 +55,16 @@ def test_bad_config_is_one_line_naming_the_file_and_key(tmp_path, extra, message
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     result = CliRunner().invoke(cli, ["run", "--config", str(path)])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and str(path) in result.stderr
+
+
+def test_validation_and_schedule_keys_reach_the_sections(tmp_path):
+    extra = ("[teacher_train]\nval_fraction = 0.2\nval_seed = 3\nkeep = \"last\"\n"
+             "[distill]\nval_fraction = 0.0\nschedule_unit = \"passes\"\nreference_epoch = 500\n")
+    config = load_run_config(write(tmp_path, MINIMAL + extra))
+    tt, di = config.teacher_train, config.distill
+    assert (tt.val_fraction, tt.val_seed, tt.keep) == (0.2, 3, "last")
+    assert (di.val_fraction, di.val_seed, di.keep, di.schedule_unit, di.reference_epoch) == (
+        0.0, 0, "best", "passes", 500)
 
 
 def test_missing_section_and_bad_toml(tmp_path):

@@ -1,5 +1,6 @@
-"""teacher-train: the epoch loop on real stored clips, its history, published weights, byte-identical resume after
-SIGKILL, and teacher-cache picking up the trained weights."""
+"""teacher-train: the epoch loop on real stored clips, its history on the validation split carved from train, the
+published weights of the epoch kept, byte-identical resume after SIGKILL, and teacher-cache picking up the trained
+weights."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from condi_pipe.cli import main as cli
 from condi_pipe.models import build_model
 from condi_pipe.pipeline.faults import KILL_ENV
+from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import StepDecay, TrainOptions, read_clips
@@ -29,7 +31,7 @@ from condi_pipe.storage.store import Store
 
 TEACHER = "resnet10_3d_small"
 QUIET = dict(quiet=True, log=lambda message: None)
-# Small enough for a test: 2 clips of each of the 10 training videos per epoch, batches of 8.
+# Small enough for a test: 2 clips of each of the 20 fit videos per epoch, batches of 8.
 EPOCHS, BATCH, LR, CLIPS_PER_VIDEO, THREADS, SEED = 2, 8, 0.05, 2, 2, 3
 CLI_ARGS = ["--teacher", TEACHER, "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--lr", str(LR),
             "--clips-per-video", str(CLIPS_PER_VIDEO), "--threads", str(THREADS), "--seed", str(SEED), "--quiet"]
@@ -41,10 +43,10 @@ def request() -> TeacherTrainRequest:
 
 
 @pytest.fixture(scope="module")
-def trained(synth_store, tmp_path_factory):
+def trained(validation_teacher_store, tmp_path_factory):
     """An uninterrupted in-process run: the reference for the resume test."""
     store_dir = tmp_path_factory.mktemp("teacher_train") / "store"
-    shutil.copytree(synth_store, store_dir)
+    shutil.copytree(validation_teacher_store, store_dir)
     counts = teacher_train(Store(str(store_dir)), request(), **QUIET)
     return store_dir, counts
 
@@ -53,12 +55,12 @@ def _folder(store_dir: Path) -> Path:
     return store_dir / "teachers" / TEACHER
 
 
-def test_history_has_a_row_per_epoch_with_accuracy_from_the_eval_split(trained):
+def test_history_has_a_row_per_epoch_with_accuracy_from_the_validation_split(trained):
     store_dir, counts = trained
     history = pq.read_table(_folder(store_dir) / "history.parquet").to_pylist()
     assert [row["epoch"] for row in history] == [1, 2]
-    train = load_videos(Store(str(store_dir)), "train")
-    evaluation = load_videos(Store(str(store_dir)), "test")
+    splits = training_splits(Store(str(store_dir)), 0.1, seed=0)
+    train, evaluation = splits.fit, splits.validation
     for row in history:
         assert row["train_samples"] == np.minimum(train.clips, CLIPS_PER_VIDEO).sum()
         assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
@@ -69,11 +71,22 @@ def test_history_has_a_row_per_epoch_with_accuracy_from_the_eval_split(trained):
         assert row["eval_loss"] > 0 and row["train_seconds"] > 0 and row["eval_seconds"] > 0
     # Cosine over 2 epochs: full LR, then half.
     assert [row["lr_model"] for row in history] == pytest.approx([LR, LR / 2])
-    assert counts == {"epochs": 2, "clip_accuracy": round(history[-1]["eval_clip_accuracy"], 4),
-                      "video_accuracy": round(history[-1]["eval_video_accuracy"], 4)}
+    # The epoch kept: the best validation video accuracy, the earlier one on a tie.
+    values = [row["eval_video_accuracy"] for row in history]
+    kept = history[int(np.argmax(values))]
+    assert counts == {"epochs": 2, "clip_accuracy": round(kept["eval_clip_accuracy"], 4),
+                      "video_accuracy": round(kept["eval_video_accuracy"], 4), "epoch_kept": kept["epoch"],
+                      "selection_metric": "eval_video_accuracy", "selection_value": round(max(values), 4)}
 
 
-def test_published_weights_reproduce_the_logged_eval_accuracy(trained):
+def _clip_accuracy(model, store: Store, videos) -> float:
+    clips = read_clips(open_clip_array(store), videos.clip_ids)
+    with torch.no_grad():
+        logits = torch.cat([model(model.preprocess(clips[i : i + 16])).logits for i in range(0, len(clips), 16)])
+    return float((logits.argmax(1).numpy() == np.repeat(videos.label, videos.clips)).mean())
+
+
+def test_published_weights_reproduce_the_kept_epochs_validation_accuracy(trained):
     store_dir, _ = trained
     store = Store(str(store_dir))
     folder = _folder(store_dir)
@@ -81,14 +94,16 @@ def test_published_weights_reproduce_the_logged_eval_accuracy(trained):
     model = build_model(TEACHER, num_classes=10)
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.eval()
-    evaluation = load_videos(store, "test")
-    clips = read_clips(open_clip_array(store), evaluation.clip_ids)
-    with torch.no_grad():
-        logits = torch.cat([model(model.preprocess(clips[i : i + 16])).logits for i in range(0, len(clips), 16)])
-    labels = np.repeat(evaluation.label, evaluation.clips)
-    history = pq.read_table(folder / "history.parquet").to_pylist()
-    assert float((logits.argmax(1).numpy() == labels).mean()) == pytest.approx(history[-1]["eval_clip_accuracy"])
     meta = store.read_json(f"teachers/{TEACHER}/meta.json")
+    history = pq.read_table(folder / "history.parquet").to_pylist()
+    kept = history[meta["epoch_kept"] - 1]
+    validation = training_splits(store, 0.1, seed=0).validation
+    assert _clip_accuracy(model, store, validation) == pytest.approx(kept["eval_clip_accuracy"])
+    # The test split chose nothing; the kept weights' accuracy on it is recorded once, apart.
+    assert _clip_accuracy(model, store, load_videos(store, "test")) == pytest.approx(
+        meta["test"]["test_clip_accuracy"], abs=1e-6)
+    assert meta["selection"]["metric"] == "eval_video_accuracy" and meta["selection"]["split"] == "validation"
+    assert (meta["fit_videos"], meta["validation_videos"], meta["val_fraction"]) == (20, 10, 0.1)
     assert meta["num_classes"] == 10 and meta["teacher"] == TEACHER and meta["config"]["flip"] is True
     assert stage_record(store, f"teacher-train/{TEACHER}")["state"] == "done"
 
@@ -107,10 +122,10 @@ def test_rerun_is_a_no_op_and_a_new_configuration_needs_force(trained):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_gives_identical_weights(trained, synth_store, tmp_path, run_cli):
+def test_sigkill_then_resume_gives_identical_weights(trained, validation_teacher_store, tmp_path, run_cli):
     reference, _ = trained
     store_dir = tmp_path / "store"
-    shutil.copytree(synth_store, store_dir)
+    shutil.copytree(validation_teacher_store, store_dir)
     killed = run_cli("teacher-train", *CLI_ARGS, "--store", str(store_dir), env={KILL_ENV: "teacher-train.epoch:1"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (_folder(store_dir) / "checkpoints" / "last.pt").exists()
@@ -129,8 +144,9 @@ def test_sigkill_then_resume_gives_identical_weights(trained, synth_store, tmp_p
 def test_teacher_cache_uses_the_trained_teacher(trained, tmp_path):
     store_dir = tmp_path / "store"
     shutil.copytree(trained[0], store_dir)
+    # --force: the store holds a random-init cache of the same teacher (validation_teacher_store's)
     result = CliRunner().invoke(cli, ["teacher-cache", "--teacher", TEACHER, "--store", str(store_dir), "--workers",
-                                      "0", "--threads", "2", "--quiet"])
+                                      "0", "--threads", "2", "--quiet", "--force"])
     assert result.exit_code == 0, result.output
     store = Store(str(store_dir))
     folder = clip_outputs.teacher_folder(TEACHER)

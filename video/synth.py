@@ -1098,6 +1098,15 @@ def generate_benchmark(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def benchmark_is_complete(root: Path | str, videos: int, seed: int) -> bool:
+    """True when ``root`` already holds a complete benchmark of ``videos`` videos made with ``seed``."""
+    try:
+        meta = json.loads((Path(root) / "synth.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return bool(meta.get("complete")) and meta["config"].get("videos") == videos and meta["config"].get("seed") == seed
+
+
 def read_clip_kinds(root: Path | str) -> dict[str, list[str]]:
     """``synth_clips.csv`` as {video relative path: [kind of clip 0, clip 1, ...]}."""
     out: dict[str, list[str]] = {}

@@ -1,0 +1,216 @@
+"""Stage ``time-models``: time the teacher and every student a table compares, interleaved in one process.
+
+``teacher-cache`` and each ``score`` run time their model in their own process, at whatever load the machine had
+then: two students of one architecture came out a third apart. Here every model (the teacher as its cache ran it,
+and the student of every score run made for that teacher, each in the runtime its stage recorded: layout, dtype)
+is loaded into one process and timed on the same real clips: one forward pass per batch size b = 1..B (B = the
+longest eval video's clip count, at most ``MAX_BATCH``, beyond which videos run in chunks), input preprocessing
+included as in ``teacher-cache`` and ``score``. After one untimed warm-up pass over every (batch size, model),
+each repeat times, for each batch size, every model in turn, the order rotated between repeats, so slow spells
+of the machine fall on every model alike. Stored per (model, batch): the median, minimum and IQR over the repeats
+(``timings/<teacher>/``, :mod:`condi_pipe.storage.timings`); the report costs methods from these medians.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from condi_pipe.methods.time_model import robust_summary
+from condi_pipe.pipeline.clip_inference import MAX_BATCH, ModelRef
+from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
+from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name, timed,
+                                               to_runtime_layout)
+from condi_pipe.storage import clip_outputs, report_outputs, timings
+from condi_pipe.storage.clip_array import open_clip_array
+from condi_pipe.storage.manifests import eval_split, load_videos
+from condi_pipe.storage.run_state import stage_record
+from condi_pipe.storage.store import Store
+
+TIME_MODELS = define_stage(
+    "time-models",
+    reads=("teacher-cache",),
+    writes=("timings/{key}",),
+    summary="time the teacher and every score run's student side by side in one process, per batch size",
+)
+
+#: Interleaved repeats per (model, batch size). With a ~10 ms/clip teacher and four students at a fraction of
+#: that, batch sizes 1..12 take about 1 s per repeat on 2 cores: 7 repeats and a warm-up stay well under a minute.
+DEFAULT_REPEATS = 7
+
+
+@dataclass(frozen=True)
+class TimingRequest:
+    teacher: str  # the teacher cache's name (``teacher/<name>/``)
+    runs: tuple[str, ...] | None = None  # score runs to time; None: every score run made for this teacher
+    repeats: int = DEFAULT_REPEATS
+    device: str = "cpu"
+    threads: int | None = None  # None: every core (one process, as teacher-cache and score with one worker)
+    bf16: bool = False  # True: every model under bf16 autocast; False: each as its own stage ran it
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+
+@dataclass(frozen=True)
+class TimedModel:
+    key: str  # ``teacher/<name>`` or ``scores/<run>``: the table's ``model`` column
+    ref: ModelRef
+    runtime: RuntimeOptions
+    video_level: bool  # fewer-frames / uniform-k: score runs their features' mean through the head
+
+    def describe(self) -> dict:
+        return {"model": self.key, "architecture": self.ref.name, "width": self.ref.width,
+                "weights_sha256": self.ref.weights_sha256, "bf16": self.runtime.bf16,
+                "channels_last": self.runtime.channels_last, "video_level": self.video_level,
+                "sgs_stage": self.ref.sgs_stage}
+
+
+def _runtime(config: dict, request: TimingRequest) -> RuntimeOptions:
+    recorded = RuntimeOptions(**config.get("runtime", {}))
+    return RuntimeOptions(device=request.device, threads=request.threads, bf16=request.bf16 or recorded.bf16,
+                          channels_last=recorded.channels_last)
+
+
+def score_runs_for(store: Store, teacher: str) -> list[str]:
+    """Finished score runs made from ``teacher``'s cache, sorted by name."""
+    complete, _ = report_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
+    return [run for run in complete
+            if clip_outputs.read_meta(store, clip_outputs.scores_folder(run)).get("teacher") == teacher]
+
+
+def models_to_time(store: Store, request: TimingRequest) -> list[TimedModel]:
+    """The teacher exactly as its cache ran it, then the student of each score run exactly as it was scored."""
+    from condi_pipe.stages.distill import VIDEO_LOSSES
+    from condi_pipe.stages.score import student_ref
+
+    record = stage_record(store, f"teacher-cache/{request.teacher}")
+    if record.get("state") != "done":
+        raise StageError(f"{store.url}: no finished teacher cache '{request.teacher}'; run `condi-pipe teacher-cache`")
+    models = [TimedModel(timings.teacher_key(request.teacher), ModelRef(**record["config"]["teacher"]),
+                         _runtime(record["config"], request), False)]
+    available = score_runs_for(store, request.teacher)
+    runs = sorted(request.runs) if request.runs is not None else available
+    for run in runs:
+        if run not in available:
+            raise StageError(f"{store.path(clip_outputs.scores_folder(run))}: no finished score run '{run}' made from "
+                             f"teacher '{request.teacher}' (score runs: {', '.join(available) or 'none'})")
+        scored = stage_record(store, f"score/{run}")
+        ref, meta = student_ref(store, run)
+        if scored.get("config", {}).get("student_weights_sha256") not in (None, ref.weights_sha256):
+            raise StageError(f"{store.path(clip_outputs.scores_folder(run))}: scored with other weights than "
+                             f"students/{run}/weights.pt holds now; re-run `condi-pipe score --student {run} --force`")
+        models.append(TimedModel(timings.run_key(run), ref, _runtime(scored.get("config", {}), request),
+                                 meta.get("loss") in VIDEO_LOSSES))
+    return models
+
+
+def _timing_clips(store: Store) -> tuple[np.ndarray, dict]:
+    """The first B clips of the longest eval video (B = its clip count, at most MAX_BATCH): real clips, and as
+    many as the largest batch any eval video is served in."""
+    split = eval_split(store)
+    videos = load_videos(store, split)
+    if not len(videos.clips):
+        raise StageError(f"{store.url}: no videos in split '{split}' to time the models on")
+    longest = int(np.argmax(videos.clips))
+    batches = int(min(videos.clips[longest], MAX_BATCH))
+    first = int(videos.first_clip[longest])
+    clips = np.ascontiguousarray(open_clip_array(store)[first : first + batches])
+    return clips, {"split": split, "video_id": int(videos.video_id[longest]), "first_clip": first,
+                   "largest_video_clips": int(videos.clips.max())}
+
+
+def _forward(model, entry: TimedModel, device: torch.device) -> Callable[[torch.Tensor], object]:
+    """One served forward pass, as ``teacher-cache`` / ``score`` time it: device transfer, preprocessing (a student
+    may downsample inside it), layout, the model, and for video-level students the mean of features through the
+    head."""
+    head = model.get_submodule(model.head_name) if entry.video_level else None
+
+    def forward(batch: torch.Tensor):
+        with torch.inference_mode(), autocast(entry.runtime, device):
+            out = model(to_runtime_layout(model.preprocess(batch.to(device)), entry.runtime))
+            return head(out.features.float().mean(0, keepdim=True)) if head is not None else out.logits
+
+    return forward
+
+
+def measure(store: Store, models: list[TimedModel], clips: np.ndarray, repeats: int) -> np.ndarray:
+    """Seconds of one forward pass, (models, batch sizes 1..len(clips), repeats), interleaved as the module says."""
+    device = models[0].runtime.torch_device()
+    forwards = []
+    for entry in models:
+        model = to_runtime_layout(entry.ref.build(store).to(device).eval(), entry.runtime)
+        forwards.append(_forward(model, entry, device))
+    batches = [torch.from_numpy(clips[:size]) for size in range(1, len(clips) + 1)]
+    for batch in batches:  # warm-up: oneDNN builds its kernels per shape on the first call
+        for forward in forwards:
+            forward(batch)
+    seconds = np.empty((len(models), len(batches), repeats))
+    for repeat in range(repeats):
+        order = [(repeat + i) % len(models) for i in range(len(models))]
+        for b, batch in enumerate(batches):
+            for m in order:
+                seconds[m, b, repeat] = timed(lambda: forwards[m](batch), device).seconds
+    return seconds
+
+
+def _config(request: TimingRequest, models: list[TimedModel], batches: int) -> dict:
+    return {"teacher": request.teacher, "models": [entry.describe() for entry in models], "repeats": request.repeats,
+            "batches": batches, "max_batch": MAX_BATCH, "device": request.device, "threads": request.threads,
+            "bf16": request.bf16}
+
+
+def time_models(
+    store: Store,
+    request: TimingRequest,
+    *,
+    force: bool = False,
+    redo_if_changed: bool = False,
+    quiet: bool = False,  # accepted like every stage's; there are no progress bars to hide
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Time ``request``'s models side by side and store the result; a finished run with the same configuration
+    (same teacher and score runs, same weights, same options) is a no-op. ``redo_if_changed``: a changed
+    configuration (a new score run, retrained weights) redoes it instead of refusing (``condi-pipe run``)."""
+    models = models_to_time(store, request)
+    clips, source = _timing_clips(store)
+    config = _config(request, models, len(clips))
+    key = f"{TIME_MODELS.name}/{request.teacher}"
+    previous = stage_record(store, key)
+    if redo_if_changed and previous.get("config") not in (None, config):
+        force = True
+    with stage_run(store, TIME_MODELS, config, force=force, record_key=key, log=log) as run:
+        if run.skip:
+            return run.previous.get("counts", {})
+        runtime = RuntimeOptions(device=request.device, threads=request.threads)
+        threads = configure_threads(runtime, 1)
+        started = time.perf_counter()
+        seconds = measure(store, models, clips, request.repeats)
+        took = time.perf_counter() - started
+        summary = robust_summary(seconds)
+        rows = [{"model": entry.key, "batch": b + 1, "median_s": float(summary.median[m, b]),
+                 "min_s": float(summary.minimum[m, b]), "iqr_s": float(summary.iqr[m, b]), "repeats": request.repeats}
+                for m, entry in enumerate(models) for b in range(len(clips))]
+        device = runtime.torch_device()
+        meta = {"teacher": request.teacher, "device": str(device), "device_name": device_name(device),
+                "threads": threads, "repeats": request.repeats, "batches": list(range(1, len(clips) + 1)),
+                "max_batch": MAX_BATCH, "statistic": "median of the repeats (min_s: fastest; iqr_s: 75th - 25th "
+                "percentile)", "order": "after one warm-up pass: per repeat, per batch size, every model in turn, "
+                "the order rotated by one model per repeat", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": round(took, 3), "clips": source, "models": [entry.describe() for entry in models]}
+        timings.write_timings(store, request.teacher, rows, meta)
+        largest = len(clips)
+        per_clip = {entry.key: 1000 * float(summary.median[m, -1]) / largest for m, entry in enumerate(models)}
+        counts = {"models": len(models), "batches": largest, "repeats": request.repeats, "seconds": round(took, 2),
+                  "teacher_ms_per_clip": round(per_clip[models[0].key], 3)}
+        run.done(counts)
+    students = ", ".join(f"{key.split('/', 1)[1]} {ms:.2f}" for key, ms in list(per_clip.items())[1:])
+    log(f"time-models {request.teacher}: {len(models)} models x batch sizes 1..{largest} x {request.repeats} "
+        f"interleaved repeats in {took:.1f} s on {meta['device_name']} ({threads} threads); ms/clip at batch "
+        f"{largest}: teacher {per_clip[models[0].key]:.2f}" + (f", students: {students}" if students else ""))
+    return counts

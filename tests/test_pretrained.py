@@ -1,0 +1,107 @@
+"""The shipped teacher and the skim student: how `pretrained` resolves, the command that makes the shipped weights,
+and the student's reduced input (FLOPs are counted at the size the network really reads)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from condi_pipe.models import build_model, measure_flops, model_table
+from condi_pipe.models.pretrained import PRETRAINED, SHIPPED_WEIGHTS, model_card, pretrained_weights_path, resolve_weights
+
+
+def test_pretrained_resolves_to_the_shipped_file_and_other_names_pass_through():
+    path = pretrained_weights_path("resnet10_3d_motion")
+    assert path.name == SHIPPED_WEIGHTS["resnet10_3d_motion"] and path.is_file()
+    assert resolve_weights("resnet10_3d_motion", PRETRAINED) == str(path)
+    assert resolve_weights("resnet10_3d_motion", "/some/file.pt") == "/some/file.pt"
+    assert resolve_weights("resnet10_3d_motion", None) is None
+    with pytest.raises(ValueError, match="no pretrained weights ship for 'r3d_18'"):
+        resolve_weights("r3d_18", PRETRAINED)
+
+
+def test_shipped_weights_load_and_match_their_card():
+    from condi_pipe.models import load_weights
+    from condi_pipe.models.checkpoints import file_sha256
+
+    card = model_card("resnet10_3d_motion")
+    path = pretrained_weights_path("resnet10_3d_motion")
+    assert card["weights_sha256"] == file_sha256(path)
+    model = build_model("resnet10_3d_motion", 10)
+    load_weights(model, str(path))
+    # the card's numbers are the held-out split's, from more than a handful of clips
+    held_out = card["held_out"]
+    assert held_out["clips"] >= 1000 and 0.0 <= held_out["clip_accuracy"] <= 1.0
+    assert sum(k["clips"] for k in held_out["by_kind"].values()) == held_out["clips"]
+    assert card["recipe"]["seed"] != 0  # never the demo's default seed
+
+
+def test_skim_student_reads_half_the_frames_at_half_the_size():
+    model = build_model("resnet10_3d_motion_skim", 10).eval()
+    clips = torch.randint(0, 256, (2, 16, 112, 112, 3), dtype=torch.uint8)
+    x = model.preprocess(clips)
+    assert tuple(x.shape) == (2, 3, 8, 56, 56) == model.network_input_shape((2, 3, 16, 112, 112))
+    # every second frame, 2x2 pixel means of the normalised values
+    full = build_model("resnet10_3d_motion_tiny", 10).preprocess(clips)
+    expected = full[:, :, ::2].reshape(2, 3, 8, 56, 2, 56, 2).mean(dim=(4, 6))
+    torch.testing.assert_close(x, expected)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.logits.shape == (2, 10) and out.confidence.shape == (2,)
+
+
+def test_skim_student_costs_under_a_twentieth_of_the_teacher_in_flops():
+    rows = {r["name"]: r for r in model_table(10, ["resnet10_3d_motion", "resnet10_3d_motion_skim"])}
+    ratio = rows["resnet10_3d_motion"]["flops"] / rows["resnet10_3d_motion_skim"]["flops"]
+    assert ratio >= 20, ratio
+    # counted at the reduced input: a forward pass on the reduced shape gives the same number
+    with torch.device("meta"):
+        model = build_model("resnet10_3d_motion_skim", 10)
+    assert measure_flops(model) == rows["resnet10_3d_motion_skim"]["flops"]
+
+
+def test_demo_refuses_the_pretraining_seed(tmp_path):
+    from condi_pipe.pipeline.demo import run_demo
+    from condi_pipe.pipeline.pretrain import PRETRAIN_SEED
+
+    with pytest.raises(ValueError, match=f"seed {PRETRAIN_SEED}.*pretrained teacher"):
+        run_demo(tmp_path / "store", videos=20, seed=PRETRAIN_SEED, log=lambda m: None)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
+    """The recipe on a tiny corpus, twice in separate folders: the same weight bytes, and a card whose held-out
+    accuracy is recomputed here from the teacher cache and the generator's sidecar."""
+    from condi_pipe.pipeline.pretrain import PretrainOptions, pretrain_teacher
+    from condi_pipe.storage import clip_outputs
+    from condi_pipe.storage.manifests import eval_split, load_videos, video_paths
+    from condi_pipe.storage.store import Store
+    from condi_pipe.video.synth import read_clip_kinds
+
+    options = PretrainOptions(videos=20, seed=11, epochs=1, clips_per_video=1, batch_size=8, eval_every=1)
+    outs = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "teacher.pt"
+        card = pretrain_teacher(tmp_path / run / "work", out, options, quiet=True, log=lambda m: None)
+        outs.append((out, card))
+    (a, card_a), (b, card_b) = outs
+    assert a.read_bytes() == b.read_bytes()
+    assert card_a["held_out"] == card_b["held_out"]
+    assert json.loads(a.with_suffix(".json").read_text())["weights_sha256"] == card_a["weights_sha256"]
+
+    store = Store(str(tmp_path / "a" / "work" / "store"))
+    videos = load_videos(store, eval_split(store))
+    table = clip_outputs.read_clips(store, clip_outputs.teacher_folder("resnet10_3d_motion"), ["clip_id", "z"])
+    z_of = dict(zip(table.column("clip_id").to_pylist(), table.column("z").to_pylist()))
+    kinds = read_clip_kinds(tmp_path / "a" / "work" / "synth")
+    per_kind: dict[str, list[int]] = {}
+    for path, first, n in zip(video_paths(store, videos), videos.first_clip, videos.clips):
+        for i in range(int(n)):
+            per_kind.setdefault(kinds[path][i], []).append(int(z_of[int(first) + i]))
+    assert card_a["held_out"]["clips"] == int(videos.clips.sum())
+    for kind, zs in per_kind.items():
+        assert card_a["held_out"]["by_kind"][kind] == {"clips": len(zs), "accuracy": round(float(np.mean(zs)), 4)}

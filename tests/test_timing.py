@@ -1,0 +1,196 @@
+"""time-models: the teacher and every score run's student timed side by side in one process, and the report's
+times recomputed from the stored curves. No test asserts a wall-clock bound: the numbers are checked for shape and
+sign, and the report's arithmetic exactly against the stored table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from condi_pipe.cli import main as cli
+from condi_pipe.methods.time_model import (chunked_batch_seconds, robust_summary, side_by_side_mean_time,
+                                           side_by_side_video_seconds)
+from condi_pipe.pipeline.clip_inference import MAX_BATCH
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.stage import StageError
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.training import TrainOptions
+from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
+from condi_pipe.stages.report import build_report
+from condi_pipe.stages.score import ScoreRequest, score
+from condi_pipe.stages.timing import TimingRequest, time_models
+from condi_pipe.storage import clip_outputs, timings
+from condi_pipe.storage.manifests import load_videos
+from condi_pipe.storage.run_state import stage_record
+from condi_pipe.storage.store import Store
+
+TEACHER = "resnet10_3d_small"
+STUDENT, WIDTH = "shufflenetv2_3d", 0.25
+QUIET = dict(quiet=True, log=lambda message: None)
+INLINE = ExecutorOptions(workers=0)
+# "twin" is "conf" again under another name: same architecture, same seed, hence the same weights
+RUNS = {"conf": "condi-sr", "twin": "condi-sr", "ent": "st-ent"}
+REPEATS = 2
+
+
+def _distill_and_score(store: Store, run: str, loss: str) -> None:
+    request = DistillRequest(loss, STUDENT, TEACHER, WIDTH, name=run, losses=LossOptions(k=2),
+                             train=TrainOptions(1, 8, 0.1, seed=2), clips_per_video=1,
+                             runtime=RuntimeOptions(threads=2))
+    distill(store, request, **QUIET)
+    score(store, ScoreRequest(run, RuntimeOptions(threads=2), clips_per_group=20), INLINE, **QUIET)
+
+
+@pytest.fixture(scope="module")
+def scored(synth_teacher_store, tmp_path_factory) -> Path:
+    """The shared random-init teacher cache plus three one-epoch students and their scores (no timings yet)."""
+    store_dir = tmp_path_factory.mktemp("timing") / "store"
+    shutil.copytree(synth_teacher_store, store_dir)
+    store = Store(str(store_dir))
+    for run, loss in RUNS.items():
+        _distill_and_score(store, run, loss)
+    return store_dir
+
+
+@pytest.fixture(scope="module")
+def timed_store(scored, tmp_path_factory) -> Path:
+    store_dir = tmp_path_factory.mktemp("timed") / "store"
+    shutil.copytree(scored, store_dir)
+    time_models(Store(str(store_dir)), TimingRequest(TEACHER, repeats=REPEATS, threads=2), **QUIET)
+    return store_dir
+
+
+def _curves(store: Store) -> dict[str, dict[str, list]]:
+    table, _ = timings.read_timings(store, TEACHER)
+    return timings.curves(table)
+
+
+def test_one_positive_row_per_model_and_batch(timed_store):
+    store = Store(str(timed_store))
+    table, meta = timings.read_timings(store, TEACHER)
+    rows = table.to_pylist()
+    largest = int(min(load_videos(store, "test").clips.max(), MAX_BATCH))
+    models = {f"teacher/{TEACHER}"} | {f"scores/{run}" for run in RUNS}
+    assert sorted((r["model"], r["batch"]) for r in rows) == sorted((m, b) for m in models
+                                                                    for b in range(1, largest + 1))
+    assert all(r["median_s"] > 0 and 0 < r["min_s"] <= r["median_s"] and r["iqr_s"] >= 0 and r["repeats"] == REPEATS
+               for r in rows)
+    assert meta["threads"] == 2 and meta["repeats"] == REPEATS and meta["device"] == "cpu"
+    digests = {m["model"]: m["weights_sha256"] for m in meta["models"]}
+    assert digests["scores/conf"] == digests["scores/twin"] != digests["scores/ent"]
+    assert stage_record(store, f"time-models/{TEACHER}")["state"] == "done"
+
+
+def test_report_times_equal_a_recomputation_from_the_stored_curves(timed_store):
+    store = Store(str(timed_store))
+    curves = _curves(store)
+    clips = load_videos(store, "test").clips
+
+    def at(model, sizes):  # every eval video fits one batch here, so the curve is read at exact batch sizes
+        sizes = np.asarray(sizes)
+        assert sizes.max() <= curves[model]["batch"][-1]
+        return np.where(sizes > 0, np.asarray(curves[model]["seconds"])[np.maximum(sizes, 1) - 1], 0.0)
+
+    report = build_report(store, "3", k=[1, 3], methods=["conf", "twin", "ent", "equidistant"])
+    teacher = f"teacher/{TEACHER}"
+    dense = next(r for r in report.rows if r.method == "dense")
+    assert dense.time_per_video_s == pytest.approx(at(teacher, clips).mean(), rel=1e-12)
+    assert dense.extra["teacher_time"] == "side-by-side"
+    for row in report.rows:
+        if row.k is None:
+            continue
+        expected_teacher = at(teacher, np.minimum(row.k, clips)).mean()
+        assert row.extra["teacher_s"] == pytest.approx(expected_teacher, rel=1e-12)
+        run = row.extra.get("run")
+        expected_student = at(f"scores/{run}", clips).mean() if run else 0.0
+        assert row.extra["student_s"] == pytest.approx(expected_student, rel=1e-12)
+        assert row.time_per_video_s == pytest.approx(expected_student + expected_teacher + row.extra["selection_s"],
+                                                     rel=1e-12)
+    # the same lookup for two students of one architecture and weights: each its own stored curve at N
+    twins = {row.extra["run"]: row for row in report.rows if row.k == 1 and row.extra.get("run") in ("conf", "twin")}
+    for run, row in twins.items():
+        assert row.extra["student_s"] == pytest.approx(at(f"scores/{run}", clips).mean(), rel=1e-12)
+    footer = " ".join(report.footer)
+    assert "side by side" in footer and f"median of {REPEATS} interleaved repeats" in footer and "threads 2" in footer
+
+
+def test_rerun_is_a_no_op_and_a_new_score_run_changes_the_config(scored, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(scored, store_dir)
+    store = Store(str(store_dir))
+    # time the store as it was before the "ent" run was scored, then let that score run appear
+    shutil.move(str(store_dir / "scores" / "ent"), str(tmp_path / "ent"))
+    request = TimingRequest(TEACHER, repeats=1, threads=2)
+    time_models(store, request, **QUIET)
+    messages: list[str] = []
+    time_models(store, request, log=messages.append)
+    assert any("already done" in m for m in messages)
+    before = stage_record(store, f"time-models/{TEACHER}")["config"]
+    assert build_report(store, "3", k=[1]).rows[0].extra["teacher_time"] == "side-by-side"
+    shutil.move(str(tmp_path / "ent"), str(store_dir / "scores" / "ent"))
+    with pytest.raises(StageError, match="different configuration"):
+        time_models(store, request, **QUIET)
+    # the report does not use timings that miss a score run of the teacher: it falls back and says why
+    report = build_report(store, "3", k=[1])
+    assert report.rows[0].extra["teacher_time"] != "side-by-side"
+    assert any("scores/ent" in line and "time-models" in line for line in report.footer)
+    time_models(store, request, redo_if_changed=True, **QUIET)
+    after = stage_record(store, f"time-models/{TEACHER}")["config"]
+    assert sorted(m["model"] for m in after["models"]) == sorted([m["model"] for m in before["models"]]
+                                                                 + ["scores/ent"])
+    assert "scores/ent" in _curves(store)
+    assert build_report(store, "3", k=[1]).rows[0].extra["teacher_time"] == "side-by-side"
+
+
+def test_fallback_footer_without_timings(scored):
+    report = build_report(Store(str(scored)), "3", k=[1])
+    assert all(row.extra["teacher_time"] in ("share", "curve") for row in report.rows)
+    footer = " ".join(report.footer)
+    assert "not side by side" in footer and "condi-pipe time-models" in footer
+
+
+def test_cli_time_models_and_status(scored, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(scored, store_dir)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["time-models", "--store", str(store_dir), "--teacher", TEACHER, "--runs", "conf",
+                                 "--repeats", "1", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert set(_curves(Store(str(store_dir)))) == {f"teacher/{TEACHER}", "scores/conf"}
+    status = runner.invoke(cli, ["status", str(store_dir), "--json"])
+    assert json.loads(status.output)["stages"][f"time-models/{TEACHER}"]["state"] == "done"
+    missing = runner.invoke(cli, ["time-models", "--store", str(store_dir), "--teacher", TEACHER, "--runs", "nope"])
+    assert missing.exit_code == 2 and "nope" in missing.output
+
+
+# -- the arithmetic, on plain arrays ---------------------------------------------------------------------------
+
+
+def test_robust_summary_ignores_one_slow_repeat():
+    samples = np.array([[[1.0, 1.2, 1.1, 50.0, 1.0]]])
+    summary = robust_summary(samples)
+    assert summary.median[0, 0] == 1.1 and summary.minimum[0, 0] == 1.0
+    assert summary.iqr[0, 0] == pytest.approx(1.2 - 1.0)
+    with pytest.raises(ValueError):
+        robust_summary(np.zeros((2, 0)))
+
+
+def test_chunked_batches_and_side_by_side_parts():
+    curve = {"batch": [1, 2, 3, 4], "seconds": [1.0, 1.5, 2.0, 2.4]}
+    # 9 clips at max batch 4: two chunks of 4 and one of 1
+    assert chunked_batch_seconds(curve, np.array([9, 4, 0]), 4).tolist() == [2 * 2.4 + 1.0, 2.4, 0.0]
+    with pytest.raises(ValueError, match="batch 5"):
+        chunked_batch_seconds(curve, np.array([5]), 8)
+    student = {"batch": [1, 2, 3, 4], "seconds": [0.1, 0.2, 0.3, 0.4]}
+    clips = np.array([3, 1, 4])
+    parts = side_by_side_video_seconds(curve, clips, 2, student, selection_seconds=0.5, max_batch=4)
+    assert parts.teacher.tolist() == [1.5, 1.0, 1.5] and parts.student.tolist() == [0.3, 0.1, 0.4]
+    mean = side_by_side_mean_time(curve, clips, 2, parts.student, 0.5, max_batch=4)
+    assert mean.total == pytest.approx(np.mean([1.5, 1.0, 1.5]) + np.mean([0.3, 0.1, 0.4]) + 0.5)
+    dense = side_by_side_mean_time(curve, clips, clips, max_batch=4)
+    assert dense.teacher == pytest.approx(np.mean([2.0, 1.0, 2.4])) and dense.student == 0.0
