@@ -62,7 +62,24 @@ def dask_client(options: ExecutorOptions):
             dashboard_address=":0",  # any free port: several pipelines may run on one machine
             silence_logs=40,
         ) as cluster, Client(cluster) as client:
-            yield client
+            try:
+                yield client
+            finally:
+                _stop_workers(cluster, client)
+
+
+def _stop_workers(cluster, client, timeout: float = 10.0) -> None:
+    """Retire the local workers before the scheduler closes: a worker that outlives its scheduler logs a
+    heartbeat traceback ("Failed to communicate with scheduler") at the end of a successful run."""
+    import time
+
+    try:
+        cluster.scale(0)
+        deadline = time.monotonic() + timeout
+        while client.scheduler_info().get("workers") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except Exception:  # shutting down anyway: closing the cluster still stops whatever is left
+        pass
 
 
 def run_tasks(

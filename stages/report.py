@@ -1148,8 +1148,9 @@ def _history_column(history, metric: str) -> Optional[str]:
     return None
 
 
-def _history_summary(history) -> tuple[dict[str, Any], dict[str, list]]:
-    """(final values, FPR curve) of a training history: the last epoch with an evaluation (finite FPR or AUROC).
+def _history_summary(history, kept_epoch: Optional[int] = None) -> tuple[dict[str, Any], dict[str, list]]:
+    """(values, FPR curve) of a training history at the epoch distill kept (``kept_epoch``, from its meta.json),
+    else the last epoch with an evaluation (finite FPR or AUROC).
 
     Columns ``epoch`` and ``fpr``/``auroc``/``clip_accuracy``, or their ``eval_`` forms; epochs without an
     evaluation (NaN) are skipped.
@@ -1173,6 +1174,8 @@ def _history_summary(history) -> tuple[dict[str, Any], dict[str, list]]:
     if not evaluated.any():
         return {}, {}
     last = int(np.flatnonzero(evaluated)[-1])
+    if kept_epoch is not None and (epoch == kept_epoch).any():
+        last = int(np.flatnonzero(epoch == kept_epoch)[0])
     final = {"history_epoch": int(epoch[last])}
     for metric in ("fpr", "auroc", "clip_accuracy"):
         final[f"history_{metric}"] = float(values[metric][last]) if metric in values else None
@@ -1209,7 +1212,8 @@ def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
         scored = np.isfinite(rank_score)
         auroc = metrics.auroc(rank_score[scored], z[scored]) if scored.any() else float("nan")
         accuracy = 100.0 * float((pred == inputs.clip_labels()).mean())
-        final, curve = _history_summary(report_outputs.read_history(inputs.store, run.run))
+        kept = report_outputs.read_student_meta(inputs.store, run.run).get("epoch_kept")
+        final, curve = _history_summary(report_outputs.read_history(inputs.store, run.run), kept)
         if not final:
             notes.append(f"{run.display}: no evaluated epoch in students/{run.run}/history.parquet.")
         if curve:
@@ -1227,11 +1231,12 @@ def _confidence_table(inputs: _Inputs, methods, notes) -> ReportTable:
                        _fmt(final.get("history_clip_accuracy")) if final else ""))
     if not entries:
         notes.append(f"no finished score run from teacher '{inputs.teacher}' in {inputs.store.url}/scores.")
-    columns = ("Method", "Run", "FPR (z~ > 0.5)", "AUROC", "Student clip top-1 (%)", "Final epoch",
+    columns = ("Method", "Run", "FPR (z~ > 0.5)", "AUROC", "Student clip top-1 (%)", "Epoch kept",
                "Epoch FPR", "Epoch AUROC", "Epoch clip accuracy")
     explain = (f"FPR = FP / (FP + TN) of z~ > 0.5 (clips.parquet 'confidence') against the teacher's z on split "
-               f"'{inputs.split}'; AUROC of each run's rank_score against z. Epoch columns: the last row of "
-               "students/<run>/history.parquet as stored. JSON 'accuracy' = the student's clip top-1 (%), "
+               f"'{inputs.split}'; AUROC of each run's rank_score against z. Epoch columns: the row of "
+               "students/<run>/history.parquet of the epoch distill kept (meta.json epoch_kept; else the last "
+               "evaluated), on the validation part the history is computed on. JSON 'accuracy' = the student's clip top-1 (%), "
                "'time_per_video_s' = its seconds over all N clips.")
     return ReportTable(
         "confidence", f"Confidence of the students against the teacher's z, teacher '{inputs.teacher}', "

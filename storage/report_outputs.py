@@ -81,3 +81,8 @@ def read_history(store: Store, run: str) -> pa.Table | None:
     if not store.exists(rel):
         return None
     return store.read_table(rel)
+
+
+def read_student_meta(store: Store, run: str) -> dict:
+    """``students/<run>/meta.json`` ({} when absent): which epoch distill kept, its LR schedule, ..."""
+    return store.read_json(posixpath.join(student_folder(run), "meta.json"), {}) or {}

@@ -975,3 +975,18 @@ def test_kinds_table_on_a_generated_benchmark(synth_teacher_store, synth_root):
         assert row.extra["train_clips"] == sum(r["kind"] == kind and r["split"] == "train" for r in rows)
     assert sum(r.extra["eval_share"] for r in report.rows if r.method == "teacher" and r.extra["kind"] != "all") == \
         pytest.approx(1.0)
+
+
+def test_confidence_table_reads_the_epoch_distill_kept():
+    """The epoch columns show the epoch distill kept (meta.json epoch_kept), not the last one trained."""
+    import pyarrow as pa
+
+    from condi_pipe.stages.report import _history_summary
+
+    history = pa.table({"epoch": [1, 2, 3], "eval_auroc": [0.6, 0.9, 0.7], "eval_fpr": [0.5, 0.2, 0.4],
+                        "eval_clip_accuracy": [0.1, 0.3, 0.5]})
+    kept, _ = _history_summary(history, kept_epoch=2)
+    assert (kept["history_epoch"], kept["history_auroc"], kept["history_fpr"]) == (2, 0.9, 0.2)
+    last, curve = _history_summary(history)
+    assert (last["history_epoch"], last["history_auroc"]) == (3, 0.7)
+    assert curve == {"epoch": [1, 2, 3], "fpr": [0.5, 0.2, 0.4]}

@@ -99,7 +99,9 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(stage, kill, pipel
     ours, reference = store / spec["folder"], pipeline_store / spec["folder"]
     for name in spec["same"]:
         if name == "history.parquet":
-            assert _without_timings(ours / name).equals(_without_timings(reference / name))
+            # pandas' equals counts NaN in the same place as equal (a run without a validation part has NaN
+            # eval columns; Arrow's equals would call those different)
+            assert _without_timings(ours / name).to_pandas().equals(_without_timings(reference / name).to_pandas())
         elif name.endswith(".zarr"):
             assert fingerprint(ours / name) == fingerprint(reference / name), name
         else:
