@@ -94,6 +94,12 @@ def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
     assert json.loads(a.with_suffix(".json").read_text())["weights_sha256"] == card_a["weights_sha256"]
 
     store = Store(str(tmp_path / "a" / "work" / "store"))
+    # the recipe trains on the corpus's whole train split and keeps the last epoch: nothing is chosen on data
+    from condi_pipe.storage import training_artifacts
+
+    meta = training_artifacts.read_meta(store, training_artifacts.trained_teacher_folder("resnet10_3d_motion"))
+    assert meta["validation_videos"] == 0 and meta["fit_videos"] == len(load_videos(store, "train").video_id)
+    assert meta["epoch_kept"] == options.epochs
     videos = load_videos(store, eval_split(store))
     table = clip_outputs.read_clips(store, clip_outputs.teacher_folder("resnet10_3d_motion"), ["clip_id", "z"])
     z_of = dict(zip(table.column("clip_id").to_pylist(), table.column("z").to_pylist()))
