@@ -74,13 +74,19 @@ def preprocess_clips(clips: Tensor, mean: RGB, std: RGB) -> Tensor:
         raise TypeError(f"clips must be uint8 (B, T, H, W, 3) as stored, got dtype {clips.dtype}")
     if clips.ndim != 5 or clips.shape[-1] != 3:
         raise ValueError(f"clips must have shape (B, T, H, W, 3), got {tuple(clips.shape)}")
-    # The stored (B, T, H, W, 3) layout is exactly channels-last 3D, so the permuted view converts to float
-    # without a transposing copy; one multiply and one subtract then normalise in place.
-    channels_first = clips.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.preserve_format)
+    return _normalised(clips, mean, std, pixels_per_value=1)
+
+
+def _normalised(values: Tensor, mean: RGB, std: RGB, pixels_per_value: int) -> Tensor:
+    """(B, T, H, W, 3) sums of ``pixels_per_value`` 0..255 pixels -> float32 (B, 3, T, H, W) normalised means.
+
+    The stored (B, T, H, W, 3) layout is exactly channels-last 3D, so the permuted view converts to float without a
+    transposing copy; one multiply and one subtract then normalise in place."""
+    channels_first = values.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.preserve_format)
     mean_t = torch.tensor(mean, dtype=torch.float64)
     std_t = torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (255.0 * std_t)).to(torch.float32).to(clips.device).view(1, 3, 1, 1, 1)
-    shift = (mean_t / std_t).to(torch.float32).to(clips.device).view(1, 3, 1, 1, 1)
+    scale = (1.0 / (255.0 * pixels_per_value * std_t)).to(torch.float32).to(values.device).view(1, 3, 1, 1, 1)
+    shift = (mean_t / std_t).to(torch.float32).to(values.device).view(1, 3, 1, 1, 1)
     return channels_first.mul_(scale).sub_(shift)
 
 
@@ -104,9 +110,4 @@ def preprocess_reduced_clips(clips: Tensor, mean: RGB, std: RGB, frame_stride: i
         for j in range(block):
             if i or j:
                 sums += frames[:, :, i:h:block, j:w:block]
-    mean_t = torch.tensor(mean, dtype=torch.float64)
-    std_t = torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (255.0 * block * block * std_t)).to(torch.float32).to(clips.device).view(1, 3, 1, 1, 1)
-    shift = (mean_t / std_t).to(torch.float32).to(clips.device).view(1, 3, 1, 1, 1)
-    channels_first = sums.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.preserve_format)
-    return channels_first.mul_(scale).sub_(shift)
+    return _normalised(sums, mean, std, pixels_per_value=block * block)
