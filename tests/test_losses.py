@@ -177,13 +177,14 @@ def test_condi_sr_finite_for_saturated_logits():
 
 def test_invalid_inputs_raise():
     s, c, t, z, _ = random_batch(0, 10)
-    with pytest.raises(ValueError):
+    assert set(z) == {0, 1}  # so z * 2 holds a 2, not only zeros
+    with pytest.raises(ValueError, match=r"z must contain only 0 and 1"):
         condi_sr_loss(*tensors(s, c, t), torch.tensor(z) * 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"confidence_logit must have shape \(8,\) or \(8, 1\), got \(3,\)"):
         condi_sr_loss(*tensors(s, c[:3], t), torch.tensor(z))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"teacher_logits \(8, 5\) and student_logits \(8, 10\) must have the same"):
         condi_sr_loss(*tensors(s, c, t[:, :5]), torch.tensor(z))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"temperature tau must be > 0, got 0\.0"):
         condi_sr_loss(*tensors(s, c, t), torch.tensor(z), tau=0.0)
 
 
