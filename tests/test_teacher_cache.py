@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from condi_pipe.models import build_model
-from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.pipeline.clip_inference import LATENCY_BATCHES, ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
@@ -86,9 +87,11 @@ def test_timings_and_device_are_recorded(cached):
     assert (timing["clips"].to_numpy() == videos["clips"].to_numpy()).all() and (timing["seconds"] > 0).all()
     meta = clip_outputs.read_meta(store, folder)
     assert meta["device"] == "cpu" and meta["threads"] >= 1 and meta["device_name"]
+    # The curve's shape, not its speeds: which batch is slower is the machine's load, not the stage's doing.
     curve = meta["latency_curve"]
-    assert curve["batch"][0] == 1 and len(curve["batch"]) == len(curve["seconds"])
-    assert all(s > 0 for s in curve["seconds"]) and curve["seconds"][-1] > curve["seconds"][0]
+    assert curve["batch"] == list(LATENCY_BATCHES)
+    assert len(curve["seconds"]) == len(curve["batch"])
+    assert all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in curve["seconds"]), curve
     assert counts["ms_per_clip"] == pytest.approx(1000 * timing["seconds"].sum() / timing["clips"].sum())
 
 
