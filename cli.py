@@ -21,6 +21,35 @@ from condi_pipe.video.sources import SOURCES, SourceError
 USER_ERRORS = (ConfigError, StageError, StoreError, SourceError, FileNotFoundError, ValueError, FloatingPointError)
 
 
+class RegistryChoice(click.Choice):
+    """A choice whose values a registry gives when the command runs (or prints its help), so that a table or method
+    registered after this module was imported is offered too."""
+
+    def __init__(self, names) -> None:
+        self._names = names
+        super().__init__([], case_sensitive=True)
+
+    @property
+    def choices(self):
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
+def _table_names():
+    from condi_pipe.report.registry import table_names
+
+    return table_names()
+
+
+def _table_help() -> str:
+    from condi_pipe.report.registry import tables_help
+
+    return tables_help()
+
+
 def _one_line_errors(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -153,13 +182,7 @@ def models(num_classes, as_json):
 
 @main.command()
 @click.option("--store", required=True, help="Store path or fsspec URL.")
-@click.option("--table", required=True,
-              type=click.Choice(["3", "4", "accuracy", "oracle", "confidence", "sgs", "kinds"]),
-              help="3: time (accuracy) per K; 4: ConDi-SR with division; accuracy: every method against K; "
-                   "oracle: Dense against Oracle, Perfect z, Random and each student's share of the gap; "
-                   "confidence: FPR/AUROC of each score run; sgs: the teacher against its SGS version (GFLOPs, time, "
-                   "accuracy; --plot: histogram of B'); kinds: per clip kind of the generated benchmark (needs "
-                   "--clip-kinds).")
+@click.option("--table", required=True, type=RegistryChoice(_table_names), help=_table_help())
 @click.option("--teacher", default=None, help="Teacher cache name (needed when the store has several).")
 @click.option("--split", default=None, help="Split to report on (default: test, else val).")
 @click.option("--k", "k_values", default=None,
@@ -185,7 +208,7 @@ def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out,
     """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
     from pathlib import Path
 
-    from condi_pipe.stages.report import build_report, plot_report, render
+    from condi_pipe.report import build_report, plot_report, render
 
     result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods,
                           teacher_time=teacher_time, sgs_teacher=sgs_teacher, clip_kinds=clip_kinds)

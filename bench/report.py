@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from condi_pipe.stages.report import build_report, render
+from condi_pipe.report import build_report, render
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.store import Store
 

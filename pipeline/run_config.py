@@ -154,9 +154,15 @@ class ReportSection:
     clip_kinds: str | None = None  # table "kinds": the generated benchmark's synth_clips.csv
 
     def __post_init__(self) -> None:
+        from condi_pipe.report.registry import get_table, table_names
+
         _check_ranges(self, positive=("k",), non_negative=("ks",))
-        if "kinds" in self.tables and self.clip_kinds is None:
-            raise ValueError("clip_kinds: table 'kinds' needs the benchmark's synth_clips.csv")
+        unknown = [str(t) for t in self.tables if str(t) not in table_names()]
+        if unknown:
+            raise ValueError(f"tables: unknown table {', '.join(unknown)} (tables: {', '.join(table_names())})")
+        for table in self.tables:
+            if get_table(str(table)).needs_clip_kinds and self.clip_kinds is None:
+                raise ValueError(f"clip_kinds: table '{table}' needs the benchmark's synth_clips.csv")
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,17 @@ from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.storage import training_artifacts
 from condi_pipe.video.decode import DecodeOptions
 
+# tables whose clip budgets the run config's [report] k sets; the others keep their own K axis (accuracy 1..10 ...)
+BUDGET_TABLES = ("3", "4", "sgs")
+
 
 def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str], None] = print) -> dict[str, str]:
     """Run the configured pipeline; returns the rendered report tables by name (also written to out_dir)."""
     from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
     from condi_pipe.stages.extract import ExtractRequest, extract
-    from condi_pipe.stages.report import build_report, plot_report, render
+    from condi_pipe.report import render
+    from condi_pipe.report.registry import get_table
+    from condi_pipe.stages.report import write_report
     from condi_pipe.stages.score import ScoreRequest, score
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_ref, teacher_train
@@ -82,16 +87,13 @@ def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str],
     os.makedirs(out_dir, exist_ok=True)
     sgs_name = None if config.sgs is None else sgs_teacher_name(te.name, config.sgs.options, config.sgs.name)
     for table in tables:
-        report = build_report(store, table, teacher=te.name, k=rep.k if table in ("3", "4", "sgs") else None,
-                              ks=rep.ks if table == "4" else None, sgs_teacher=sgs_name if table == "sgs" else None,
-                              clip_kinds=rep.clip_kinds if table == "kinds" else None)
+        spec = get_table(table)
+        report = write_report(
+            store, table, os.path.join(out_dir, f"table-{table}"), formats=("md", "json", "csv"), plot=rep.plots,
+            teacher=te.name, k=rep.k if table in BUDGET_TABLES else None, ks=rep.ks if spec.uses_ks else None,
+            sgs_teacher=sgs_name if table == "sgs" else None,
+            clip_kinds=rep.clip_kinds if spec.needs_clip_kinds else None)
         rendered[table] = render(report, "md")
-        stem = os.path.join(out_dir, f"table-{table}")
-        for fmt in ("md", "json", "csv"):
-            with open(f"{stem}.{fmt}", "w") as fh:
-                fh.write(render(report, fmt))
-        if rep.plots and table in ("3", "accuracy", "confidence", "sgs"):
-            plot_report(report, f"{stem}.png")
     log(f"run: reports written to {out_dir}")
     return rendered
 

@@ -15,7 +15,7 @@ from condi_pipe.cli import main as cli
 from condi_pipe.pipeline.run_config import load_run_config
 from condi_pipe.pipeline.runner import run_pipeline
 from condi_pipe.stages.infer import infer
-from condi_pipe.stages.report import build_report
+from condi_pipe.report import build_report
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.store import Store
 

@@ -15,7 +15,7 @@ from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.pipeline.verify import verify_store
 from condi_pipe.stages.distill import DistillRequest, distill
 from condi_pipe.stages.extract import ExtractRequest, extract
-from condi_pipe.stages.report import build_report
+from condi_pipe.report import build_report
 from condi_pipe.stages.score import ScoreRequest, score
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs

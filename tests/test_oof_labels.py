@@ -24,7 +24,7 @@ from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.stages.extract import ExtractRequest, extract
-from condi_pipe.stages.report import build_report
+from condi_pipe.report import build_report
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.stages.teacher_train import TeacherTrainRequest, fold_digest, teacher_ref, teacher_train
 from condi_pipe.storage import clip_outputs

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from condi_pipe.cli import main as cli
-from condi_pipe.stages.report import ReportTable, build_report, plot_report, render
+from condi_pipe.report import ReportTable, build_report, plot_report, render
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
@@ -577,7 +577,7 @@ def test_cli_writes_json_and_plot(empty_store, tmp_path):
 def test_vectorised_averaging_equals_samplers(monkeypatch):
     """The report's one-pass averaging gives samplers' predictions (masks, top-K by rank, division), over blocks."""
     from condi_pipe.methods import samplers
-    from condi_pipe.stages import report as report_module
+    from condi_pipe.report import predictions as report_module
 
     monkeypatch.setattr(report_module, "BLOCK_VIDEOS", 7)  # many blocks of videos
     rng = np.random.default_rng(11)
@@ -588,17 +588,17 @@ def test_vectorised_averaging_equals_samplers(monkeypatch):
     student = softmax(rng.normal(0, 1, (offsets[-1], 6))).astype(np.float32)
     scores = rng.normal(size=offsets[-1])
     ranks = samplers.rank_within_videos(scores, offsets)
-    order = report_module._rank_order(ranks, offsets, owner)
-    top = report_module._mean_argmax(lambda rows: teacher[rows], order, offsets[:-1], counts, [1, 2, 5, 11, 20])
+    order = report_module.rank_order(ranks, offsets, owner)
+    top = report_module.mean_argmax(lambda rows: teacher[rows], order, offsets[:-1], counts, [1, 2, 5, 11, 20])
     for k, preds in top.items():
         mask = ranks < k
-        assert (report_module._mask_predictions(teacher, owner, len(counts), mask)
+        assert (report_module.mask_predictions(teacher, owner, len(counts), mask)
                 == samplers.predict_videos(teacher, offsets, mask)).all()
         assert (preds == samplers.predict_videos(teacher, offsets, mask)).mean() == 1.0, k
     ent_ranks = samplers.rank_within_videos(-entropy(student), offsets)
     for k, ks in ((1, 0), (3, 1), (5, 5), (7, 3)):
         expected = samplers.predict_videos_division(teacher, student, offsets, ranks, ent_ranks, k, ks).predictions
-        got = report_module._division_predictions(teacher, student, owner, len(counts), ranks < k - ks, ent_ranks < ks)
+        got = report_module.division_predictions(teacher, student, owner, len(counts), ranks < k - ks, ent_ranks < ks)
         assert (got == expected).all(), (k, ks)
 
 
@@ -981,7 +981,7 @@ def test_confidence_table_reads_the_epoch_distill_kept():
     """The epoch columns show the epoch distill kept (meta.json epoch_kept), not the last one trained."""
     import pyarrow as pa
 
-    from condi_pipe.stages.report import _history_summary
+    from condi_pipe.report.tables.confidence import history_summary as _history_summary
 
     history = pa.table({"epoch": [1, 2, 3], "eval_auroc": [0.6, 0.9, 0.7], "eval_fpr": [0.5, 0.2, 0.4],
                         "eval_clip_accuracy": [0.1, 0.3, 0.5]})

@@ -21,7 +21,7 @@ from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
-from condi_pipe.stages.report import build_report
+from condi_pipe.report import build_report
 from condi_pipe.stages.score import ScoreRequest, score
 from condi_pipe.stages.timing import TimingRequest, time_models
 from condi_pipe.storage import clip_outputs, timings

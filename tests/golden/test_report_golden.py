@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from condi_pipe.stages.report import build_report, render
+from condi_pipe.report import build_report, render
 
 HERE = Path(__file__).parent
 EXPECTED = HERE / "report"

@@ -1,0 +1,110 @@
+"""Figures of the tables (PNG through matplotlib's Agg canvas): accuracy against K, accuracy against time, FPR per
+epoch, the histogram of B'."""
+
+from __future__ import annotations
+
+from condi_pipe.report.render import format_seconds
+from condi_pipe.report.results import ReportRow, ReportTable
+
+
+def line_styles():
+    """Colour, marker and line style per line, all three varying, so lines that coincide stay distinguishable."""
+    import itertools
+
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+              "tab:cyan", "tab:gray"]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+    dashes = ["-", "--", "-.", ":"]
+    for i in itertools.count():
+        yield {"color": colors[i % len(colors)], "marker": markers[i % len(markers)],
+               "linestyle": dashes[i % len(dashes)], "markersize": 6 - (i % 3)}
+
+
+def plot_report(report: ReportTable, path: str) -> None:
+    """Write a PNG for ``report`` with matplotlib's Agg canvas (no GUI, no global backend switch).
+
+    accuracy: accuracy against K per method, Dense dashed (Fig. 4); 3 and 4: accuracy against time per video
+    (the trade-off); oracle: accuracy against k; confidence: FPR per epoch per run (Fig. 5); sgs: the histogram
+    of B' over the split's clips.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from condi_pipe.report.registry import get_table
+
+    kind = get_table(report.table).plot
+    if kind is None:
+        raise ValueError(f"no plot for table '{report.table}'")
+
+    fig = Figure(figsize=(8, 5.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    rows = report.rows
+    dense = next((r for r in rows if r.method == "dense"), None)
+    groups: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        if row.method != "dense":
+            groups.setdefault(str(row.extra.get("display", row.method)), []).append(row)
+    styles = line_styles()
+
+    def line(xs, ys, label, **kwargs):
+        style = next(styles)
+        return ax.plot(xs, ys, label=label, alpha=0.85, **{**style, **kwargs})[0]
+
+    def annotate(text, x, y, color):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+
+    if kind == "accuracy-vs-k":
+        for name, group in groups.items():
+            group = sorted(group, key=lambda r: r.k)
+            line([r.k for r in group], [r.accuracy for r in group], name,
+                 **({} if len(group) > 1 else {"linestyle": "none", "markersize": 8}))
+        if dense is not None:
+            ax.axhline(dense.accuracy, color="black", linestyle="--", label=f"Dense ({dense.accuracy:.2f})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("K (clips sent to the teacher)")
+        ax.set_ylabel("top-1 accuracy (%)")
+    elif kind == "accuracy-vs-time":
+        divisions = any(row.ks is not None for row in rows)  # table 4: a line per K through its K_s
+        for name, group in groups.items():
+            if divisions:
+                for k in sorted({r.k for r in group}):
+                    sub = sorted((r for r in group if r.k == k), key=lambda r: r.ks)
+                    drawn = line([r.time_per_video_s for r in sub], [r.accuracy for r in sub], f"{name}, K={k}")
+                    for r in sub:
+                        annotate(f"K_s={r.ks}", r.time_per_video_s, r.accuracy, drawn.get_color())
+            else:
+                group = sorted(group, key=lambda r: r.k)
+                drawn = line([r.time_per_video_s for r in group], [r.accuracy for r in group], name)
+                for r in group:
+                    annotate(f"K={r.k}", r.time_per_video_s, r.accuracy, drawn.get_color())
+        if dense is not None:
+            ax.plot([dense.time_per_video_s], [dense.accuracy], marker="*", markersize=14, color="black",
+                    linestyle="none", label=f"Dense ({format_seconds(dense.time_per_video_s)}, {dense.accuracy:.2f})")
+        ax.set_xlabel("mean time per video (s)")
+        ax.set_ylabel("top-1 accuracy (%)")
+    elif kind == "histogram":
+        data = report.series.get("sgs_bins", {})
+        ax.bar(data.get("bins", []), data.get("clips", []), color="tab:blue", alpha=0.85)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(f"B' (temporal slices kept after SGS), teacher '{data.get('teacher', '?')}'")
+        ax.set_ylabel("clips")
+    elif kind == "history":
+        for name, data in report.series.items():
+            points = [(e, f) for e, f in zip(data["epoch"], data["fpr"]) if f is not None]
+            line([p[0] for p in points], [p[1] for p in points], name)
+        if not report.series:
+            ax.text(0.5, 0.5, "no training history with an 'fpr' column", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("false-positive rate of z~ > 0.5")
+    else:
+        raise ValueError(f"table '{report.table}': unknown plot kind '{kind}'")
+    ax.set_title(report.title, fontsize=9, wrap=True)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    fig.tight_layout()
+    fig.savefig(path, format="png")

@@ -1,0 +1,8 @@
+"""The builtin tables; importing this package registers them (:mod:`condi_pipe.report.registry`), in the order
+the CLI lists them."""
+
+from condi_pipe.report.tables import time_tables  # noqa: F401  (3, 4)
+from condi_pipe.report.tables import accuracy  # noqa: F401,I001  (accuracy, oracle)
+from condi_pipe.report.tables import confidence  # noqa: F401,I001
+from condi_pipe.report.tables import sgs  # noqa: F401,I001
+from condi_pipe.report.tables import kinds  # noqa: F401,I001

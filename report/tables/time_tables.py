@@ -1,0 +1,83 @@
+"""Tables 3 and 4 of the paper: time per video (accuracy) for each clip budget K, and ConDi-SR with division.
+
+Rows carry the paired bootstrap 95% CI of their accuracy difference from Dense, over videos
+(:func:`condi_pipe.methods.statistics.paired_bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+from condi_pipe.report.evaluate import (Evaluator, OutputUnavailable, ScoreRunOutputs, entry_name, evaluate_entries,
+                                        k_rows, resolve_methods, runs_of, versus_dense)
+from condi_pipe.report.footer import bootstrap_note, footer_lines
+from condi_pipe.report.registry import TableRequest, register_table
+from condi_pipe.report.render import padded_rows, time_accuracy_cell
+from condi_pipe.report.results import ReportTable
+
+TABLE3_METHODS = ("condi-sr", "equidistant", "bce-conf", "st-ent")
+
+
+@register_table("3", summary="time (accuracy) per K", plot="accuracy-vs-time")
+def table3(request: TableRequest) -> ReportTable:
+    """The paper's Table 3: mean time per video (top-1 accuracy) of each method for each K, Dense as All."""
+    inputs, ks, methods, notes = request.inputs, request.k_values, request.methods, request.notes
+    ev = Evaluator(inputs)
+    entries = resolve_methods(inputs, methods or TABLE3_METHODS, notes=notes)
+    entries = [e for e in entries if e != "dense"]  # Dense is the All row
+    dense = ev.dense()
+    results = [(entry, versus_dense(ev, by_k)) for entry, by_k in evaluate_entries(ev, entries, ks, notes)]
+    if results:
+        notes = notes + [bootstrap_note(inputs)]
+    columns = ["K"] + [entry_name(entry) for entry, _ in results] if results else ["K", "Dense"]
+    cells = [[str(k)] + [time_accuracy_cell(by_k.get(k)) for _, by_k in results] for k in k_rows(ks, results)]
+    cells.append(["All", time_accuracy_cell(dense)] + [""] * max(len(results) - 1, 0))
+    rows = [row for _, by_k in results for row in by_k.values()] + [dense]
+    return ReportTable(
+        "3", f"Table 3: mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', split '{inputs.split}'",
+        tuple(columns), padded_rows(cells, len(columns)), tuple(rows),
+        footer_lines(inputs, rows, runs_of(e for e, _ in results), notes + ["All = Dense: the teacher on every clip."]))
+
+
+@register_table("4", summary="ConDi-SR with division", uses_ks=True, plot="accuracy-vs-time")
+def table4(request: TableRequest) -> ReportTable:
+    """The paper's Table 4: ConDi-SR with division (type b), K_s of the K clips classified by the student."""
+    inputs, ks, student_ks, methods, notes = (request.inputs, request.k_values, request.student_ks, request.methods,
+                                              request.notes)
+    ev = Evaluator(inputs)
+    if methods:
+        runs = [e for e in resolve_methods(inputs, methods, builtins=(), notes=notes) if isinstance(e, ScoreRunOutputs)]
+        if any(r.loss != "condi-sr" for r in runs):
+            raise ValueError("table 4 (division) applies to ConDi-SR runs only")
+    else:
+        runs = [r for r in inputs.runs if r.loss == "condi-sr"]
+        if not runs:
+            notes.append(f"ConDi-SR: no finished score run from teacher '{inputs.teacher}' in "
+                         f"{inputs.store.url}/scores; no division rows.")
+    budgets = [(k, s) for k in ks for s in student_ks if s <= k]
+    if not budgets:
+        raise ValueError(f"no K_s <= K among K {list(ks)} and K_s {list(student_ks)}")
+    dense = ev.dense()
+    results = []
+    for run in runs:
+        try:
+            results.append((run, versus_dense(ev, ev.division(run, budgets))))
+        except OutputUnavailable as exc:
+            notes.append(f"{run.display}: {exc}; omitted.")
+    if results:
+        notes = notes + [bootstrap_note(inputs)]
+    columns = ["K", "K_s", "K_t"] + [f"{run.display} (division)" for run, _ in results]
+    cells = [[str(k), str(s), str(k - s)] + [time_accuracy_cell(by_b[(k, s)]) for _, by_b in results] for k, s in budgets]
+    cells.append(["All", "", "", time_accuracy_cell(dense)] + [""] * max(len(results) - 1, 0))
+    if not results:
+        columns.append("Dense")
+        cells = [cells[-1]]
+    rows = [row for _, by_b in results for row in by_b.values()] + [dense]
+    rule = ("Division (type b): the K_s clips with the lowest student entropy contribute the student's softmax, the "
+            "K_t = K - K_s clips with the highest z~ the teacher's; a clip in both lists contributes the mean of the "
+            "two; the prediction is the argmax of the mean of all contributed vectors. Only the K_t clips cost "
+            "teacher time. All = Dense.")
+    return ReportTable(
+        "4", f"Table 4: ConDi-SR with division, mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', "
+             f"split '{inputs.split}'",
+        tuple(columns), padded_rows(cells, len(columns)), tuple(rows),
+        footer_lines(inputs, rows, [r for r, _ in results], notes + [rule]))
+
