@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condi_pipe.methods.registry import default_method_names, get_method
+
 
 class ConfigError(ValueError):
     """The configuration file is unusable."""
@@ -91,7 +93,7 @@ class TeacherTrainSection:
 class DistillSection:
     student: str = "shufflenetv2_3d"
     width: float | None = None
-    losses: list[str] = field(default_factory=lambda: ["condi-sr", "bce-conf", "st-ent", "st-conf"])
+    losses: list[str] = field(default_factory=lambda: list(default_method_names()))  # names of registered methods
     epochs: int = 10
     batch_size: int = 32
     lr: float = 0.1
@@ -111,6 +113,11 @@ class DistillSection:
         _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "tau", "k", "reference_epoch"),
                       non_negative=("lam", "mu"))
         _check_validation(self)
+        for loss in self.losses:
+            try:
+                get_method(loss)
+            except ValueError as exc:
+                raise ValueError(f"losses: {exc}") from None
         if self.schedule_unit not in ("samples", "passes"):
             raise ValueError(f"schedule_unit must be samples or passes, got {self.schedule_unit!r}")
 
@@ -159,7 +166,7 @@ class ReportSection:
         _check_ranges(self, positive=("k",), non_negative=("ks",))
         unknown = [str(t) for t in self.tables if str(t) not in table_names()]
         if unknown:
-            raise ValueError(f"tables: unknown table {', '.join(unknown)} (tables: {', '.join(table_names())})")
+            raise ValueError(f"tables: unknown table {', '.join(repr(t) for t in unknown)} (tables: {', '.join(table_names())})")
         for table in self.tables:
             if get_table(str(table)).needs_clip_kinds and self.clip_kinds is None:
                 raise ValueError(f"clip_kinds: table '{table}' needs the benchmark's synth_clips.csv")
