@@ -1,0 +1,162 @@
+"""Distillation methods by name: each registers once, with everything the pipeline needs to know about it.
+
+    @register_method("condi-sr", display="ConDi-SR", level="clip", ranking="confidence",
+                     needs_confidence_head=True)
+    def condi_sr(batch: ClipBatch, context: LossContext) -> tuple[LossTerms, float]: ...
+
+    get_method("condi-sr").ranking        # "confidence"
+    method_names(level="video")           # ("fewer-frames", "uniform-k")
+
+The decorated function is the loss ``distill`` trains with (see ``methods.catalogue``, where the built-in methods
+register; importing this module imports it, so every lookup sees them). Neither module imports torch, so the CLI
+and the report can read the registry without loading it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal, Optional
+
+import numpy as np
+
+from condi_pipe.methods.metrics import softmax_entropy
+
+Level = Literal["clip", "video"]
+Ranking = Optional[Literal["confidence", "entropy"]]
+LEVELS = ("clip", "video")
+RANKINGS = ("confidence", "entropy")
+LossFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered distillation method: the loss ``distill`` trains with, and how its runs are treated after."""
+
+    name: str  # what --loss, run configurations and students/<run>/meta.json call it
+    display: str  # its name in the report's tables
+    level: Level  # "clip": the student predicts per clip; "video": once per video, from K equidistant clips
+    ranking: Ranking  # what ``score`` ranks clips by: the confidence logit, the student's entropy; None: no ranking
+    needs_confidence_head: bool
+    loss: LossFunction  # (ClipBatch or VideoBatch, LossContext) -> (LossTerms, weight of the confidence term)
+    uses_teacher_features: bool = False  # matches the teacher's cached features (loads them; may learn a projection)
+    steers_lambda: bool = False  # the confidence-term weight follows a budget after every step (BudgetLambda)
+    default: bool = False  # trained by `condi-pipe run` and the demo when the configuration names no losses
+    summary: str = ""  # the first line of the loss function's docstring
+
+    @property
+    def video_level(self) -> bool:
+        return self.level == "video"
+
+    def rank_scores(self, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+        """What this method's sampler ranks clips by (see :func:`ranking_scores`)."""
+        if self.ranking is None:
+            raise ValueError(f"{self.name} runs predict per video; they do not rank clips")
+        if self.ranking == "confidence" and confidence is None:
+            raise ValueError(f"{self.name} ranks by confidence but the model has no confidence head")
+        return ranking_scores(self.ranking, logits, confidence)
+
+
+def ranking_scores(ranking: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+    """Clip scores, higher = send to the teacher first: the confidence logit for ``"confidence"`` (the order of
+    z~, or of ST-Conf's c, both sigmoids of it; the logit keeps confident clips apart where the sigmoid rounds to
+    1.0), minus the student's softmax entropy for ``"entropy"``."""
+    if ranking == "entropy":
+        return -np.asarray(softmax_entropy(np.asarray(logits).astype(np.float64)))
+    if ranking == "confidence":
+        return np.asarray(confidence, np.float64)
+    raise ValueError(f"unknown ranking {ranking!r}; choose one of: {', '.join(RANKINGS)}")
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    display: str,
+    level: Level,
+    ranking: Ranking,
+    needs_confidence_head: bool,
+    uses_teacher_features: bool = False,
+    steers_lambda: bool = False,
+    default: bool = False,
+) -> Callable[[LossFunction], LossFunction]:
+    """Decorator registering a loss function as method ``name``; returns the function unchanged.
+
+    Clip-level methods must rank clips and video-level ones must not (``score`` ranks every clip of a clip-level
+    run); ranking by confidence needs a confidence head.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"method {name!r}: level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if ranking is not None and ranking not in RANKINGS:
+        raise ValueError(f"method {name!r}: ranking must be None or one of {', '.join(RANKINGS)}, got {ranking!r}")
+    if (ranking is None) != (level == "video"):
+        raise ValueError(f"method {name!r}: clip-level methods rank clips and video-level ones do not "
+                         f"(level {level!r}, ranking {ranking!r})")
+    if ranking == "confidence" and not needs_confidence_head:
+        raise ValueError(f"method {name!r} ranks by confidence, so it needs a confidence head")
+
+    def decorate(loss: LossFunction) -> LossFunction:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        summary = (loss.__doc__ or "").strip().splitlines()[0] if loss.__doc__ else ""
+        _REGISTRY[name] = Method(name, display, level, ranking, needs_confidence_head, loss, uses_teacher_features,
+                                 steers_lambda, default, summary)
+        return loss
+
+    return decorate
+
+
+def unregister_method(name: str) -> Method:
+    """Remove method ``name`` from the registry and return it."""
+    get_method(name)
+    return _REGISTRY.pop(name)
+
+
+@contextmanager
+def temporarily_registered(name: str, loss: LossFunction, **attributes: Any) -> Iterator[Method]:
+    """Register ``loss`` as method ``name`` (``attributes`` as for :func:`register_method`) for a ``with`` block."""
+    register_method(name, **attributes)(loss)
+    try:
+        yield get_method(name)
+    finally:
+        _REGISTRY.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    """The method registered under ``name``; ValueError listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+
+
+def list_methods(level: Level | None = None) -> tuple[Method, ...]:
+    """Every registered method (of ``level`` only, if given), in registration order."""
+    if level is not None and level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    return tuple(m for m in _REGISTRY.values() if level is None or m.level == level)
+
+
+def method_names(level: Level | None = None) -> tuple[str, ...]:
+    """The names of :func:`list_methods`."""
+    return tuple(m.name for m in list_methods(level))
+
+
+def clip_methods() -> tuple[Method, ...]:
+    return list_methods("clip")
+
+
+def video_methods() -> tuple[Method, ...]:
+    return list_methods("video")
+
+
+def default_method_names() -> tuple[str, ...]:
+    """The methods a run trains when its configuration names none."""
+    return tuple(m.name for m in _REGISTRY.values() if m.default)
+
+
+# The built-in methods register themselves on import; the catalogue imports this module's names above, which
+# already exist when it runs, whichever of the two modules is imported first.
+import condi_pipe.methods.catalogue  # noqa: E402,F401
