@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint
@@ -195,24 +194,14 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
     stats = clip_statistics(outputs["logits"], labels)
     flops = flop_table(request.teacher.build(device="meta"))
     bins = outputs.get("sgs_bins")
-    sgs_columns = {} if bins is None else {"sgs_bins": pa.array(bins.astype(np.int16))}
-    clips = pa.table({
-        "clip_id": pa.array(videos.clip_ids, pa.int64()),
-        "video_id": pa.array(clip_video, pa.int64()),
-        "split": pa.array([split_of[v] for v in clip_video], pa.string()),
-        "label": pa.array(labels.astype(np.int32)),
-        **{k: pa.array(v) for k, v in stats.items()},
-        "teacher_source": pa.array(source.tolist(), pa.string()),
-        "flops": pa.array(flops.per_clip(len(labels), bins), pa.int64()),
-        **sgs_columns,
-    })
+    clips = {
+        "clip_id": videos.clip_ids, "video_id": clip_video, "split": [split_of[v] for v in clip_video],
+        "label": labels, **stats, "teacher_source": source.tolist(), "flops": flops.per_clip(len(labels), bins),
+        **({} if bins is None else {"sgs_bins": bins}),
+    }
     seconds = outputs["seconds"]
-    video_table = pa.table({
-        "video_id": pa.array(videos.video_id, pa.int64()),
-        "split": pa.array([split_of[v] for v in videos.video_id], pa.string()),
-        "clips": pa.array(videos.clips.astype(np.int32)),
-        "seconds": pa.array(seconds, pa.float64()),
-    })
+    video_columns = {"video_id": videos.video_id, "split": [split_of[v] for v in videos.video_id],
+                     "clips": videos.clips, "seconds": seconds}
     sgs = request.teacher.sgs
     meta = {
         "model": name, "architecture": request.teacher.name, "width": request.teacher.width,
@@ -237,13 +226,13 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
             "note": "clips of the videos the full teacher trained on: logits, features, pred, z of the fold teacher "
                     "that never saw the video (teacher_source); timings, latency curve, FLOPs, B': the full teacher"},
     }
-    clip_outputs.write_outputs(store, clip_outputs.teacher_folder(name),
-                               {"logits": outputs["logits"], "features": outputs["features"]}, clips, video_table, meta)
+    clip_outputs.write_teacher_cache(store, name, {"logits": outputs["logits"], "features": outputs["features"]},
+                                     clips, video_columns, meta)
     total_clips = int(videos.clips.sum())
     counts = {"videos": int(len(videos.video_id)), "clips": total_clips,
               "clip_accuracy": float(stats["z"].mean()) if total_clips else 0.0,
               "ms_per_clip": float(1000 * seconds.sum() / max(total_clips, 1)),
-              "gflops_per_clip": round(float(clips.column("flops").to_numpy().mean()) / 1e9, 4) if total_clips else 0.0}
+              "gflops_per_clip": round(float(np.mean(clips["flops"])) / 1e9, 4) if total_clips else 0.0}
     if bins is not None:
         counts["mean_sgs_bins"] = round(float(bins.mean()), 4) if total_clips else 0.0
     return counts

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import posixpath
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
 
+from condi_pipe.storage import tables
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
 
@@ -47,6 +49,23 @@ def write_outputs(store: Store, folder: str, arrays: dict[str, np.ndarray], clip
     store.write_table(posixpath.join(folder, "clips.parquet"), clips)
     store.write_table(posixpath.join(folder, "videos.parquet"), videos)
     store.write_json(posixpath.join(folder, "meta.json"), meta)
+
+
+def write_teacher_cache(store: Store, name: str, arrays: dict[str, np.ndarray], clips: Mapping[str, object],
+                        videos: Mapping[str, object], meta: dict) -> None:
+    """``teacher/<name>/``: ``clips`` and ``videos`` are column arrays of TEACHER_CLIPS_SCHEMA (plus optional
+    ``sgs_bins``) and OUTPUT_VIDEOS_SCHEMA."""
+    write_outputs(store, teacher_folder(name), arrays,
+                  tables.table_from_columns(clips, tables.TEACHER_CLIPS_SCHEMA, tables.TEACHER_OPTIONAL),
+                  tables.table_from_columns(videos, tables.OUTPUT_VIDEOS_SCHEMA), meta)
+
+
+def write_score_run(store: Store, run: str, arrays: dict[str, np.ndarray], clips: Mapping[str, object],
+                    videos: Mapping[str, object], meta: dict) -> None:
+    """``scores/<run>/``: ``clips`` and ``videos`` are column arrays of SCORE_CLIPS_SCHEMA and OUTPUT_VIDEOS_SCHEMA
+    (plus ``pred`` and ``k`` for a video-level student, whose clips table is empty)."""
+    write_outputs(store, scores_folder(run), arrays, tables.table_from_columns(clips, tables.SCORE_CLIPS_SCHEMA),
+                  tables.table_from_columns(videos, tables.OUTPUT_VIDEOS_SCHEMA, tables.SCORE_VIDEO_LEVEL), meta)
 
 
 def is_complete(store: Store, folder: str) -> bool:

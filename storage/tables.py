@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 
 VIDEOS = "videos.parquet"
@@ -61,3 +62,59 @@ def table_from_rows(rows: Iterable[Mapping], schema: pa.Schema) -> pa.Table:
     rows = list(rows)
     columns = {name: [row[name] for row in rows] for name in schema.names}
     return pa.Table.from_pydict(columns, schema=schema)
+
+
+# Per-clip model outputs (storage/clip_outputs.py): teacher caches (teacher/<name>/) and score runs (scores/<run>/).
+OUTPUT_VIDEOS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.int64()),
+        ("split", pa.string()),
+        ("clips", pa.int32()),
+        ("seconds", pa.float64()),  # measured model time for the video's clips as one batch
+    ]
+)
+
+TEACHER_CLIPS_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.int64()),
+        ("video_id", pa.int64()),
+        ("split", pa.string()),
+        ("label", pa.int32()),
+        ("pred", pa.int32()),
+        ("max_prob", pa.float32()),
+        ("entropy", pa.float32()),  # nats
+        ("true_prob", pa.float32()),
+        ("z", pa.int8()),  # 1 where the teacher's top-1 is the label (the confidence label)
+        ("teacher_source", pa.string()),  # "full" or "fold-<f>": which teacher produced the row
+        ("flops", pa.int64()),
+    ]
+)
+TEACHER_OPTIONAL = {"sgs_bins": pa.int16()}  # caches made with SGS: the temporal slices B' kept per clip
+
+SCORE_CLIPS_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.int64()),
+        ("video_id", pa.int64()),
+        ("split", pa.string()),
+        ("label", pa.int32()),
+        ("pred", pa.int32()),
+        ("confidence", pa.float64()),  # z~ (NaN for students without a confidence head)
+        ("entropy", pa.float32()),
+        ("rank_score", pa.float64()),  # what the report ranks clips by (higher first)
+    ]
+)
+SCORE_VIDEO_LEVEL = {"pred": pa.int32(), "k": pa.int32()}  # video-level students: their prediction at their k
+
+
+def table_from_columns(columns: Mapping[str, object], schema: pa.Schema,
+                       optional: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    """Build a table with ``schema``'s columns (all required) plus any of ``optional``'s, from column arrays."""
+    optional = optional or {}
+    unknown = [name for name in columns if name not in schema.names and name not in optional]
+    missing = [name for name in schema.names if name not in columns]
+    if unknown or missing:
+        raise ValueError(f"columns do not match the schema: missing {missing}, unknown {unknown}")
+    fields = list(schema) + [pa.field(name, optional[name]) for name in optional if name in columns]
+    return pa.Table.from_pydict({f.name: pa.array(np.asarray(columns[f.name]) if not isinstance(columns[f.name], list)
+                                                  else columns[f.name], f.type) for f in fields},
+                                schema=pa.schema(fields))
