@@ -26,6 +26,7 @@ from typing import ClassVar, Iterable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .metrics import softmax_entropy
+from .video_prediction import segment_means, video_predictions
 
 __all__ = [
     "VideoClips",
@@ -518,23 +519,13 @@ def predict_video(teacher_probs: np.ndarray, selected: np.ndarray) -> int:
     return int(np.asarray(teacher_probs, dtype=np.float64)[selected].mean(axis=0).argmax())
 
 
-def _segment_means(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Mean of consecutive row segments of the given (positive) lengths, in float64."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return np.add.reduceat(np.asarray(rows, dtype=np.float64), starts, axis=0) / counts[:, None]
-
-
 def predict_videos(teacher_probs: np.ndarray, offsets: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Vectorised :func:`predict_video` for every video: (V,) classes from a boolean clip mask (M,).
 
-    Only the chosen rows are gathered (V x K x C values), so memory follows K, not M.
+    Only the chosen rows are gathered (V x K x C values), so memory follows K, not M. It is
+    :func:`~condi_pipe.methods.video_prediction.video_predictions` with a mask, after the sampler's checks.
     """
-    offsets = _check_offsets(offsets, teacher_probs.shape[0])
-    mask = np.asarray(mask, dtype=bool)
-    counts = np.add.reduceat(mask.astype(np.int64), offsets[:-1])
-    if (counts == 0).any():
-        raise ValueError("every video needs at least one selected clip")
-    return _segment_means(teacher_probs[np.flatnonzero(mask)], counts).argmax(axis=1)
+    return video_predictions(teacher_probs, _check_offsets(offsets, teacher_probs.shape[0]), mask)
 
 
 def video_accuracy(teacher_probs: np.ndarray, labels: np.ndarray, offsets: np.ndarray, mask: np.ndarray) -> float:
@@ -674,7 +665,7 @@ def predict_videos_division(
         teacher_probs[chosen] * in_teacher[chosen, None] + student_probs[chosen] * in_student[chosen, None]
     ) / contributions[chosen, None].astype(teacher_probs.dtype)
     counts = np.add.reduceat((contributions > 0).astype(np.int64), offsets[:-1])
-    predictions = _segment_means(vectors, counts).argmax(axis=1)
+    predictions = segment_means(vectors, counts).argmax(axis=1)
     num_teacher = np.add.reduceat(in_teacher.astype(np.int64), offsets[:-1])
     num_student = np.add.reduceat(in_student.astype(np.int64), offsets[:-1])
     return DivisionBatchPrediction(predictions, num_teacher, num_student)

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from condi_pipe.methods.metrics import softmax
+from condi_pipe.methods.video_prediction import video_predictions
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.distributed import SINGLE_PROCESS, TrainingProcesses
 from condi_pipe.pipeline.progress import progress_bar
@@ -542,8 +543,8 @@ def _epoch_line(stage: str, row: dict, epochs: int, eval_columns: Sequence[str])
     return f"{stage}: epoch {row['epoch']}/{epochs} ({row['train_seconds']:.0f}s): " + ", ".join(shown)
 
 
-def video_mean_softmax(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """(V, C) mean of the clip softmaxes of each video; ``offsets`` (V + 1,) delimit the videos' rows."""
-    probs = softmax(logits, axis=1)
-    sums = np.add.reduceat(probs, offsets[:-1], axis=0) if len(offsets) > 1 else np.zeros((0, logits.shape[1]))
-    return sums / np.diff(offsets)[:, None]
+def video_class_predictions(logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(V,) class of every video for evaluation: the argmax of the mean clip softmax over all its clips
+    (``methods.video_prediction``, so it is the Dense prediction the report makes); ``offsets`` (V + 1,) delimit
+    the videos' rows of ``logits`` (M, C)."""
+    return video_predictions(softmax(logits, axis=1), offsets)

@@ -52,7 +52,7 @@ from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
 from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
                                           eval_batch_size, model_input, prefetched, read_clips, run_training,
-                                          sample_clips, video_mean_softmax)
+                                          sample_clips, video_class_predictions)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.errors import StoreError
@@ -193,10 +193,10 @@ class TeacherTask:
         logits = self.predict(videos, eval_batch_size(self.request.train.batch_size))
         labels = self.clip_label[videos.clip_ids]
         loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
-        video_probs = video_mean_softmax(logits, videos.offsets)
+        video_pred = video_class_predictions(logits, videos.offsets)
         return {f"{prefix}loss": loss,
                 f"{prefix}clip_accuracy": float((logits.argmax(1) == labels).mean()),
-                f"{prefix}video_accuracy": float((video_probs.argmax(1) == videos.label).mean())}
+                f"{prefix}video_accuracy": float((video_pred == videos.label).mean())}
 
     def extra_state(self) -> dict:
         return {}
