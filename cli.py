@@ -6,9 +6,11 @@ import json
 import os
 import sys
 from functools import wraps
+from typing import Callable, Iterable
 
 import click
 
+from condi_pipe.methods.registry import method_names
 from condi_pipe.pipeline.demo import DEMO_SEED, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.pretrain import PRETRAIN_SEED
@@ -60,6 +62,25 @@ def _one_line_errors(fn):
             sys.exit(2)
 
     return wrapper
+
+
+class _LiveChoice(click.Choice):
+    """A choice among values read when they are needed (help, parsing), so a method registered after this module
+    was imported is offered too."""
+
+    def __init__(self, values: Callable[[], Iterable[str]]) -> None:
+        self._values = values
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._values())
+
+
+def _infer_methods() -> tuple[str, ...]:
+    from condi_pipe.stages.infer import UNRANKED_METHODS  # only when `infer` is used: it loads torch
+
+    return (*UNRANKED_METHODS, *method_names("clip"))
 
 
 def _executor_options(fn):
@@ -390,8 +411,7 @@ def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips
 
 
 @main.command()
-@click.option("--loss", type=click.Choice(["condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "fewer-frames",
-                                           "uniform-k"]), default="condi-sr", show_default=True,
+@click.option("--loss", type=_LiveChoice(method_names), default="condi-sr", show_default=True,
               help="condi-sr: the method; bce-conf, st-ent, st-conf: baseline samplers; trivial-mt: the cheating "
                    "ablation; fewer-frames, uniform-k: one prediction per video from K clips.")
 @click.option("--student", required=True, help="Registered student model (see `condi-pipe models`).")
@@ -523,9 +543,11 @@ def time_models(store, teacher, runs, repeats, device, bf16, threads, force, qui
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--store", required=True, help="Store holding the teacher cache and the student run.")
 @click.option("--teacher", required=True, help="Teacher name (as cached by teacher-cache).")
-@click.option("--method", default="condi-sr", show_default=True,
-              help="dense, equidistant, or the loss of the student run (condi-sr, bce-conf, st-ent, st-conf, ...).")
-@click.option("--student", "student_run", default=None, help="Student run (from distill) for ranked methods / --ks.")
+@click.option("--method", type=_LiveChoice(_infer_methods), default="condi-sr", show_default=True,
+              help="dense or equidistant (no student unless --ks), or the loss the student run was trained with.")
+@click.option("--student", "student_run", default=None,
+              help="Student run (from distill) for ranked methods / --ks (default: the store's only suitable run "
+                   "distilled from --teacher).")
 @click.option("--k", type=click.IntRange(min=1), default=3, show_default=True, help="Clips classified in all.")
 @click.option("--ks", type=click.IntRange(min=0), default=0, show_default=True,
               help="How many of the K clips the student classifies itself (ConDi-SR type b).")
@@ -540,7 +562,8 @@ def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, as_j
     from condi_pipe.stages.infer import infer as run_infer
 
     results = run_infer(ensure_store(store), list(videos), teacher=teacher, method=method, student_run=student_run,
-                        k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16))
+                        k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16),
+                        log=lambda message: click.echo(message, err=True))  # stdout may be --json
     if as_json:
         click.echo(json.dumps([r._asdict() for r in results], indent=2))
         return

@@ -1,22 +1,7 @@
 """Stage ``distill``: train a student from the teacher cache (the teacher is never run here).
 
-Losses (``methods.losses``), each the paper's default configuration unless a flag says otherwise:
-
-=============  ============================================================  ==============================
-loss           trains                                                        ranking (``score``)
-=============  ============================================================  ==============================
-condi-sr       KD to the confidence-modified teacher target + lam * BCE(z~, z)  z~ = sigmoid(confidence logit)
-bce-conf       only BCE(z~, z), majority class downsampled per batch           z~
-st-ent         plain soft-label KD (Hinton)                                    lowest student entropy
-st-conf        NLL with hints on half the batch + lam * -log c, lam steered    c = sigmoid(confidence logit)
-               towards the budget (BudgetLambda, one-hot labels only)
-trivial-mt     beta * CE + (1 - beta) * KD + lam * BCE (the cheating ablation)  z~
-fewer-frames   video level: the student sees K equidistant clips, averages     none: one prediction per video
-               its pooled features, matches the teacher's mean feature over
-               all clips (through a learned Linear when widths differ) + KL
-               to the teacher's mean softmax + CE
-uniform-k      the same student on K equidistant clips, CE only               none
-=============  ============================================================  ==============================
+Losses: the methods registered in ``methods.catalogue`` (its docstring tabulates what each trains and how its
+clips are ranked), each in the paper's default configuration unless a flag says otherwise.
 
 Per-clip losses train on every clip of the *fit* part of the train split (or ``clips_per_video`` random ones per
 video and epoch), with the teacher's cached logits, its z (Eq. 1) and the video's label; no augmentation (the cached
@@ -63,16 +48,19 @@ import torch
 from torch import nn
 
 from condi_pipe.methods import losses as L
-from condi_pipe.models.checkpoints import check_checkpoint
-from condi_pipe.methods.metrics import auroc, false_positive_rate, sigmoid, softmax_entropy
+from condi_pipe.methods.catalogue import ClipBatch, LossContext, VideoBatch
+from condi_pipe.methods.metrics import auroc, false_positive_rate, sigmoid, softmax
+from condi_pipe.methods.registry import Method, get_method, method_names
 from condi_pipe.methods.samplers import equidistant_indices
+from condi_pipe.methods.video_prediction import video_mean_probs
+from condi_pipe.models.checkpoints import check_checkpoint
 from condi_pipe.pipeline.distributed import TrainingProcesses, training_processes
 from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast, device_name
 from condi_pipe.pipeline.training import (ParamGroup, SampleDecay, StepDecay, StepResult, TrainOptions, batches_of,
                                           derived_seed, eval_batch_size, model_input, prefetched, read_clips,
-                                          run_training, sample_clips, video_mean_softmax)
+                                          run_training, sample_clips, video_class_predictions)
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -87,13 +75,7 @@ DISTILL = define_stage(
 )
 TRAIN_SPLIT = "train"
 
-CLIP_LOSSES = ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt")
-VIDEO_LOSSES = ("fewer-frames", "uniform-k")
-LOSSES = CLIP_LOSSES + VIDEO_LOSSES
-#: What ``score`` ranks clips by (higher rank_score = send to the teacher first).
-RANKING = {"condi-sr": "confidence", "bce-conf": "confidence", "trivial-mt": "confidence", "st-conf": "confidence",
-           "st-ent": "entropy", "fewer-frames": "none", "uniform-k": "none"}
-NEEDS_CONFIDENCE_HEAD = ("condi-sr", "bce-conf", "st-conf", "trivial-mt")
+LOSSES, VIDEO_LOSSES = method_names(), method_names("video")  # as registered at import, for tests/test_distill.py
 TERMS = ("total", "kd", "conf", "ce", "rep")
 SCHEDULE_UNITS = ("samples", "passes")
 #: The reference epoch of the per-sample LR schedule: one clip per training video of UCF-101 split 1 (9,537
@@ -128,7 +110,7 @@ def default_distill_options() -> TrainOptions:
 def default_run_name(loss: str, student: str, width: float | None, k: int | None = None) -> str:
     """``<loss>-<student>-<width>`` (``-k<K>`` appended for the video-level losses)."""
     name = f"{loss}-{student}" + ("" if width is None else f"-{float(width)}")
-    return name + (f"-k{k}" if loss in VIDEO_LOSSES and k is not None else "")
+    return name + (f"-k{k}" if get_method(loss).video_level and k is not None else "")
 
 
 @dataclass(frozen=True)
@@ -151,14 +133,17 @@ class DistillRequest:
     runtime: RuntimeOptions = RuntimeOptions()
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
+        get_method(self.loss)  # ValueError naming the registered methods
         if self.losses.k < 1:
             raise ValueError("--k must be >= 1")
         if self.schedule_unit not in SCHEDULE_UNITS:
             raise ValueError(f"--schedule-unit must be one of {', '.join(SCHEDULE_UNITS)}, got {self.schedule_unit!r}")
         if self.reference_epoch < 1:
             raise ValueError(f"--reference-epoch must be >= 1 sample, got {self.reference_epoch}")
+
+    @property
+    def method(self) -> Method:
+        return get_method(self.loss)
 
     def resolved_width(self) -> float | None:
         from condi_pipe.models import model_spec
@@ -177,7 +162,7 @@ class DistillRequest:
         cfg["width"] = self.resolved_width()
         cfg["name"] = self.run
         cfg["weights"] = os.path.abspath(self.weights) if self.weights else None
-        if self.loss not in VIDEO_LOSSES:
+        if not self.method.video_level:
             cfg["losses"] = {k: v for k, v in cfg["losses"].items() if not k.startswith("alpha_") and k != "k"}
         return cfg
 
@@ -209,7 +194,7 @@ class TeacherCache:
         """(V, D) mean teacher feature and (V, C) mean teacher softmax over all clips of each video
         (D = 0 when the features were not loaded)."""
         rows = self.rows(videos.clip_ids)
-        probs = video_mean_softmax(self.logits[rows], videos.offsets)
+        probs = video_mean_probs(softmax(self.logits[rows], axis=1), videos.offsets)
         if self.features is None:
             return np.zeros((len(videos.video_id), 0), np.float32), probs.astype(np.float32)
         features = self.features[rows].astype(np.float32)
@@ -230,7 +215,8 @@ class DistillTask:
         ``test``: the store's test videos, used only by :meth:`test_metrics` after training."""
         self.store, self.request, self.num_classes, self.cache = store, request, num_classes, cache
         self.train_videos, self.eval_videos, self.test_videos = train, evaluation, test
-        self.video_level = request.loss in VIDEO_LOSSES
+        self.method = request.method
+        self.video_level = self.method.video_level
         # What picks the epoch kept: how well the run ranks clips (AUROC of its ranking score against z), or,
         # for runs that predict per video, validation video accuracy.
         self.selection_column = "eval_video_accuracy" if self.video_level else "eval_auroc"
@@ -246,7 +232,7 @@ class DistillTask:
         if self.video_level:
             self.targets = {split: cache.video_targets(v)
                             for split, v in (("train", train), ("eval", evaluation), ("test", test)) if v is not None}
-            if request.loss == "fewer-frames":
+            if self.method.uses_teacher_features:
                 # ||E_T - E_S||^2 is weighted by alpha_rep / mean ||E_T||^2 over the training videos, so its size
                 # does not depend on the teacher's feature scale (the logged rep term is the raw distance).
                 self.rep_scale = float(max(np.mean(np.sum(self.targets["train"][0] ** 2, axis=1)), 1e-12))
@@ -260,9 +246,9 @@ class DistillTask:
         self.model = build_model(request.student, num_classes=self.num_classes, width=request.resolved_width())
         if request.weights:
             load_weights(self.model, request.weights, reset_head=request.reset_head)
-        if request.loss in NEEDS_CONFIDENCE_HEAD and self.model.confidence_head is None:
+        if self.method.needs_confidence_head and self.model.confidence_head is None:
             raise StageError(f"{request.loss} needs a student with a confidence head; {request.student} has none")
-        if request.loss == "fewer-frames":
+        if self.method.uses_teacher_features:
             teacher_dim = self.cache.features.shape[1]
             if teacher_dim != self.model.config.feature_dim:
                 self.projection = nn.Linear(self.model.config.feature_dim, teacher_dim)
@@ -320,30 +306,18 @@ class DistillTask:
                 torch.from_numpy(probs[index]), torch.from_numpy(videos.label[index]))
 
     # -- losses --------------------------------------------------------------------------------------------
+    def loss_context(self) -> LossContext:
+        return LossContext(self.request.losses, self.budget, self.projection, self.rep_scale)
+
     def clip_loss(self, logits, confidence, teacher_logits, z, labels, generator) -> tuple[L.LossTerms, float]:
         """The run's loss on a batch of clips, and the confidence-term weight it used."""
-        o, loss = self.request.losses, self.request.loss
-        if loss == "condi-sr":
-            terms = L.condi_sr_loss(logits, confidence, teacher_logits, z, o.tau, o.lam, o.mu, o.detach_confidence)
-            return terms, o.lam
-        if loss == "bce-conf":
-            return L.bce_conf_loss(confidence, z, generator, o.downsample), float("nan")
-        if loss == "st-ent":
-            return L.st_ent_loss(logits, teacher_logits, o.tau), float("nan")
-        if loss == "st-conf":
-            lam = self.budget.value
-            return L.st_conf_loss(logits, confidence, labels, lam, o.hint_fraction, generator), lam
-        if loss == "trivial-mt":
-            return L.trivial_mt_loss(logits, confidence, teacher_logits, labels, z, o.beta, o.tau, o.lam, o.mu), o.lam
-        raise AssertionError(loss)
+        batch = ClipBatch(logits, confidence, teacher_logits, z, labels, generator)
+        return self.method.loss(batch, self.loss_context())
 
-    def video_loss(self, features, logits, teacher_features, teacher_probs, labels) -> L.LossTerms:
-        o = self.request.losses
-        if self.request.loss == "fewer-frames":
-            return L.fewer_frames_loss(features, teacher_features, logits, teacher_probs, labels,
-                                       self.projection, o.alpha_rep / self.rep_scale, o.alpha_kl,
-                                       o.alpha_ce)
-        return L.uniform_k_loss(logits, labels)
+    def video_loss(self, features, logits, teacher_features, teacher_probs, labels) -> tuple[L.LossTerms, float]:
+        """The run's loss on a batch of videos, and the confidence-term weight it used."""
+        batch = VideoBatch(features, logits, teacher_features, teacher_probs, labels)
+        return self.method.loss(batch, self.loss_context())
 
     def video_forward(self, clips: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student video features (mean of its pooled clip features) and video logits (the head on them)."""
@@ -358,8 +332,7 @@ class DistillTask:
             clips, counts, t_features, t_probs, labels = batch
             labels = labels.to(self.device)
             features, logits = self.video_forward(clips, counts)
-            terms = self.video_loss(features, logits, t_features.to(self.device), t_probs.to(self.device), labels)
-            lam = float("nan")
+            terms, lam = self.video_loss(features, logits, t_features.to(self.device), t_probs.to(self.device), labels)
         else:
             clips, t_logits, z, labels = batch
             labels = labels.to(self.device)
@@ -375,7 +348,7 @@ class DistillTask:
 
     def after_step(self, logs: dict[str, float]) -> None:
         """st-conf steers lambda by the step's mean(-log c) over the whole global batch (every process alike)."""
-        if self.request.loss == "st-conf":
+        if self.method.steers_lambda:
             self.budget.update(logs["conf"])
 
     # -- evaluation ----------------------------------------------------------------------------------------
@@ -429,7 +402,8 @@ class DistillTask:
             t_features, t_probs = (torch.from_numpy(a) for a in self.targets[split])
             _check_finite(logits.numpy(), self.request.run)
             with torch.no_grad():
-                terms = self.video_loss(*(t.to(self.device) for t in (features, logits, t_features, t_probs, labels)))
+                inputs = (features, logits, t_features, t_probs, labels)
+                terms, _ = self.video_loss(*(t.to(self.device) for t in inputs))
             metrics = {"eval_video_accuracy": float((logits.argmax(1) == labels).float().mean())}
         else:
             logits_np, confidence_np = self.predict_clips(videos)
@@ -444,14 +418,14 @@ class DistillTask:
                 terms, _ = self.clip_loss(torch.from_numpy(logits_np), confidence,
                                           torch.from_numpy(self.cache.logits[rows]), torch.from_numpy(z),
                                           torch.from_numpy(clip_labels), generator)
-            score = rank_scores(self.request.loss, logits_np, confidence_np)
-            video_probs = video_mean_softmax(logits_np, videos.offsets)
+            score = self.method.rank_scores(logits_np, confidence_np)
+            video_pred = video_class_predictions(logits_np, videos.offsets)
             metrics = {
                 "eval_clip_accuracy": float((logits_np.argmax(1) == clip_labels).mean()),
-                "eval_video_accuracy": float((video_probs.argmax(1) == videos.label).mean()),
+                "eval_video_accuracy": float((video_pred == videos.label).mean()),
                 "eval_auroc": auroc(score, z.astype(np.int64)),
                 "eval_fpr": (false_positive_rate(sigmoid(confidence_np), z.astype(np.int64))
-                             if confidence_np is not None and RANKING[self.request.loss] == "confidence"
+                             if confidence_np is not None and self.method.ranking == "confidence"
                              else float("nan")),
             }
         metrics.update({f"eval_{t}": float(getattr(terms, t)) for t in TERMS})
@@ -468,19 +442,6 @@ def _check_finite(values: np.ndarray, run: str) -> None:
     if not np.isfinite(values).all():
         raise FloatingPointError(f"distill {run}: the student's outputs on held-out clips became NaN or Inf; "
                                  "lower the learning rate")
-
-
-def rank_scores(loss: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
-    """What the run's sampler ranks clips by, higher = send to the teacher first: the confidence logit for
-    confidence-ranked runs (the order of z~, or of ST-Conf's c, both sigmoids of it; the logit itself keeps
-    confident clips apart where the sigmoid rounds to 1.0), minus the student's softmax entropy for st-ent."""
-    if RANKING[loss] == "entropy":
-        return -np.asarray(softmax_entropy(logits.astype(np.float64)))
-    if RANKING[loss] == "confidence":
-        if confidence is None:
-            raise ValueError(f"{loss} ranks by confidence but the model has no confidence head")
-        return np.asarray(confidence, np.float64)
-    raise ValueError(f"{loss} runs predict per video; they do not rank clips")
 
 
 def distill(
@@ -554,16 +515,17 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
         meta = {
             "run": run_name, "loss": request.loss, "student": request.student, "width": request.resolved_width(),
             "num_classes": len(classes), "classes": classes, "teacher": request.teacher,
-            "teacher_weights": cache.meta.get("weights"), "ranking": RANKING[request.loss],
-            "k": request.losses.k if request.loss in VIDEO_LOSSES else None,
+            # the stored format spells "no ranking" (video-level runs) "none"
+            "teacher_weights": cache.meta.get("weights"), "ranking": request.method.ranking or "none",
+            "k": request.losses.k if request.method.video_level else None,
             "normalization": model.config.normalization, "feature_dim": model.config.feature_dim,
             "projection": "projection.pt" if task.projection is not None else None,
-            "rep_scale": task.rep_scale if request.loss == "fewer-frames" else None,
+            "rep_scale": task.rep_scale if request.method.uses_teacher_features else None,
             "config": request.config(),
             "lr_schedule": {g.name: f"{g.lr:g} then {g.schedule!r}" for g in task.param_groups()},
             "schedule_unit": request.schedule_unit,
             "reference_epoch": request.reference_epoch if request.schedule_unit == "samples" else None,
-            "budget_lambda": task.budget.state_dict() if request.loss == "st-conf" else None,
+            "budget_lambda": task.budget.state_dict() if request.method.steers_lambda else None,
             "train_split": TRAIN_SPLIT, **splits.summary(),
             "test_split": split if task.test_videos is not None else None,
             "device": str(task.device), "device_name": device_name(task.device), "threads": torch.get_num_threads(),
@@ -579,7 +541,7 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
             meta["train_samples_per_rank"] = [int(n) for n in last.get("rank_train_samples", [])]
             meta["backend"] = processes.backend
         artifacts.write_meta(store, folder, meta)
-        accuracy = kept["eval_video_accuracy"] if request.loss in VIDEO_LOSSES else kept["eval_clip_accuracy"]
+        accuracy = kept["eval_video_accuracy"] if request.method.video_level else kept["eval_clip_accuracy"]
         counts = {"epochs": request.train.epochs, "accuracy": _finite(accuracy), "auroc": _finite(kept["eval_auroc"]),
                   "epoch_kept": result.kept_epoch, "selection_metric": result.selection,
                   "selection_value": None if result.selection_value is None else _finite(result.selection_value)}
@@ -605,7 +567,7 @@ def _selection_meta(result) -> dict | None:
 def _distill_task(store: Store, request: DistillRequest):
     """The stage's inputs, checked, and its :class:`DistillTask` (read-only: every process builds its own)."""
     classes = class_names(store)
-    cache = TeacherCache(store, request.teacher, need_features=request.loss == "fewer-frames")
+    cache = TeacherCache(store, request.teacher, need_features=request.method.uses_teacher_features)
     if cache.logits.shape[1] != len(classes):
         raise StageError(f"teacher cache '{request.teacher}' has {cache.logits.shape[1]} classes, the store "
                          f"{len(classes)}")

@@ -4,26 +4,28 @@ Decode -> student over all N clips (one batch) -> rank -> teacher over the top K
 top-5 classes. With ``ks`` (ConDi-SR type b) the K_s clips of lowest student entropy are classified by the
 student itself; a clip picked by both keeps the mean of the two softmax vectors. ``dense`` and
 ``equidistant`` need no student. Models come from a store: the teacher its cache was made with, the student
-of a ``distill`` run.
+of a ``distill`` run (without one named, the store's only run of the method made from that teacher).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
+from condi_pipe.methods.registry import get_method, method_names, ranking_scores
 from condi_pipe.methods.samplers import equidistant_indices, top_k_indices
+from condi_pipe.methods.video_prediction import video_mean_probs
 from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, configure_threads, timed,
                                                to_runtime_layout)
-from condi_pipe.stages.distill import RANKING, rank_scores
 from condi_pipe.stages.score import student_ref
 from condi_pipe.storage import clip_outputs
+from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.run_state import read_run, stage_record
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import DecodeOptions, decode_video
@@ -76,6 +78,35 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
     return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
+def choose_student_run(store: Store, teacher: str, method: str) -> str:
+    """The store's only finished student run that ``method`` can use and that was distilled from ``teacher``'s
+    cache: a run of that loss, or for ``dense``/``equidistant`` with K_s any clip-level run. ValueError naming the
+    candidates when there is none or several."""
+    runs = []
+    for run in sorted(store.listdir(artifacts.STUDENTS_ROOT)):
+        folder = artifacts.student_folder(run)
+        if run.startswith(".") or not artifacts.is_complete(store, folder):
+            continue
+        meta = artifacts.read_meta(store, folder)
+        loss = meta.get("loss")
+        usable = loss == method if method not in UNRANKED_METHODS else loss in method_names("clip")
+        if usable and meta.get("teacher") == teacher:
+            runs.append(run)
+    if not runs:
+        raise ValueError(f"method '{method}' needs a student and {store.url} holds no finished "
+                         f"{_student_kind(method)} from teacher '{teacher}': run `condi-pipe distill`, or pass "
+                         "--student RUN")
+    if len(runs) > 1:
+        raise ValueError(f"method '{method}' needs a student and {store.url} holds several "
+                         f"{_student_kind(method)}s from teacher '{teacher}': pass --student with one of "
+                         f"{', '.join(runs)}")
+    return runs[0]
+
+
+def _student_kind(method: str) -> str:
+    return "clip-level student run" if method in UNRANKED_METHODS else f"{method} student run"
+
+
 def infer(
     store: Store,
     paths: list[str],
@@ -87,8 +118,11 @@ def infer(
     ks: int = 0,
     runtime: RuntimeOptions | None = None,
     decode: DecodeOptions = DecodeOptions(),
+    log: Callable[[str], None] = print,
 ) -> list[InferResult]:
-    """Classify ``paths`` with ``method`` at ``k`` teacher clips (``ks`` of them by the student)."""
+    """Classify ``paths`` with ``method`` at ``k`` teacher clips (``ks`` of them by the student). Without
+    ``student_run``, a method that needs a student uses the store's only suitable run (:func:`choose_student_run`)
+    and logs which."""
     if k < 1 or not 0 <= ks <= k:
         raise ValueError(f"need k >= 1 and 0 <= ks <= k, got k={k}, ks={ks}")
     read_run(store)  # refuses a store from a newer format version
@@ -96,22 +130,25 @@ def infer(
     runtime = runtime or RuntimeOptions(bf16=bool(cache_meta.get("bf16")))
     configure_threads(RuntimeOptions(threads=cache_meta.get("threads")), 1)
     classes = cache_meta["classes"]
-    teacher_model = _load(teacher_ref(store, teacher), store, runtime)
-    student_model, loss = None, None
+    student_model, ranked_by = None, None
     if method not in UNRANKED_METHODS or ks:
         if student_run is None:
-            raise ValueError(f"method '{method}' needs a student: pass --student RUN")
+            student_run = choose_student_run(store, teacher, method)
+            log(f"infer: no --student given; using '{student_run}', the store's only {_student_kind(method)} from "
+                f"teacher '{teacher}'")
         ref, student_meta = student_ref(store, student_run)
         loss = student_meta["loss"]
         if method not in UNRANKED_METHODS and method != loss:
             raise ValueError(f"student run '{student_run}' was trained with {loss}, not {method}")
-        if RANKING.get(loss) == "none":
+        ranked_by = get_method(loss)
+        if ranked_by.video_level:
             raise ValueError(f"student run '{student_run}' ({loss}) predicts per video and cannot rank clips")
         student_model = _load(ref, store, runtime)
-    return [_infer_one(p, method, k, ks, teacher_model, student_model, loss, classes, decode) for p in paths]
+    teacher_model = _load(teacher_ref(store, teacher), store, runtime)
+    return [_infer_one(p, method, k, ks, teacher_model, student_model, ranked_by, classes, decode) for p in paths]
 
 
-def _infer_one(path, method, k, ks, teacher_model, student_model, loss, classes, decode) -> InferResult:
+def _infer_one(path, method, k, ks, teacher_model, student_model, ranked_by, classes, decode) -> InferResult:
     start = time.perf_counter()
     clips = decode_video(path, decode).clips
     seconds = {"decode": time.perf_counter() - start, "student": 0.0, "rank": 0.0, "teacher": 0.0}
@@ -123,8 +160,8 @@ def _infer_one(path, method, k, ks, teacher_model, student_model, loss, classes,
         logits = out.logits.float().cpu().numpy()
         confidence = None if out.confidence is None else out.confidence.float().cpu().numpy()
         student_probs = _softmax(out.logits)
-        student_order = top_k_indices(rank_scores(loss, logits, confidence), n)
-        entropy_order = top_k_indices(rank_scores("st-ent", logits, None), n)
+        student_order = top_k_indices(ranked_by.rank_scores(logits, confidence), n)
+        entropy_order = top_k_indices(ranking_scores("entropy", logits, None), n)
         seconds["rank"] = time.perf_counter() - start
     if method == "dense":
         teacher_clips = np.arange(n)
@@ -133,14 +170,18 @@ def _infer_one(path, method, k, ks, teacher_model, student_model, loss, classes,
     else:
         teacher_clips = student_order[: max(k - ks, 0)]
     student_clips = entropy_order[:ks] if ks else np.zeros(0, int)
-    vectors: dict[int, list[np.ndarray]] = {}
+    # one vector per chosen clip: the teacher's softmax, the student's, or their mean when both classified it
+    vectors = np.zeros((n, len(classes)), np.float32)
     if len(teacher_clips):
         out, seconds["teacher"] = teacher_model(clips[np.sort(teacher_clips)])
-        for index, probs in zip(np.sort(teacher_clips), _softmax(out.logits)):
-            vectors.setdefault(int(index), []).append(probs)
-    for index in student_clips:
-        vectors.setdefault(int(index), []).append(student_probs[index])
-    video_probs = np.mean([np.mean(v, axis=0) for v in vectors.values()], axis=0)
+        vectors[np.sort(teacher_clips)] = _softmax(out.logits)
+    in_teacher = np.isin(np.arange(n), teacher_clips)
+    in_student = np.isin(np.arange(n), student_clips)
+    if ks:
+        vectors[in_student & ~in_teacher] = student_probs[in_student & ~in_teacher]
+        both = in_student & in_teacher
+        vectors[both] = (vectors[both] + student_probs[both]) / 2
+    video_probs = video_mean_probs(vectors, np.array([0, n]), in_teacher | in_student)[0]
     top = np.argsort(-video_probs, kind="stable")[:5]
     seconds["model"] = seconds["student"] + seconds["rank"] + seconds["teacher"]
     return InferResult(str(path), n, sorted(int(i) for i in teacher_clips), sorted(int(i) for i in student_clips),

@@ -30,6 +30,7 @@ import pyarrow as pa
 import torch
 
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
+from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
@@ -39,7 +40,6 @@ from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, device_name, timed,
                                                to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
-from condi_pipe.stages.distill import VIDEO_LOSSES, rank_scores
 from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -133,7 +133,7 @@ def score(
     config["student_weights_sha256"] = ref.weights_sha256
     key = f"{SCORE.name}/{request.run}"
     stage_name = f"score-{request.run}"
-    video_level = student["loss"] in VIDEO_LOSSES
+    video_level = get_method(student["loss"]).video_level
     with stage_run(store, SCORE, config, force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})
@@ -192,7 +192,7 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
             "pred": pa.array(pred),
             "confidence": pa.array(confidence.astype(np.float64)),
             "entropy": pa.array(np.asarray(softmax_entropy(logits.astype(np.float64))).astype(np.float32)),
-            "rank_score": pa.array(rank_scores(student["loss"], logits, raw).astype(np.float64)),
+            "rank_score": pa.array(get_method(student["loss"]).rank_scores(logits, raw).astype(np.float64)),
         }, schema=CLIPS_SCHEMA)
         arrays = {"logits": logits}
         accuracy = float((pred == labels).mean()) if len(pred) else 0.0

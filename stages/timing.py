@@ -86,7 +86,7 @@ def score_runs_for(store: Store, teacher: str) -> list[str]:
 
 def models_to_time(store: Store, request: TimingRequest) -> list[TimedModel]:
     """The teacher exactly as its cache ran it, then the student of each score run exactly as it was scored."""
-    from condi_pipe.stages.distill import VIDEO_LOSSES
+    from condi_pipe.methods.registry import method_names
     from condi_pipe.stages.score import student_ref
 
     record = stage_record(store, f"teacher-cache/{request.teacher}")
@@ -106,7 +106,7 @@ def models_to_time(store: Store, request: TimingRequest) -> list[TimedModel]:
             raise StageError(f"{store.path(clip_outputs.scores_folder(run))}: scored with other weights than "
                              f"students/{run}/weights.pt holds now; re-run `condi-pipe score --student {run} --force`")
         models.append(TimedModel(timings.run_key(run), ref, _runtime(scored.get("config", {}), request),
-                                 meta.get("loss") in VIDEO_LOSSES))
+                                 meta.get("loss") in method_names("video")))
     return models
 
 
