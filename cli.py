@@ -6,7 +6,6 @@ import json
 import os
 import sys
 from functools import wraps
-from typing import Callable, Iterable
 
 import click
 
@@ -62,19 +61,6 @@ def _one_line_errors(fn):
             sys.exit(2)
 
     return wrapper
-
-
-class _LiveChoice(click.Choice):
-    """A choice among values read when they are needed (help, parsing), so a method registered after this module
-    was imported is offered too."""
-
-    def __init__(self, values: Callable[[], Iterable[str]]) -> None:
-        self._values = values
-        self.case_sensitive = True
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        return tuple(self._values())
 
 
 def _infer_methods() -> tuple[str, ...]:
@@ -411,7 +397,7 @@ def teacher_cache(teacher, width, store, weights, random_init, reset_head, clips
 
 
 @main.command()
-@click.option("--loss", type=_LiveChoice(method_names), default="condi-sr", show_default=True,
+@click.option("--loss", type=RegistryChoice(method_names), default="condi-sr", show_default=True,
               help="condi-sr: the method; bce-conf, st-ent, st-conf: baseline samplers; trivial-mt: the cheating "
                    "ablation; fewer-frames, uniform-k: one prediction per video from K clips.")
 @click.option("--student", required=True, help="Registered student model (see `condi-pipe models`).")
@@ -543,7 +529,7 @@ def time_models(store, teacher, runs, repeats, device, bf16, threads, force, qui
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--store", required=True, help="Store holding the teacher cache and the student run.")
 @click.option("--teacher", required=True, help="Teacher name (as cached by teacher-cache).")
-@click.option("--method", type=_LiveChoice(_infer_methods), default="condi-sr", show_default=True,
+@click.option("--method", type=RegistryChoice(_infer_methods), default="condi-sr", show_default=True,
               help="dense or equidistant (no student unless --ks), or the loss the student run was trained with.")
 @click.option("--student", "student_run", default=None,
               help="Student run (from distill) for ranked methods / --ks (default: the store's only suitable run "
