@@ -516,7 +516,9 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
             "run": run_name, "loss": request.loss, "student": request.student, "width": request.resolved_width(),
             "num_classes": len(classes), "classes": classes, "teacher": request.teacher,
             # the stored format spells "no ranking" (video-level runs) "none"
-            "teacher_weights": cache.meta.get("weights"), "ranking": request.method.ranking or "none",
+            "teacher_weights": cache.meta.get("weights"),
+            "teacher_weights_sha256": cache.meta.get("weights_sha256"),  # the report skips runs of a retrained teacher
+            "ranking": request.method.ranking or "none",
             "k": request.losses.k if request.method.video_level else None,
             "normalization": model.config.normalization, "feature_dim": model.config.feature_dim,
             "projection": "projection.pt" if task.projection is not None else None,

@@ -199,6 +199,7 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
     meta = {
         "run": request.run, "student": student["student"], "width": student["width"], "loss": student["loss"],
         "ranking": student["ranking"], "teacher": student["teacher"], "k": student.get("k"),
+        "teacher_weights_sha256": student.get("teacher_weights_sha256"),
         "device": device.get("device"), "device_name": device.get("device_name"), "threads": device.get("threads"),
         "bf16": request.runtime.bf16, "split": split,
         "timing": ("wall time of one forward pass over each video's K equidistant clips as one batch" if video_level

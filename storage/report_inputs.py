@@ -199,13 +199,19 @@ class ReportInputs:
         complete, incomplete = report_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
         for name in incomplete:
             self.notes.append(f"scores/{name}: incomplete (no meta.json); ignored.")
-        runs, others = [], []
+        runs, others, stale = [], [], []
         wanted = self.runs_teacher or self.teacher
+        wanted_digest = (self.teacher_meta if self.runs_teacher is None else teacher_meta(store, wanted)).get(
+            "weights_sha256")
         for name in complete:
             meta = clip_outputs.read_meta(store, clip_outputs.scores_folder(name))
             teacher = meta.get("teacher")
             if teacher is not None and teacher != wanted:
                 others.append(name)  # made from another teacher: not part of this report
+                continue
+            made_from = meta.get("teacher_weights_sha256")
+            if made_from and wanted_digest and made_from != wanted_digest:
+                stale.append(name)  # distilled from an earlier cache of a teacher since retrained under this name
                 continue
             loss = normalised_name(meta.get("loss") or "")
             if not loss:
@@ -215,6 +221,10 @@ class ReportInputs:
         if others:
             self.notes.append(f"{len(others)} score run(s) made from other teachers are not in this report "
                               f"({', '.join(others)}).")
+        if stale:
+            self.notes.append(f"{len(stale)} score run(s) were distilled from other weights of teacher '{wanted}' "
+                              f"than teacher/{wanted}/ now holds (retrained since; re-run distill and score): "
+                              f"{', '.join(stale)}; not in this report.")
         return runs
 
     # -- side-by-side timings ------------------------------------------------------------------------------
