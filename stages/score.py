@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
@@ -52,12 +51,6 @@ SCORE = define_stage(
     writes=("scores/{key}", "staging/score-{key}"),
     summary="score every eval clip (or video) with a trained student: predictions, confidence, ranking, timings",
 )
-
-CLIPS_SCHEMA = pa.schema([
-    ("clip_id", pa.int64()), ("video_id", pa.int64()), ("split", pa.string()), ("label", pa.int32()),
-    ("pred", pa.int32()), ("confidence", pa.float64()), ("entropy", pa.float32()), ("rank_score", pa.float64()),
-])
-
 
 @dataclass(frozen=True)
 class ScoreRequest:
@@ -162,19 +155,15 @@ def score(
 def _publish(store: Store, request: ScoreRequest, student: dict, split: str, videos, outputs: dict, device: dict,
              video_level: bool) -> dict:
     seconds = outputs.get("seconds", np.zeros(0, np.float64))
-    video_columns = {
-        "video_id": pa.array(videos.video_id, pa.int64()),
-        "split": pa.array([split] * len(videos.video_id), pa.string()),
-        "clips": pa.array(videos.clips.astype(np.int32)),
-        "seconds": pa.array(seconds, pa.float64()),
-    }
+    video_columns = {"video_id": videos.video_id, "split": [split] * len(videos.video_id), "clips": videos.clips,
+                     "seconds": seconds}
     if video_level:
         logits = outputs.get("video_logits", np.zeros((0, student["num_classes"]), np.float32))
         probs = softmax(logits.astype(np.float64)).astype(np.float32)
         pred = probs.argmax(1).astype(np.int32) if len(probs) else np.zeros(0, np.int32)
-        video_columns["pred"] = pa.array(pred)
-        video_columns["k"] = pa.array(outputs.get("k", np.zeros(0, np.int32)).astype(np.int32))
-        clips = CLIPS_SCHEMA.empty_table()
+        video_columns["pred"] = pred
+        video_columns["k"] = outputs.get("k", np.zeros(0, np.int32))
+        clips = {name: [] for name in clip_outputs.SCORE_CLIP_COLUMNS}  # a video-level student scores no clips
         arrays = {"probs": probs}
         accuracy = float((pred == videos.label).mean()) if len(pred) else 0.0
     else:
@@ -184,16 +173,12 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
         clip_video = np.repeat(videos.video_id, videos.clips)
         labels = np.repeat(videos.label, videos.clips).astype(np.int32)
         pred = logits.argmax(1).astype(np.int32) if len(logits) else np.zeros(0, np.int32)
-        clips = pa.table({
-            "clip_id": pa.array(videos.clip_ids, pa.int64()),
-            "video_id": pa.array(clip_video, pa.int64()),
-            "split": pa.array([split] * len(clip_video), pa.string()),
-            "label": pa.array(labels),
-            "pred": pa.array(pred),
-            "confidence": pa.array(confidence.astype(np.float64)),
-            "entropy": pa.array(np.asarray(softmax_entropy(logits.astype(np.float64))).astype(np.float32)),
-            "rank_score": pa.array(get_method(student["loss"]).rank_scores(logits, raw).astype(np.float64)),
-        }, schema=CLIPS_SCHEMA)
+        clips = {
+            "clip_id": videos.clip_ids, "video_id": clip_video, "split": [split] * len(clip_video), "label": labels,
+            "pred": pred, "confidence": confidence,
+            "entropy": np.asarray(softmax_entropy(logits.astype(np.float64))),
+            "rank_score": get_method(student["loss"]).rank_scores(logits, raw),
+        }
         arrays = {"logits": logits}
         accuracy = float((pred == labels).mean()) if len(pred) else 0.0
     meta = {
@@ -205,8 +190,7 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
         "timing": ("wall time of one forward pass over each video's K equidistant clips as one batch" if video_level
                    else "wall time of one forward pass over each video's clips as one batch"),
     }
-    clip_outputs.write_outputs(store, clip_outputs.scores_folder(request.run), arrays, clips,
-                               pa.table(video_columns), meta)
+    clip_outputs.write_score_run(store, request.run, arrays, clips, video_columns, meta)
     n_videos = int(len(videos.video_id))
-    return {"videos": n_videos, "clips": int(clips.num_rows), "accuracy": round(accuracy, 4),
+    return {"videos": n_videos, "clips": len(clips["clip_id"]), "accuracy": round(accuracy, 4),
             "ms_per_video": round(float(1000 * seconds.sum() / max(n_videos, 1)), 3)}

@@ -22,6 +22,7 @@ from condi_pipe.storage.store import Store
 TEACHER_ROOT = "teacher"
 SCORES_ROOT = "scores"
 ROWS_PER_CHUNK = 4096
+SCORE_CLIP_COLUMNS = tuple(tables.SCORE_CLIPS_SCHEMA.names)
 
 
 def teacher_folder(name: str) -> str:

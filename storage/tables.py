@@ -115,6 +115,12 @@ def table_from_columns(columns: Mapping[str, object], schema: pa.Schema,
     if unknown or missing:
         raise ValueError(f"columns do not match the schema: missing {missing}, unknown {unknown}")
     fields = list(schema) + [pa.field(name, optional[name]) for name in optional if name in columns]
-    return pa.Table.from_pydict({f.name: pa.array(np.asarray(columns[f.name]) if not isinstance(columns[f.name], list)
-                                                  else columns[f.name], f.type) for f in fields},
+    return pa.Table.from_pydict({f.name: _column_array(columns[f.name], f.type) for f in fields},
                                 schema=pa.schema(fields))
+
+
+def _column_array(values: object, dtype: pa.DataType) -> pa.Array:
+    """Numeric columns cast with NumPy's rules (as ``astype``), others (strings) converted as they are."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return pa.array(np.asarray(values).astype(dtype.to_pandas_dtype(), copy=False), dtype)
+    return pa.array(list(values) if isinstance(values, np.ndarray) else values, dtype)
