@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
@@ -322,11 +321,11 @@ def deterministic_algorithms(enabled: bool, device: torch.device):
 @dataclass
 class TrainingRun:
     """What :func:`run_training` leaves behind: the trained task (its modules hold the kept epoch's weights), the
-    history rows and the history schema, and which epoch was kept (from 1) by which metric."""
+    history rows and their column names, and which epoch was kept (from 1) by which metric."""
 
     task: TrainingTask
     history: list[dict]
-    schema: pa.Schema
+    columns: list[str]
     resumed_from: int = 0
     groups: list[str] = field(default_factory=list)
     kept_epoch: int = 0
@@ -339,11 +338,10 @@ class TrainingRun:
         return self.history[self.kept_epoch - 1]
 
 
-def history_schema(task: TrainingTask, group_names: Sequence[str]) -> pa.Schema:
-    """epoch (int32), then float64 columns: lr per group, train_* terms, eval columns, timings."""
-    names = ([f"lr_{g}" for g in group_names] + [f"train_{c}" for c in task.train_columns] + ["train_samples"]
-             + list(task.eval_columns) + ["train_seconds", "eval_seconds"])
-    return pa.schema([("epoch", pa.int32())] + [(n, pa.float64()) for n in names])
+def history_columns(task: TrainingTask, group_names: Sequence[str]) -> list[str]:
+    """epoch, then lr per group, train_* terms, eval columns, timings (storage/training_artifacts.py types them)."""
+    return (["epoch"] + [f"lr_{g}" for g in group_names] + [f"train_{c}" for c in task.train_columns]
+            + ["train_samples"] + list(task.eval_columns) + ["train_seconds", "eval_seconds"])
 
 
 def build_optimizer(groups: list[ParamGroup], options: TrainOptions):
@@ -398,7 +396,7 @@ def run_training(
         groups = task.param_groups()
         names = [g.name for g in groups]
         optimizer, scheduler = build_optimizer(groups, options)
-        schema = history_schema(task, names)
+        columns = history_columns(task, names)
         modules = task.modules()
         rows: list[dict] = []
         start = 0
@@ -462,17 +460,17 @@ def run_training(
                     "best": best,
                 }
                 artifacts.write_checkpoint(store, folder, state)
-                artifacts.write_history(store, folder, rows, schema)
+                artifacts.write_history(store, folder, rows, columns)
             faults.checkpoint(f"{stage}.epoch")
             log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
         if processes.is_main:
-            artifacts.write_history(store, folder, rows, schema)
+            artifacts.write_history(store, folder, rows, columns)
         kept_epoch, value = len(rows), None
         if best is not None:  # rank 0 only: it alone evaluates, and it alone writes the kept weights
             for name, module in modules.items():
                 module.load_state_dict(best["modules"][name])
             kept_epoch, value = int(best["epoch"]), float(best["value"])
-    return TrainingRun(task, rows, schema, start, names, kept_epoch, selection if best is not None else None, value)
+    return TrainingRun(task, rows, columns, start, names, kept_epoch, selection if best is not None else None, value)
 
 
 def _silent(message: str) -> None:

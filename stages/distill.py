@@ -534,8 +534,8 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
             "world_size": processes.world_size,
             "keep": request.train.keep, "epoch_kept": result.kept_epoch,
             "selection": _selection_meta(result),
-            "final": {k: _finite(v) for k, v in last.items() if k in result.schema.names},
-            "kept": {k: _finite(v) for k, v in kept.items() if k in result.schema.names},
+            "final": {k: _finite(v) for k, v in last.items() if k in result.columns},
+            "kept": {k: _finite(v) for k, v in kept.items() if k in result.columns},
             "test": test,
         }
         if processes.distributed:

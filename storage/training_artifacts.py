@@ -95,8 +95,14 @@ def remove_checkpoints(store: Store, folder: str) -> None:
 
 
 # -- history ---------------------------------------------------------------------------------------------------
-def write_history(store: Store, folder: str, rows: list[dict], schema: pa.Schema) -> None:
-    """Rewrite ``<folder>/history.parquet`` with one row per finished epoch, columns exactly ``schema``'s."""
+def history_schema(columns: list[str]) -> pa.Schema:
+    """``epoch`` int32, every other column float64."""
+    return pa.schema([(name, pa.int32() if name == "epoch" else pa.float64()) for name in columns])
+
+
+def write_history(store: Store, folder: str, rows: list[dict], column_names: list[str]) -> None:
+    """Rewrite ``<folder>/history.parquet`` with one row per finished epoch, exactly ``column_names``' columns."""
+    schema = history_schema(column_names)
     columns = {name: [row.get(name) for row in rows] for name in schema.names}
     store.write_table(posixpath.join(folder, HISTORY), pa.Table.from_pydict(columns, schema=schema))
 
