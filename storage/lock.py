@@ -12,6 +12,7 @@ from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
 
 LOCK_FILE = ".lock"
+BREAK_FILE = ".lock.break"  # held (exclusive create) by whoever is replacing a stale lock
 
 
 class StoreLockedError(StoreError):
@@ -33,6 +34,28 @@ def _holder_is_stale(holder: dict) -> bool:
     return holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1)))
 
 
+def _read_holder(store: Store) -> dict:
+    try:
+        return json.loads(store.read_bytes(LOCK_FILE) or b"{}")
+    except (json.JSONDecodeError, FileNotFoundError):
+        return {}
+
+
+def _remove_stale(store: Store, stale: dict) -> None:
+    """Remove the lock file if it still holds ``stale``. Of two processes that found the same stale lock, the
+    second must not delete the lock the first has just taken: one at a time, each checks again before removing."""
+    try:
+        with store.fs.open(store.path(BREAK_FILE), "xb"):
+            pass
+    except FileExistsError:
+        return  # another process is replacing it; the next attempt sees what it left
+    try:
+        if _read_holder(store) == stale:
+            store.remove(LOCK_FILE)
+    finally:
+        store.remove(BREAK_FILE)
+
+
 @contextmanager
 def store_lock(store: Store, command: str, log=print):
     """Hold the store's lock for the duration of ``command``; refuse when another live process holds it."""
@@ -46,19 +69,17 @@ def store_lock(store: Store, command: str, log=print):
                 fh.write(json.dumps(record).encode())
             break
         except FileExistsError:
-            try:
-                holder = json.loads(store.read_bytes(LOCK_FILE) or b"{}")
-            except (json.JSONDecodeError, FileNotFoundError):
-                holder = {}
+            holder = _read_holder(store)
             if holder and not _holder_is_stale(holder):
                 raise StoreLockedError(
                     f"{store.url}: in use by '{holder.get('command')}' (pid {holder.get('pid')} on "
                     f"{holder.get('host')}); wait for it to finish, or delete {path} if that process is gone"
                 ) from None
             log(f"note: removing stale lock of pid {holder.get('pid')} ({holder.get('command')}) on {store.url}")
-            store.remove(LOCK_FILE)
+            _remove_stale(store, holder)
     else:
-        raise StoreLockedError(f"{store.url}: could not take the lock {path}")
+        raise StoreLockedError(f"{store.url}: could not take the lock {path} (another process is replacing a stale "
+                               f"lock; if none is, delete {store.path(BREAK_FILE)})")
     try:
         yield
     finally:
