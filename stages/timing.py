@@ -25,7 +25,7 @@ from condi_pipe.pipeline.clip_inference import MAX_BATCH, ModelRef
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name, timed,
                                                to_runtime_layout)
-from condi_pipe.storage import clip_outputs, report_outputs, timings
+from condi_pipe.storage import clip_outputs, timings
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import eval_split, load_videos
 from condi_pipe.storage.run_state import stage_record
@@ -79,7 +79,7 @@ def _runtime(config: dict, request: TimingRequest) -> RuntimeOptions:
 
 def score_runs_for(store: Store, teacher: str) -> list[str]:
     """Finished score runs made from ``teacher``'s cache, sorted by name."""
-    complete, _ = report_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
+    complete, _ = clip_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
     return [run for run in complete
             if clip_outputs.read_meta(store, clip_outputs.scores_folder(run)).get("teacher") == teacher]
 

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from condi_pipe.storage import tables
 from condi_pipe.storage.errors import StoreError
@@ -21,6 +22,9 @@ from condi_pipe.storage.store import Store
 
 TEACHER_ROOT = "teacher"
 SCORES_ROOT = "scores"
+CLIPS = "clips.parquet"
+VIDEOS = "videos.parquet"
+META = "meta.json"
 ROWS_PER_CHUNK = 4096
 SCORE_CLIP_COLUMNS = tuple(tables.SCORE_CLIPS_SCHEMA.names)
 
@@ -38,7 +42,7 @@ def write_outputs(store: Store, folder: str, arrays: dict[str, np.ndarray], clip
     """Write a complete output folder; ``meta.json`` goes last and marks it complete."""
     import zarr
 
-    store.remove(folder, "meta.json")
+    store.remove(folder, META)
     for name, values in arrays.items():
         array = zarr.create_array(
             store=store.zarr_store(posixpath.join(folder, f"{name}.zarr")),
@@ -47,9 +51,9 @@ def write_outputs(store: Store, folder: str, arrays: dict[str, np.ndarray], clip
         )
         if len(values):
             array[...] = values
-    store.write_table(posixpath.join(folder, "clips.parquet"), clips)
-    store.write_table(posixpath.join(folder, "videos.parquet"), videos)
-    store.write_json(posixpath.join(folder, "meta.json"), meta)
+    store.write_table(posixpath.join(folder, CLIPS), clips)
+    store.write_table(posixpath.join(folder, VIDEOS), videos)
+    store.write_json(posixpath.join(folder, META), meta)
 
 
 def write_teacher_cache(store: Store, name: str, arrays: dict[str, np.ndarray], clips: Mapping[str, object],
@@ -70,7 +74,7 @@ def write_score_run(store: Store, run: str, arrays: dict[str, np.ndarray], clips
 
 
 def is_complete(store: Store, folder: str) -> bool:
-    return store.exists(folder, "meta.json")
+    return store.exists(folder, META)
 
 
 def _check(store: Store, folder: str) -> None:
@@ -80,7 +84,7 @@ def _check(store: Store, folder: str) -> None:
 
 def read_meta(store: Store, folder: str) -> dict:
     _check(store, folder)
-    return store.read_json(posixpath.join(folder, "meta.json"))
+    return store.read_json(posixpath.join(folder, META))
 
 
 def read_array(store: Store, folder: str, name: str) -> np.ndarray:
@@ -92,9 +96,62 @@ def read_array(store: Store, folder: str, name: str) -> np.ndarray:
 
 def read_clips(store: Store, folder: str, columns: list[str] | None = None) -> pa.Table:
     _check(store, folder)
-    return store.read_table(posixpath.join(folder, "clips.parquet"), columns=columns)
+    return store.read_table(posixpath.join(folder, CLIPS), columns=columns)
 
 
 def read_videos(store: Store, folder: str, columns: list[str] | None = None) -> pa.Table:
     _check(store, folder)
-    return store.read_table(posixpath.join(folder, "videos.parquet"), columns=columns)
+    return store.read_table(posixpath.join(folder, VIDEOS), columns=columns)
+
+
+def output_folders(store: Store, root: str) -> tuple[list[str], list[str]]:
+    """(complete, incomplete) output folder names under ``root`` (``teacher`` or ``scores``)."""
+    complete, incomplete = [], []
+    for name in store.listdir(root):
+        if name.startswith(".") or ".tmp-" in name:
+            continue
+        (complete if is_complete(store, posixpath.join(root, name)) else incomplete).append(name)
+    return complete, incomplete
+
+
+def clip_column_names(store: Store, folder: str) -> list[str]:
+    """Column names of ``<folder>/clips.parquet`` (from its footer: no data read)."""
+    return _column_names(store, posixpath.join(folder, CLIPS))
+
+
+def video_column_names(store: Store, folder: str) -> list[str]:
+    """Column names of ``<folder>/videos.parquet`` (from its footer: no data read)."""
+    return _column_names(store, posixpath.join(folder, VIDEOS))
+
+
+def _column_names(store: Store, rel: str) -> list[str]:
+    if not store.exists(rel):
+        raise StoreError(f"{store.path(rel)}: table not found (has the stage that writes it run?)")
+    with store.fs.open(store.path(rel), "rb") as fh:
+        return list(pq.read_schema(fh).names)
+
+
+def array_rows(store: Store, folder: str, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``rows`` (sorted, unique) of ``<folder>/<name>.zarr``; all rows when None.
+
+    Reads one slice covering the requested rows (a contiguous block is returned as is), so a split that
+    occupies part of the array does not cost reading all of it.
+    """
+    import zarr
+
+    rel = posixpath.join(folder, f"{name}.zarr")
+    if not store.exists(rel):
+        raise StoreError(f"{store.path(rel)}: array not found")
+    array = zarr.open_array(store=store.zarr_store(rel, read_only=True), mode="r")
+    if rows is None:
+        return array[...]
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    if rows[0] < 0 or rows[-1] >= array.shape[0]:
+        raise StoreError(f"{store.path(rel)}: has {array.shape[0]} rows, the table asks for row {int(rows[-1])}")
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    block = array[lo:hi]
+    if hi - lo == rows.size:  # sorted and unique: contiguous
+        return block
+    return block[rows - lo]

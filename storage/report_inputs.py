@@ -8,7 +8,6 @@ the report's inputs live in a store and how they are stored; :mod:`condi_pipe.re
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from condi_pipe.methods.time_model import curve_seconds
-from condi_pipe.storage import clip_outputs, report_outputs, timings
+from condi_pipe.storage import clip_outputs, timings, training_artifacts
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
@@ -51,7 +50,7 @@ def equals_mask(column, value: str) -> np.ndarray:
 
 def teacher_caches(store: Store) -> tuple[list[str], list[str]]:
     """(complete, incomplete) teacher cache names of ``store``."""
-    return report_outputs.output_folders(store, clip_outputs.TEACHER_ROOT)
+    return clip_outputs.output_folders(store, clip_outputs.TEACHER_ROOT)
 
 
 def teacher_meta(store: Store, name: str) -> dict:
@@ -110,7 +109,7 @@ class ReportInputs:
         store = self.store
         if not store.exists():
             raise StoreError(f"{store.url}: no such store")
-        complete, incomplete = report_outputs.output_folders(store, clip_outputs.TEACHER_ROOT)
+        complete, incomplete = clip_outputs.output_folders(store, clip_outputs.TEACHER_ROOT)
         if teacher is not None:
             if teacher not in complete:
                 state = "is incomplete" if teacher in incomplete else "does not exist"
@@ -196,7 +195,7 @@ class ReportInputs:
     # -- score runs ----------------------------------------------------------------------------------------
     def _find_runs(self) -> list[ScoreRunOutputs]:
         store = self.store
-        complete, incomplete = report_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
+        complete, incomplete = clip_outputs.output_folders(store, clip_outputs.SCORES_ROOT)
         for name in incomplete:
             self.notes.append(f"scores/{name}: incomplete (no meta.json); ignored.")
         runs, others, stale = [], [], []
@@ -273,8 +272,7 @@ class ReportInputs:
         """A column of the teacher's clips.parquet (e.g. ``flops``, ``sgs_bins``) in report order, float64; None when
         the cache has no such column (caches made before it existed)."""
         def make():
-            rel = posixpath.join(self.teacher_folder, "clips.parquet")
-            if column not in report_outputs.column_names(self.store, rel):
+            if column not in clip_outputs.clip_column_names(self.store, self.teacher_folder):
                 return None
             values = clip_outputs.read_clips(self.store, self.teacher_folder, [column]).column(column)
             return values.to_numpy(zero_copy_only=False).astype(np.float64)[self.rows]
@@ -288,9 +286,9 @@ class ReportInputs:
 
     def _read_rows(self, folder: str, name: str, rows: np.ndarray) -> np.ndarray:
         if len(rows) and (np.diff(rows) > 0).all():
-            return report_outputs.array_rows(self.store, folder, name, rows)
+            return clip_outputs.array_rows(self.store, folder, name, rows)
         order = np.argsort(rows, kind="stable")
-        data = report_outputs.array_rows(self.store, folder, name, rows[order])
+        data = clip_outputs.array_rows(self.store, folder, name, rows[order])
         out = np.empty_like(data)
         out[order] = data
         return out
@@ -327,11 +325,13 @@ class ReportInputs:
 
     def student_meta(self, run: ScoreRunOutputs) -> dict:
         """``students/<run>/meta.json`` of the distill run (empty when absent)."""
-        return report_outputs.read_student_meta(self.store, run.run)
+        return training_artifacts.read_meta_or_empty(self.store, training_artifacts.student_folder(run.run))
 
     def history(self, run: ScoreRunOutputs):
         """``students/<run>/history.parquet`` as a table, or None."""
-        return report_outputs.read_history(self.store, run.run)
+        folder = training_artifacts.student_folder(run.run)
+        return training_artifacts.read_history(self.store, folder) if training_artifacts.has_history(
+            self.store, folder) else None
 
     def run_logits(self, run: ScoreRunOutputs) -> np.ndarray:
         """The run's student logits (M, C) float32 aligned with the split's clips (raises OutputUnavailable)."""
@@ -344,7 +344,7 @@ class ReportInputs:
     def run_videos(self, run: ScoreRunOutputs, columns: Sequence[str]) -> dict[str, np.ndarray]:
         """Columns of the run's videos.parquet aligned with the split's videos (raises OutputUnavailable)."""
         def make():
-            names = report_outputs.column_names(self.store, posixpath.join(run.folder, "videos.parquet"))
+            names = clip_outputs.video_column_names(self.store, run.folder)
             missing = [c for c in ("video_id", "seconds", *columns) if c not in names]
             if missing:
                 raise OutputUnavailable(f"scores/{run.run}/videos.parquet has no column {', '.join(missing)}")

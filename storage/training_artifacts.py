@@ -107,6 +107,10 @@ def write_history(store: Store, folder: str, rows: list[dict], column_names: lis
     store.write_table(posixpath.join(folder, HISTORY), pa.Table.from_pydict(columns, schema=schema))
 
 
+def has_history(store: Store, folder: str) -> bool:
+    return store.exists(posixpath.join(folder, HISTORY))
+
+
 def read_history(store: Store, folder: str) -> pa.Table:
     return store.read_table(posixpath.join(folder, HISTORY))
 
@@ -154,3 +158,8 @@ def read_meta(store: Store, folder: str) -> dict:
 def unpublish(store: Store, folder: str) -> None:
     """Remove ``meta.json`` so a folder being rewritten never looks complete."""
     store.remove(folder, META)
+
+
+def read_meta_or_empty(store: Store, folder: str) -> dict:
+    """``<folder>/meta.json``, or {} when the run has none (a score run whose student came from elsewhere)."""
+    return store.read_json(posixpath.join(folder, META), {}) or {}
