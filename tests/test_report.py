@@ -262,7 +262,7 @@ def test_k_at_least_n_equals_dense(random_store):
 
 
 def test_random_is_the_mean_of_three_seeds_and_deterministic(random_store):
-    from condi_pipe.methods.samplers import RandomSelector, VideoClips
+    from condi_pipe.methods.clip_selectors import RandomSelector, VideoClips
 
     store, data, _ = random_store
     first = build_report(store, "accuracy", k=[1, 2, 4], methods="random")
@@ -847,7 +847,7 @@ def kinds_row(report, method, kind, k=None):
 
 
 def test_kinds_table_matches_a_direct_computation(kinds_store):
-    from condi_pipe.methods.samplers import RandomSelector, VideoClips
+    from condi_pipe.methods.clip_selectors import RandomSelector, VideoClips
 
     store, data, kinds, sidecar, students = kinds_store
     report = build_report(store, "kinds", clip_kinds=str(sidecar))

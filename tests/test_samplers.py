@@ -6,8 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from condi_pipe.methods import samplers
-from condi_pipe.methods.samplers import (
+from condi_pipe.methods import clip_selectors, samplers
+from condi_pipe.methods.clip_selectors import (
     ClipSelector,
     DenseSelector,
     EquidistantSelector,
@@ -18,9 +18,11 @@ from condi_pipe.methods.samplers import (
     RankedByScoreSelector,
     VideoClips,
     accuracy_for_ks,
-    equidistant_indices,
     predict_video,
     predict_video_division,
+)
+from condi_pipe.methods.samplers import (
+    equidistant_indices,
     predict_videos,
     predict_videos_division,
     rank_within_videos,
@@ -33,8 +35,9 @@ from condi_pipe.methods.samplers import (
 KS = range(1, 18)
 
 
-def test_docstring_examples():
-    result = doctest.testmod(samplers, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize("module", [samplers, clip_selectors])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
 
 

@@ -1,12 +1,13 @@
 """video_predictions: the argmax (first maximum) of the float64 mean of each video's chosen clip probabilities, the
-same numbers as the per-video reference ``samplers.predict_video``."""
+same numbers as the per-video reference ``clip_selectors.predict_video``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from condi_pipe.methods.samplers import predict_video, predict_videos
+from condi_pipe.methods.clip_selectors import predict_video
+from condi_pipe.methods.samplers import predict_videos
 from condi_pipe.methods.video_prediction import video_mean_probs, video_predictions
 
 
