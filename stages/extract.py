@@ -20,7 +20,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.storage import clip_array, staging, tables
 from condi_pipe.storage.store import Store
@@ -203,21 +204,17 @@ def extract(
 
 def _extract(store: Store, request: ExtractRequest, executor: ExecutorOptions, quiet: bool, run) -> ExtractSummary:
     plan = plan_source(request.source, request.root, request.annotations, request.split)
-    done = staging.staged_keys(store, EXTRACT.name)
-    pending = [e for e in plan.entries if staging_key(e.path) not in done]
-    for _ in run_tasks(decode_task, pending, executor, desc="decode", quiet=quiet,
-                       common=(plan.root, store.url, request.decode)):
-        faults.checkpoint("extract.decoded")
+    run_unstaged(store, EXTRACT.name, plan.entries, lambda e: staging_key(e.path), decode_task, executor,
+                 desc="decode", fault_point="extract.decoded", quiet=quiet, common=(plan.root, store.url, request.decode))
     metas = {e.path: staging.staged_meta(store, EXTRACT.name, staging_key(e.path)) for e in plan.entries}
     layout = _layout(plan, metas)
 
     shards = clip_array.shard_ranges(layout.n_clips, request.clips_per_shard)
-    written = staging.staged_keys(store, SHARDS_STAGE)
-    if not written:
+    if not staging.staged_keys(store, SHARDS_STAGE):  # the first shard of this run: the array is created once
         clip_array.create_clip_array(store, layout.n_clips, request.clips_per_shard)
-    todo = [(i, s, e, _shard_sources(layout, s, e)) for i, (s, e) in enumerate(shards) if f"{i:07d}" not in written]
-    for _ in run_tasks(write_shard_task, todo, executor, desc="write shards", quiet=quiet, common=(store.url,)):
-        faults.checkpoint("extract.shard")
+    shard_tasks = ((i, s, e, _shard_sources(layout, s, e)) for i, (s, e) in enumerate(shards))
+    run_unstaged(store, SHARDS_STAGE, shard_tasks, lambda task: f"{task[0]:07d}", write_shard_task, executor,
+                 desc="write shards", fault_point="extract.shard", quiet=quiet, common=(store.url,))
 
     videos_table, clips_table = _manifests(plan, layout, request.decode)
     failures = _failure_rows(plan, metas)
@@ -227,8 +224,6 @@ def _extract(store: Store, request: ExtractRequest, executor: ExecutorOptions, q
     store.write_table(tables.FAILURES, tables.table_from_rows(failures, tables.FAILURES_SCHEMA))
     errors = sum(r["severity"] == "error" for r in failures)
     counts = dict(videos=len(layout.videos), clips=layout.n_clips, errors=errors, warnings=len(failures) - errors)
-    run.done(counts, classes=plan.classes)
-    faults.checkpoint("extract.done")
-    staging.clear_staging(store, EXTRACT.name)
-    staging.clear_staging(store, SHARDS_STAGE)
+    finish_staged(run, store, [EXTRACT.name, SHARDS_STAGE], counts, fault_point="extract.done",
+                  classes=plan.classes)
     return ExtractSummary(**counts, skipped=False)

@@ -34,7 +34,8 @@ from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
                                                 infer_group)
-from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, device_name, timed,
                                                to_runtime_layout)
@@ -133,20 +134,17 @@ def score(
         split = eval_split(store)
         videos = load_videos(store, split)
         groups = group_videos(videos, request.clips_per_group)
-        done = staging.staged_keys(store, stage_name)
-        todo = [g for g in groups if g.key not in done]
         workers = max(executor.workers, 1)
         if video_level:
             fn, common = score_video_group, (store.url, ref, request.runtime, workers, stage_name, int(student["k"]))
         else:
             fn, common = infer_group, (store.url, ref, request.runtime, workers, stage_name)
-        for _ in run_tasks(fn, todo, executor, desc=f"score {request.run}", quiet=quiet, common=common):
-            faults.checkpoint("score.group")
+        run_unstaged(store, stage_name, groups, lambda g: g.key, fn, executor, desc=f"score {request.run}",
+                     fault_point="score.group", quiet=quiet, common=common)
         outputs = assemble_groups(store, stage_name, groups)
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
         counts = _publish(store, request, student, split, videos, outputs, device, video_level)
-        run.done(counts)
-        staging.clear_staging(store, stage_name)
+        finish_staged(run, store, [stage_name], counts)
     log(f"score {request.run}: {counts['videos']} videos, {counts['clips']} clips, accuracy {counts['accuracy']:.1%}, "
         f"{counts['ms_per_video']:.1f} ms/video on {device.get('device_name', '?')}")
     return counts

@@ -28,10 +28,10 @@ from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint
 from condi_pipe.models.pretrained import is_shipped
 from condi_pipe.models.sgs import flop_table
-from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, VideoGroup, assemble_groups, group_videos,
                                                infer_group, latency_curve_task)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import TIMING_REPEATS, RuntimeOptions
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
@@ -153,11 +153,9 @@ def teacher_cache(
         tasks = [(g, request.teacher, TIMING_REPEATS) for g in groups]
         by_fold = _fold_groups(videos, folds, request.clips_per_group) if folds is not None else []
         tasks += [(g, folds.refs[fold], 1) for fold, _, fold_groups in by_fold for g in fold_groups]
-        done = staging.staged_keys(store, stage_name)
-        todo = [task for task in tasks if task[0].key not in done]
-        for _ in run_tasks(_infer_task, todo, executor, desc=f"teacher {name}", quiet=quiet,
-                           common=(store.url, request.runtime, max(executor.workers, 1), stage_name)):
-            faults.checkpoint("teacher-cache.group")
+        run_unstaged(store, stage_name, tasks, lambda task: task[0].key, _infer_task, executor, desc=f"teacher {name}",
+                     fault_point="teacher-cache.group", quiet=quiet,
+                     common=(store.url, request.runtime, max(executor.workers, 1), stage_name))
         outputs = assemble_groups(store, stage_name, groups)
         source = np.full(len(outputs.get("logits", ())), FULL_SOURCE, dtype=object)
         row_of_clip = np.empty(int(videos.clip_ids.max()) + 1 if len(groups) else 0, np.int64)
@@ -174,8 +172,7 @@ def teacher_cache(
         [(_, curve)] = list(run_tasks(latency_curve_task, [LATENCY_BATCHES], executor, desc="latency", quiet=True,
                                       common=common))
         counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve}, source, folds)
-        run.done(counts)
-        staging.clear_staging(store, stage_name)
+        finish_staged(run, store, [stage_name], counts)
     bins_note = f", mean B' {counts['mean_sgs_bins']:.2f}" if "mean_sgs_bins" in counts else ""
     labels_note = (f"out-of-fold z labels ({folds.count} fold teachers)" if folds is not None
                    else "in-sample z labels")
