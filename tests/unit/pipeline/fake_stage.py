@@ -2,9 +2,10 @@
 the subprocesses the tests start).
 
 It goes through the machinery every real stage uses: ``stage_run`` (lock, run.json state, config check, --force),
-per-key work through ``run_tasks`` staged with ``storage.staging``, the same fault points (``worker.task`` inside a
-task before it stages its result, ``fake.item`` in the stage after each result), one small Parquet output, then
-``run.done`` (checksums, state done) and ``clear_staging``.
+per-key work through the shared fan-out (``pipeline.fan_out.run_unstaged``: ``run_tasks`` over the keys not staged
+yet with ``storage.staging``), the same fault points (``worker.task`` inside a task before it stages its result,
+``fake.item`` in the stage after each result), one small Parquet output, then ``finish_staged`` (``run.done``:
+checksums, state done; then ``clear_staging``).
 
 Every task call appends its key (and its pid) to ``calls_log`` (a plain file outside the store), so tests can count
 the work done across processes.
@@ -24,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.stage import define_stage, stage_run
 from condi_pipe.storage import staging
 from condi_pipe.storage.store import Store
@@ -97,11 +99,9 @@ def fake_stage(store: Store, request: FakeRequest, calls_log: str,
         if run.skip:
             return run.previous.get("counts", {})
         keys = request.item_keys()
-        done = staging.staged_keys(store, request.staging_name)
-        todo = [k for k in keys if k not in done]
-        for _ in run_tasks(fake_task, todo, executor, desc="fake", quiet=True,
-                           common=(store.url, request.staging_name, request.scale, calls_log)):
-            faults.checkpoint(ITEM_POINT)
+        computed = run_unstaged(store, request.staging_name, keys, lambda key: key, fake_task, executor, desc="fake",
+                                fault_point=ITEM_POINT, quiet=True,
+                                common=(store.url, request.staging_name, request.scale, calls_log))
         values = [staging.staged_arrays(store, request.staging_name, k)["values"] for k in keys]
         table = pa.table({
             "key": pa.array(keys, pa.string()),
@@ -109,9 +109,8 @@ def fake_stage(store: Store, request: FakeRequest, calls_log: str,
             "total": pa.array([int(v.sum()) for v in values], pa.int64()),
         })
         store.write_table(request.output, table)
-        counts = {"items": len(keys), "computed": len(todo)}
-        run.done(counts)
-        staging.clear_staging(store, request.staging_name)
+        counts = {"items": len(keys), "computed": computed}
+        finish_staged(run, store, [request.staging_name], counts)
     return counts
 
 
