@@ -153,18 +153,13 @@ def extract(source, root, annotations, split, store, fps, short_side, clips_per_
 @_one_line_errors
 def status(store, as_json):
     """Each stage's state and counts."""
-    from condi_pipe.pipeline.status import store_status
+    from condi_pipe.pipeline.status import format_status, store_status
 
     report = store_status(store)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    click.echo(f"store {report['store']} (format {report['format_version']})")
-    if not report["stages"]:
-        click.echo("  no stage has run")
-    for name, info in report["stages"].items():
-        counts = ", ".join(f"{k} {v}" for k, v in info.get("counts", {}).items())
-        click.echo(f"  {name:<28} {info['state']:<8} {counts}")
+    click.echo("\n".join(format_status(report)))
 
 
 @main.command()

@@ -63,6 +63,13 @@ def test_real_store_is_aligned_and_rounded(synth_teacher_store, tmp_path):
         "selection_value 0.8765"}
     # No raw float anywhere: five or more decimals means a value went out unrounded.
     assert not re.search(r"\d\.\d{5,}", "\n".join(lines)), lines
+    # the command prints exactly these lines
+    from click.testing import CliRunner
+
+    from condi_pipe.cli import main as cli
+
+    result = CliRunner().invoke(cli, ["status", str(store_dir)])
+    assert result.exit_code == 0 and result.output.splitlines() == lines, result.output
 
 
 def test_lock_holder_and_empty_store(tmp_path):
