@@ -25,3 +25,13 @@ def test_readme_documents_every_command():
     text = (ROOT / "README.md").read_text()
     for name in cli.commands:
         assert f"condi-pipe {name}" in text, f"README does not document `condi-pipe {name}`"
+
+
+def test_layout_imports_run():
+    """The layout section's imports are the package's real public names."""
+    text = (ROOT / "README.md").read_text()
+    layout = text.split("## Layout of the code", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in layout.split("```python")[1:]]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
