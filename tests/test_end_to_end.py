@@ -279,3 +279,36 @@ def test_infer_cli_prints_top5(pipeline_run, synth_root, stored):
     assert list(probs) == pytest.approx(expected[top].tolist(), abs=1e-5)
     if expected[top[0]] - expected[top[1]] > 1e-5:  # (a near tie of two classes may come out either way)
         assert names[0] == stored.classes[int(top[0])]
+
+
+def test_run_killed_mid_pipeline_resumes_to_the_same_outputs(pipeline_run, run_cli, tmp_path):
+    """`condi-pipe run` SIGKILLed as a whole (the first score run had staged its videos, nothing of it published)
+    and run again: it resumes that stage, runs the rest, and ends with the uninterrupted run's weights, teacher
+    outputs, scores and accuracies."""
+    from condi_pipe.pipeline.faults import KILL_ENV
+
+    work, _ = pipeline_run
+    config = tmp_path / "run.toml"
+    config.write_text((work / "run.toml").read_text())  # store = "store": beside this copy
+    killed = run_cli("run", "--config", str(config), "--quiet", env={KILL_ENV: "score.group:1"})
+    assert killed.returncode == -9, killed.stderr
+    stages = json.loads((tmp_path / "store" / "run.json").read_text())["stages"]
+    assert stages[f"distill/{RUNS['condi-sr']}"]["state"] == "done"
+    assert stages[f"score/{RUNS['condi-sr']}"]["state"] == "running"  # killed inside it
+    assert f"distill/{RUNS['st-ent']}" not in stages  # and before the next student
+
+    resumed = run_cli("run", "--config", str(config), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming an interrupted run" in resumed.stdout + resumed.stderr
+    fresh, again = Store(str(work / "store")), Store(str(tmp_path / "store"))
+    for run in RUNS.values():
+        assert again.read_bytes(f"students/{run}/weights.pt") == fresh.read_bytes(f"students/{run}/weights.pt")
+        for column in ("clip_id", "pred", "rank_score"):
+            assert (clip_outputs.read_clips(again, clip_outputs.scores_folder(run), [column]).equals(
+                clip_outputs.read_clips(fresh, clip_outputs.scores_folder(run), [column]))), (run, column)
+    teacher = clip_outputs.teacher_folder(TEACHER)
+    assert np.array_equal(clip_outputs.read_array(again, teacher, "logits"),
+                          clip_outputs.read_array(fresh, teacher, "logits"))
+    for table in ("3", "accuracy"):
+        accuracies = {(r["method"], r["k"], r["ks"]): r["accuracy"] for r in _rows(tmp_path, table)}
+        assert accuracies == {(r["method"], r["k"], r["ks"]): r["accuracy"] for r in _rows(work, table)}, table
