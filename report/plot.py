@@ -20,12 +20,12 @@ def line_styles():
                "linestyle": dashes[i % len(dashes)], "markersize": 6 - (i % 3)}
 
 
-def plot_report(report: ReportTable, path: str) -> None:
+def plot_report(report: ReportTable, path: str):
     """Write a PNG for ``report`` with matplotlib's Agg canvas (no GUI, no global backend switch).
 
     accuracy: accuracy against K per method, Dense dashed (Fig. 4); 3 and 4: accuracy against time per video
     (the trade-off); oracle: accuracy against k; confidence: FPR per epoch per run (Fig. 5); sgs: the histogram
-    of B' over the split's clips.
+    of B' over the split's clips. Returns the matplotlib Figure (its axes hold the drawn data).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -108,3 +108,4 @@ def plot_report(report: ReportTable, path: str) -> None:
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
     fig.tight_layout()
     fig.savefig(path, format="png")
+    return fig

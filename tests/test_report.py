@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from condi_pipe.cli import main as cli
 from condi_pipe.report import ReportTable, build_report, plot_report, render
+from condi_pipe.report.render import format_seconds
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
@@ -524,6 +525,16 @@ def test_md_json_csv_latex_layout(empty_store):
         cells = [c.strip() for c in line.strip("|").split("|")[1:]]
         assert cells and all(with_ci.match(c) for c in cells), line
     assert cell.match(body[-1].strip("|").split("|")[1].strip())  # All row: Dense under the first column, no CI
+    # every printed cell shows its own row's time and accuracy, and its own CI
+    displays = {"ConDi-SR": "condi-sr", "Equidistant": "equidistant"}
+    for line in body[:-1]:
+        k, *cells = [c.strip() for c in line.strip("|").split("|")]
+        for display, text in zip(("ConDi-SR", "Equidistant"), cells):
+            row = row_of(report, displays[display], int(k))
+            low, high = row.extra["ci95_vs_dense_pp"]
+            assert text == f"{format_seconds(row.time_per_video_s)} ({row.accuracy:.2f}) [{low:+.1f}, {high:+.1f}]"
+    dense = row_of(report, "dense", None)
+    assert body[-1].split("|")[2].strip() == f"{format_seconds(dense.time_per_video_s)} ({dense.accuracy:.2f})"
     assert "Test CPU 9000" in md and "threads 2" in md and "Student CPU 42" in md
     assert "teacher's per-clip latency" in md and "min(K_t, N)" in md
     rows = json.loads(render(report, "json"))
@@ -537,15 +548,42 @@ def test_md_json_csv_latex_layout(empty_store):
     assert r"\begin{tabular}{lll}" in latex and r"All &" in latex
 
 
-def test_plots_are_png_files(empty_store, tmp_path):
+def test_plots_draw_the_table_rows(empty_store, tmp_path):
+    """Each figure draws its table's numbers: one line per method through its rows, Dense as the reference."""
+    import matplotlib.image
+
     division_store(empty_store)
     write_history(empty_store, "condi", [{"epoch": e, "fpr": 0.5 / e, "auroc": 0.6, "clip_accuracy": 0.5}
                                          for e in (1, 2, 3)])
     for table in ("3", "4", "accuracy", "oracle", "confidence"):
         path = tmp_path / f"fig_{table}.png"
-        plot_report(build_report(empty_store, table), str(path))
-        data = path.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, table
+        report = build_report(empty_store, table)
+        figure = plot_report(report, str(path))
+        pixels = matplotlib.image.imread(str(path))
+        assert pixels.shape[:2] == (int(5.2 * 120), 8 * 120) and pixels.std() > 0.01, table  # an 8x5.2 in figure
+        lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+        dense = next((r for r in report.rows if r.method == "dense"), None)
+        if table == "confidence":
+            assert list(lines["ConDi-SR"].get_xdata()) == [1, 2, 3]
+            assert list(lines["ConDi-SR"].get_ydata()) == pytest.approx([0.5, 0.25, 0.5 / 3])
+            continue
+        by_display: dict[str, list] = {}
+        for row in report.rows:
+            if row.method != "dense":
+                by_display.setdefault(row.extra["display"], []).append(row)
+        for display, rows in by_display.items():
+            if table == "4":
+                for k in {r.k for r in rows}:
+                    sub = sorted((r for r in rows if r.k == k), key=lambda r: r.ks)
+                    drawn = lines[f"{display}, K={k}"]
+                    assert list(drawn.get_xdata()) == [r.time_per_video_s for r in sub]
+                    assert list(drawn.get_ydata()) == [r.accuracy for r in sub]
+                continue
+            rows = sorted(rows, key=lambda r: r.k)
+            x = [r.k for r in rows] if table in ("accuracy", "oracle") else [r.time_per_video_s for r in rows]
+            assert list(lines[display].get_xdata()) == x and list(lines[display].get_ydata()) == [
+                r.accuracy for r in rows], (table, display)
+        assert any(label.startswith(f"Dense (") and f"{dense.accuracy:.2f}" in label for label in lines), table
 
 
 def test_no_teacher_cache_names_the_store(tmp_path):
@@ -649,11 +687,17 @@ def test_teacher_only_store_renders_every_table(empty_store):
     table3 = build_report(empty_store, "3", methods="condi-sr,st-ent")
     assert table3.columns == ("K", "Dense") and table3.cells[-1] == ("All", "1.00s (100.00)")
     assert all(len(row) == 2 for row in table3.cells)
-    for table in ("3", "4", "accuracy", "oracle", "confidence"):
+    for table in ("3", "4", "accuracy", "oracle"):
         report = build_report(empty_store, table)
-        for fmt in ("md", "csv", "json", "latex"):
-            assert render(report, fmt)
-    assert build_report(empty_store, "confidence").rows == ()
+        dense = row_of(report, "dense", None)
+        assert dense.accuracy == 100.0 and dense.time_per_video_s == pytest.approx(1.0)
+        assert [r["method"] for r in json.loads(render(report, "json"))].count("dense") == 1
+        for fmt in ("md", "csv", "latex"):
+            text = render(report, fmt)
+            assert "100.00" in text and "Accuracy: top-1 over the 5 videos" in text, (table, fmt)
+    confidence = build_report(empty_store, "confidence")
+    assert confidence.rows == () and json.loads(render(confidence, "json")) == []
+    assert any("no finished score run" in line for line in confidence.footer)
 
 
 def test_time_model_docstring_examples():
