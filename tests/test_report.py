@@ -297,8 +297,12 @@ def test_split_selection_and_unknown_split(random_store):
     assert any("ConDi-SR" in line and "no clips in split 'train'" in line for line in table3.footer)
 
 
-def test_confidence_table(random_store):
-    store, data, students = random_store
+def test_confidence_table(random_store, tmp_path):
+    import shutil
+
+    shared, data, students = random_store
+    shutil.copytree(shared.path(), tmp_path / "store")  # histories go into a copy: the module's store stays as made
+    store = Store(str(tmp_path / "store"))
     nan = float("nan")
     write_history(store, "condi_a", [  # the distill stage's names; epoch 4 was not evaluated
         {"epoch": 1, "kd": 2.0, "eval_clip_accuracy": 0.4, "eval_auroc": 0.6, "eval_fpr": 0.5},
