@@ -7,7 +7,7 @@ from typing import Iterable, Optional, Union
 import numpy as np
 
 from condi_pipe.report.evaluate import load_inputs
-from condi_pipe.report.registry import DEFAULT_KS, TableRequest, get_table, table_names
+from condi_pipe.report.registry import DEFAULT_KS, TableRequest, TableSpec, get_table, table_names
 from condi_pipe.report.results import ReportTable
 from condi_pipe.storage.report_inputs import ReportInputs
 from condi_pipe.storage.run_state import read_run
@@ -62,6 +62,38 @@ def _only_for(option: str, tables: Iterable[str]) -> str:
     return f"table{'s' if len(names) > 1 else ''} {', '.join(names)} only"
 
 
+def check_options(table: Union[str, int], k, ks, methods, clip_kinds: Optional[str]
+                  ) -> tuple[TableSpec, tuple[int, ...], tuple[int, ...], Optional[list[str]]]:
+    """The registered table and its options, checked against what it uses: (spec, K values, K_s values, methods)."""
+    name = str(table).strip().lower()
+    if name not in table_names():
+        raise ValueError(f"unknown table '{name}' (tables: {', '.join(table_names())})")
+    spec = get_table(name)
+    k_values = parse_int_list(k, "k") or spec.default_k
+    if any(v < 1 for v in k_values):
+        raise ValueError(f"every K must be >= 1, got {list(k_values)}")
+    if ks is not None and not spec.uses_ks:
+        with_ks = [t for t in table_names() if get_table(t).uses_ks]
+        raise ValueError(f"ks (K_s, the clips the student classifies) applies to {_only_for('ks', with_ks)}; use k "
+                         "for clip budgets")
+    ks_values = parse_int_list(ks, "ks") or DEFAULT_KS
+    if any(v < 0 for v in ks_values):
+        raise ValueError(f"every K_s must be >= 0, got {list(ks_values)}")
+    if not spec.uses_k and k is not None:
+        raise ValueError(f"k does not apply to the {name} table")
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    methods = list(methods) if methods else None
+    if not spec.uses_methods and methods:
+        raise ValueError(f"methods do not apply to the {name} table{spec.methods_refusal}")
+    if spec.needs_clip_kinds and clip_kinds is None:
+        raise ValueError(f"table {name} needs the benchmark's clip kinds: --clip-kinds PATH/synth_clips.csv")
+    if not spec.needs_clip_kinds and clip_kinds is not None:
+        with_kinds = [t for t in table_names() if get_table(t).needs_clip_kinds]
+        raise ValueError(f"clip kinds (--clip-kinds) apply to {_only_for('clip kinds', with_kinds)}")
+    return spec, tuple(k_values), tuple(ks_values), methods
+
+
 def build_report(
     store: Union[Store, str],
     table: Union[str, int],
@@ -88,34 +120,9 @@ def build_report(
     ``sgs_teacher``: table ``sgs``'s SGS teacher cache (default: the store's only cache made with SGS).
     ``clip_kinds``: table ``kinds``'s sidecar, the generated benchmark's ``synth_clips.csv`` (a local path).
     """
-    name = str(table).strip().lower()
-    if name not in table_names():
-        raise ValueError(f"unknown table '{name}' (tables: {', '.join(table_names())})")
-    spec = get_table(name)
+    spec, k_values, ks_values, methods = check_options(table, k, ks, methods, clip_kinds)
     store = store if isinstance(store, Store) else Store(store)
     read_run(store)  # refuses a store from a newer format version before reading anything
-    k_values = parse_int_list(k, "k") or spec.default_k
-    if any(v < 1 for v in k_values):
-        raise ValueError(f"every K must be >= 1, got {list(k_values)}")
-    if ks is not None and not spec.uses_ks:
-        with_ks = [t for t in table_names() if get_table(t).uses_ks]
-        raise ValueError(f"ks (K_s, the clips the student classifies) applies to {_only_for('ks', with_ks)}; use k "
-                         "for clip budgets")
-    ks_values = parse_int_list(ks, "ks") or DEFAULT_KS
-    if any(v < 0 for v in ks_values):
-        raise ValueError(f"every K_s must be >= 0, got {list(ks_values)}")
-    if not spec.uses_k and k is not None:
-        raise ValueError(f"k does not apply to the {name} table")
-    if isinstance(methods, str):
-        methods = [m for m in methods.split(",") if m.strip()]
-    methods = list(methods) if methods else None
-    if not spec.uses_methods and methods:
-        raise ValueError(f"methods do not apply to the {name} table{spec.methods_refusal}")
-    if spec.needs_clip_kinds and clip_kinds is None:
-        raise ValueError(f"table {name} needs the benchmark's clip kinds: --clip-kinds PATH/synth_clips.csv")
-    if not spec.needs_clip_kinds and clip_kinds is not None:
-        with_kinds = [t for t in table_names() if get_table(t).needs_clip_kinds]
-        raise ValueError(f"clip kinds (--clip-kinds) apply to {_only_for('clip kinds', with_kinds)}")
     if teacher_time not in TEACHER_TIME:
         raise ValueError(f"unknown teacher time model '{teacher_time}' (models: {', '.join(TEACHER_TIME)})")
     inputs = load_inputs(store, teacher, split, teacher_time)

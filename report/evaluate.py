@@ -57,7 +57,11 @@ def load_inputs(store: Store, teacher: Optional[str], split: Optional[str], teac
                 runs_teacher: Optional[str] = None) -> ReportInputs:
     """The store's report inputs, with every score run described by the method registry: clip- or video-level,
     display name, and a key unique among the runs (``loss:run`` when several runs share a loss)."""
-    inputs = ReportInputs(store, teacher, split, teacher_time, runs_teacher=runs_teacher)
+    return describe_runs(ReportInputs(store, teacher, split, teacher_time, runs_teacher=runs_teacher))
+
+
+def describe_runs(inputs: ReportInputs) -> ReportInputs:
+    """Fill in what the method registry says of each score run of ``inputs``, and order the runs as registered."""
     counts: dict[str, int] = {}
     for run in inputs.runs:
         counts[run.loss] = counts.get(run.loss, 0) + 1
@@ -273,7 +277,7 @@ def resolve_methods(inputs: ReportInputs, requested: Sequence[str], *, builtins:
             entries.extend(matches)
         elif name in known:
             notes.append(f"{display_name(name)}: no finished score run from teacher '{inputs.teacher}' in "
-                         f"{inputs.store.url}/scores; omitted.")
+                         f"{inputs.location}/scores; omitted.")
         else:
             available = sorted(known | {r.key for r in inputs.runs} | {r.run for r in inputs.runs})
             raise ValueError(f"unknown method '{token}' (known: {', '.join(available)})")

@@ -185,6 +185,11 @@ class ReportInputs:
         self.teacher_seconds = videos.column("seconds").to_numpy().astype(np.float64)[pos]
 
     @property
+    def location(self) -> str:
+        """Where the inputs come from, for notes: the store's URL."""
+        return self.store.url
+
+    @property
     def num_videos(self) -> int:
         return len(self.video_id)
 

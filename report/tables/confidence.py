@@ -110,7 +110,7 @@ def confidence_table(request: TableRequest) -> ReportTable:
                        number_cell(final.get("history_auroc")) if final else "",
                        number_cell(final.get("history_clip_accuracy")) if final else ""))
     if not entries:
-        notes.append(f"no finished score run from teacher '{inputs.teacher}' in {inputs.store.url}/scores.")
+        notes.append(f"no finished score run from teacher '{inputs.teacher}' in {inputs.location}/scores.")
     columns = ("Method", "Run", "FPR (z~ > 0.5)", "AUROC", "Student clip top-1 (%)", "Epoch kept",
                "Epoch FPR", "Epoch AUROC", "Epoch clip accuracy")
     explain = (f"FPR = FP / (FP + TN) of z~ > 0.5 (clips.parquet 'confidence') against the teacher's z on split "

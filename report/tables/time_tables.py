@@ -51,7 +51,7 @@ def table4(request: TableRequest) -> ReportTable:
         runs = [r for r in inputs.runs if r.loss == "condi-sr"]
         if not runs:
             notes.append(f"ConDi-SR: no finished score run from teacher '{inputs.teacher}' in "
-                         f"{inputs.store.url}/scores; no division rows.")
+                         f"{inputs.location}/scores; no division rows.")
     budgets = [(k, s) for k in ks for s in student_ks if s <= k]
     if not budgets:
         raise ValueError(f"no K_s <= K among K {list(ks)} and K_s {list(student_ks)}")
