@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Iterator
 from condi_pipe.pipeline.progress import progress_bar
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: Workers the model stages (teacher-cache, score) start by default: timed inference should not share the cores.
+INFERENCE_WORKERS = 1
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,8 @@ def pretrain_teacher(work: str | os.PathLike, out: str | os.PathLike, options: P
     from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.training import TrainOptions
     from condi_pipe.stages.extract import ExtractRequest, extract
-    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
-    from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_ref, teacher_train
+    from condi_pipe.stages.teacher_cache import TeacherCacheRequest, TeacherChoice, teacher_cache
+    from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_train
     from condi_pipe.storage import training_artifacts
     from condi_pipe.video.synth import benchmark_is_complete, generate_benchmark
 
@@ -81,7 +81,7 @@ def pretrain_teacher(work: str | os.PathLike, out: str | os.PathLike, options: P
                                   runtime=runtime)
     teacher_train(store, request, quiet=quiet, log=log)
     folder = training_artifacts.trained_teacher_folder(TEACHER)
-    teacher_cache(store, TeacherCacheRequest(teacher_ref(store, TEACHER), runtime), ExecutorOptions(workers=1),
+    teacher_cache(store, TeacherCacheRequest(TeacherChoice(TEACHER), runtime), ExecutorOptions(workers=1),
                   quiet=quiet, log=log)
 
     history = _history_rows(store, folder)

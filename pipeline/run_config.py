@@ -1,7 +1,9 @@
 """``condi-pipe run --config FILE.toml``: the whole pipeline from one checked configuration file.
 
 Every section is a dataclass; the file is validated eagerly (unknown keys, wrong types, missing required
-values) before any stage runs, and each error is one line naming the file and the key.
+values) before any stage runs, and each error is one line naming the file and the key. A key that is a stage
+option has the option's CLI name (``--batch-size``: ``batch_size``) and its default, the stage's request field's
+(``pipeline.options``), and the runner builds the stage's request from it through the same table as the CLI.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from condi_pipe.methods.registry import default_method_names, get_method
+from condi_pipe.models.sgs import SGSOptions
+from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
+from condi_pipe.pipeline.options import default_of
+from condi_pipe.stages.distill_request import DISTILL_OPTIONS
+from condi_pipe.stages.extract import EXTRACT_OPTIONS
+from condi_pipe.stages.score import SCORE_OPTIONS
+from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS
+from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS
+from condi_pipe.stages.timing import TIMING_OPTIONS
+from condi_pipe.video.decode import DecodeOptions
 
 
 class ConfigError(ValueError):
@@ -38,52 +50,85 @@ def _check_validation(section) -> None:
         raise ValueError(f"keep must be best or last, got {section.keep!r}")
 
 
+def _check_between(section, bounds: dict[str, tuple[float, float, bool]]) -> None:
+    """ValueError naming the first key outside its [low, high] (open interval when the flag is True)."""
+    for name, (low, high, open_interval) in bounds.items():
+        value = getattr(section, name)
+        inside = low < value < high if open_interval else low <= value <= high
+        if not inside:
+            brackets = "()" if open_interval else "[]"
+            raise ValueError(f"{name} must be in {brackets[0]}{low:g}, {high:g}{brackets[1]}, got {value!r}")
+
+
+# Every stage option's default is its request field's (pipeline.options): a section states none of its own.
+_extract, _teacher_train = EXTRACT_OPTIONS.default, TEACHER_TRAIN_OPTIONS.default
+_teacher_cache, _distill = TEACHER_CACHE_OPTIONS.default, DISTILL_OPTIONS.default
+_score, _timing = SCORE_OPTIONS.default, TIMING_OPTIONS.default
+
+
 @dataclass(frozen=True)
 class ExtractSection:
+    """``condi-pipe extract``."""
+
     source: str
     root: str
-    annotations: str | None = None
-    split: int = 1
-    fps: float | None = None
-    clips_per_shard: int = 64
-    workers: int = 2
+    annotations: str | None = _extract("annotations")
+    split: int = _extract("split")
+    fps: float | None = _extract("fps")
+    short_side: int = _extract("short_side")
+    clips_per_shard: int = _extract("clips_per_shard")
+    workers: int = ExecutorOptions().workers
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("split", "fps", "clips_per_shard"), non_negative=("workers",))
+        if self.short_side < DecodeOptions().crop:
+            raise ValueError(f"short_side must be >= the {DecodeOptions().crop}-pixel crop, got {self.short_side!r}")
 
 
 @dataclass(frozen=True)
 class TeacherSection:
+    """The teacher: ``condi-pipe teacher-cache`` (and the model, width and runtime of teacher-train)."""
+
     name: str
-    width: float | None = None
-    weights: str | None = None  # a checkpoint file or "pretrained"; without one, teacher-train trains the teacher first
-    reset_head: bool = False
-    device: str = "cpu"
-    bf16: bool = False
-    workers: int = 1
-    z_labels: str | None = None  # "out-of-fold" | "in-sample"; default: out-of-fold when teacher_train has folds
+    width: float | None = _teacher_cache("width")
+    weights: str | None = _teacher_cache("weights")  # a checkpoint or "pretrained"; without, teacher-train trains it
+    reset_head: bool = _teacher_cache("reset_head")
+    device: str = _teacher_cache("device")
+    threads: int | None = _teacher_cache("threads")
+    bf16: bool = _teacher_cache("bf16")
+    workers: int = INFERENCE_WORKERS  # teacher-cache's and score's
+    clips_per_group: int = _teacher_cache("clips_per_group")
+    z_labels: str | None = _teacher_cache("z_labels")  # out-of-fold | in-sample; None: out-of-fold with folds
 
     def __post_init__(self) -> None:
-        _check_ranges(self, positive=("width",), non_negative=("workers",))
+        _check_ranges(self, positive=("width", "threads", "clips_per_group"), non_negative=("workers",))
         if self.z_labels not in (None, "out-of-fold", "in-sample"):
             raise ValueError(f"z_labels must be out-of-fold or in-sample, got {self.z_labels!r}")
 
 
 @dataclass(frozen=True)
 class TeacherTrainSection:
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    flip: bool = True
-    seed: int = 0
-    val_fraction: float = 0.1  # validation carved from train (0: none); it picks the epoch kept
-    val_seed: int = 0
-    keep: str = "best"  # or "last"
-    folds: int | None = None  # also train this many fold teachers: out-of-fold z labels in teacher-cache
+    """``condi-pipe teacher-train``, run when ``[teacher]`` has no weights (and for ``[sgs]``)."""
+
+    epochs: int = _teacher_train("epochs")
+    batch_size: int = _teacher_train("batch_size")
+    lr: float = _teacher_train("lr")
+    momentum: float = _teacher_train("momentum")
+    weight_decay: float = _teacher_train("weight_decay")
+    flip: bool = _teacher_train("flip")
+    seed: int = _teacher_train("seed")
+    eval_every: int = _teacher_train("eval_every")
+    val_fraction: float = _teacher_train("val_fraction")  # validation carved from train (0: none); picks the epoch
+    val_seed: int = _teacher_train("val_seed")
+    keep: str = _teacher_train("keep")  # or "last"
+    clips_per_video: int | None = _teacher_train("clips_per_video")
+    weights: str | None = _teacher_train("weights")  # start from this checkpoint (fine-tuning)
+    reset_head: bool = _teacher_train("reset_head")
+    folds: int | None = _teacher_train("folds")  # also train this many fold teachers: out-of-fold z labels
 
     def __post_init__(self) -> None:
-        _check_ranges(self, positive=("epochs", "batch_size", "lr"), non_negative=("weight_decay",))
+        _check_ranges(self, positive=("epochs", "batch_size", "lr", "eval_every", "clips_per_video"),
+                      non_negative=("momentum", "weight_decay"))
         _check_validation(self)
         if self.folds is not None and self.folds < 2:
             raise ValueError(f"folds must be >= 2, got {self.folds!r}")
@@ -91,28 +136,55 @@ class TeacherTrainSection:
 
 @dataclass(frozen=True)
 class DistillSection:
+    """``condi-pipe distill`` for each of ``losses`` (the run's teacher: ``[teacher]``), then ``score``: every
+    distill option but the per-run loss, teacher and name."""
+
     student: str = "shufflenetv2_3d"
-    width: float | None = None
+    width: float | None = _distill("width")
     losses: list[str] = field(default_factory=lambda: list(default_method_names()))  # names of registered methods
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.1
-    tau: float = 0.9
-    lam: float = 1.5
-    mu: float = 1.5
-    k: int = 3  # clips seen by the fewer-frames and uniform-k students
-    seed: int = 0
-    device: str = "cpu"
-    val_fraction: float = 0.1  # validation carved from train (0: none); it picks the epoch kept
-    val_seed: int = 0
-    keep: str = "best"  # or "last"
-    schedule_unit: str = "samples"  # the LR decays per reference epoch of samples, or per pass ("passes")
-    reference_epoch: int = 9537  # samples per reference epoch (one clip per UCF-101 split-1 training video)
+    epochs: int = _distill("epochs")
+    batch_size: int = _distill("batch_size")
+    lr: float = _distill("lr")
+    momentum: float = _distill("momentum")
+    weight_decay: float = _distill("weight_decay")
+    seed: int = _distill("seed")
+    eval_every: int = _distill("eval_every")
+    val_fraction: float = _distill("val_fraction")  # validation carved from train (0: none); it picks the epoch
+    val_seed: int = _distill("val_seed")
+    keep: str = _distill("keep")  # or "last"
+    conf_lr: float | None = _distill("conf_lr")  # None: lr
+    lr_decay: float = _distill("lr_decay")
+    conf_lr_decay: float = _distill("conf_lr_decay")
+    schedule_unit: str = _distill("schedule_unit")  # the LR decays per reference epoch of samples, or per pass
+    reference_epoch: int = _distill("reference_epoch")  # samples per reference epoch
+    tau: float = _distill("tau")
+    lam: float = _distill("lam")
+    mu: float = _distill("mu")
+    detach_confidence: bool = _distill("detach_confidence")
+    beta: float = _distill("beta")
+    downsample: bool = _distill("downsample")
+    budget: float = _distill("budget")
+    lambda_init: float = _distill("lambda_init")
+    lambda_factor: float = _distill("lambda_factor")
+    hint_fraction: float = _distill("hint_fraction")
+    k: int = _distill("k")  # clips seen by the fewer-frames and uniform-k students
+    alpha_rep: float = _distill("alpha_rep")
+    alpha_kl: float = _distill("alpha_kl")
+    alpha_ce: float = _distill("alpha_ce")
+    clips_per_video: int | None = _distill("clips_per_video")
+    weights: str | None = _distill("weights")  # a pretrained student to fine-tune (a local checkpoint)
+    reset_head: bool = _distill("reset_head")
+    device: str = _distill("device")  # the student's runtime, in distill and score
+    threads: int | None = _distill("threads")
+    bf16: bool = _distill("bf16")
 
     def __post_init__(self) -> None:
-        _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "tau", "k", "reference_epoch"),
-                      non_negative=("lam", "mu"))
+        _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "eval_every", "conf_lr", "tau", "k",
+                                      "reference_epoch", "budget", "lambda_init", "clips_per_video", "threads"),
+                      non_negative=("momentum", "weight_decay", "lam", "mu", "alpha_rep", "alpha_kl", "alpha_ce"))
         _check_validation(self)
+        _check_between(self, {"beta": (0, 1, False), "hint_fraction": (0, 1, False), "lambda_factor": (1, 2, True),
+                              "lr_decay": (1, float("inf"), False), "conf_lr_decay": (1, float("inf"), False)})
         for loss in self.losses:
             try:
                 get_method(loss)
@@ -121,33 +193,43 @@ class DistillSection:
         if self.schedule_unit not in ("samples", "passes"):
             raise ValueError(f"schedule_unit must be samples or passes, got {self.schedule_unit!r}")
 
+    def request(self, loss: str, teacher: str):
+        """The distill request of ``loss``'s run: the translation the ``distill`` command makes too."""
+        return DISTILL_OPTIONS.request(loss=loss, teacher=teacher, **DISTILL_OPTIONS.values(self))
+
+
+@dataclass(frozen=True)
+class ScoreSection:
+    """``condi-pipe score`` of every distill run (runtime: ``[distill]``'s; workers: ``[teacher]``'s)."""
+
+    clips_per_group: int = _score("clips_per_group")
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, positive=("clips_per_group",))
+
 
 @dataclass(frozen=True)
 class SGSSection:
     """An SGS teacher (``models.sgs``) beside the plain one: by default the plain teacher fine-tuned with SGS
     inserted after ``stage``, cached as ``<teacher>+sgs`` (or ``name``) and compared in the report's table ``sgs``."""
 
-    stage: str = "res2"  # res2 = layer1, res3 = layer2, res4 = layer3
-    kernel: str = "linear"  # or "kronecker"
-    name: str | None = None  # the SGS teacher's name in the store (default: <teacher>+sgs)
+    stage: str = default_of(SGSOptions, "stage")  # res2 = layer1, res3 = layer2, res4 = layer3
+    kernel: str = default_of(SGSOptions, "kernel")  # or "kronecker"
+    name: str | None = _teacher_train("name")  # the SGS teacher's name in the store (default: <teacher>+sgs)
     from_teacher: bool = True  # start from the plain teacher's weights (false: train from scratch)
-    epochs: int = 4
-    batch_size: int = 16
-    lr: float = 0.01
+    epochs: int = _teacher_train("epochs")
+    batch_size: int = _teacher_train("batch_size")
+    lr: float = 0.01  # fine-tuning an already trained teacher: a fifth of teacher-train's lr
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("epochs", "batch_size", "lr"))
-        from condi_pipe.models.sgs import SGSOptions
-
         try:
             SGSOptions(self.stage, self.kernel)
         except ValueError as exc:
             raise ValueError(f"stage / kernel: {exc}") from None
 
     @property
-    def options(self):
-        from condi_pipe.models.sgs import SGSOptions
-
+    def options(self) -> SGSOptions:
         return SGSOptions(self.stage, self.kernel)
 
 
@@ -176,7 +258,7 @@ class ReportSection:
 class TimingSection:
     """``condi-pipe time-models`` after scoring: the teacher and every student timed side by side for the report."""
 
-    repeats: int = 7  # interleaved repeats per model and batch size
+    repeats: int = _timing("repeats")  # interleaved repeats per model and batch size
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("repeats",))
@@ -189,6 +271,7 @@ class RunConfig:
     teacher: TeacherSection
     teacher_train: TeacherTrainSection = TeacherTrainSection()
     distill: DistillSection = DistillSection()
+    score: ScoreSection = ScoreSection()
     report: ReportSection = ReportSection()
     sgs: SGSSection | None = None  # [sgs]: also train, cache and report an SGS teacher
     timing: TimingSection = TimingSection()
@@ -235,7 +318,8 @@ def _section(cls, values, where: str, path: str):
 
 
 SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train": TeacherTrainSection,
-            "distill": DistillSection, "report": ReportSection, "sgs": SGSSection, "timing": TimingSection}
+            "distill": DistillSection, "score": ScoreSection, "report": ReportSection, "sgs": SGSSection,
+            "timing": TimingSection}
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
@@ -268,6 +352,12 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     weights = sections["teacher"].weights
     if weights != PRETRAINED:  # "pretrained" names the shipped checkpoint, not a file next to the config
         sections["teacher"] = dataclasses.replace(sections["teacher"], weights=local(weights))
+    for name in ("teacher_train", "distill"):  # checkpoints to start training from
+        if name in sections:
+            sections[name] = dataclasses.replace(sections[name], weights=local(sections[name].weights))
+    if weights and sections.get("teacher_train", TeacherTrainSection()).weights:
+        raise ConfigError(f"{path}: [teacher_train] weights start teacher-train, which [teacher] weights skip (the "
+                          "teacher is cached from them as they are): set one of the two")
     report = sections.get("report", ReportSection())
     sections["report"] = dataclasses.replace(report, out_dir=local(report.out_dir), clip_kinds=local(report.clip_kinds))
     store = raw["store"] if "://" in raw["store"] else local(raw["store"])

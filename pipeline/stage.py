@@ -27,15 +27,33 @@ class StageSpec:
     reads: tuple[str, ...]  # stages whose outputs this one needs
     writes: tuple[str, ...]  # store paths it owns (deleted by --force)
     summary: str
+    # stages whose outputs it uses when they exist (teacher-cache: a trained teacher, unless given weights): not
+    # checked, but a pipeline runs them first
+    uses: tuple[str, ...] = ()
 
 
 STAGES: dict[str, StageSpec] = {}
 
 
-def define_stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], summary: str) -> StageSpec:
-    spec = StageSpec(name, reads, writes, summary)
+def define_stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], summary: str,
+                 uses: tuple[str, ...] = ()) -> StageSpec:
+    spec = StageSpec(name, reads, writes, summary, uses)
     STAGES[name] = spec
     return spec
+
+
+def stage_order(names) -> list[str]:
+    """``names`` (defined stages) in an order that runs every stage after those it reads or uses: a topological
+    order of the ``reads`` / ``uses`` graph, ties in the order given. ValueError on a cycle."""
+    names = list(names)
+    before = {name: [d for d in (*STAGES[name].reads, *STAGES[name].uses) if d in names] for name in names}
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = [n for n in names if n not in order and all(d in order for d in before[n])]
+        if not ready:
+            raise ValueError(f"stages {', '.join(n for n in names if n not in order)} depend on each other")
+        order.append(ready[0])
+    return order
 
 
 @dataclass

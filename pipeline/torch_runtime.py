@@ -28,6 +28,10 @@ class RuntimeOptions:
         return device
 
 
+#: The RuntimeOptions fields a user sets (CLI options, run-config keys); the layout is the pipeline's choice.
+RUNTIME_OPTIONS = ("device", "threads", "bf16")
+
+
 def configure_threads(options: RuntimeOptions, workers: int = 1) -> int:
     threads = options.threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
     torch.set_num_threads(threads)

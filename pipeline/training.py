@@ -100,6 +100,9 @@ class TrainOptions:
 
 
 KEEP_CHOICES = ("best", "last")
+#: The TrainOptions fields a user sets (CLI options, run-config keys); ``deterministic`` is the pipeline's own.
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "eval_every", "val_fraction",
+                 "val_seed", "keep")
 
 
 # ------------------------------------------------------------------------------------------- LR schedules

@@ -22,6 +22,7 @@ import numpy as np
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
+from condi_pipe.pipeline.options import OptionTable
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.storage import clip_array, staging, tables
 from condi_pipe.storage.store import Store
@@ -66,6 +67,13 @@ class ExtractRequest:
         cfg["root"] = os.path.abspath(self.root)
         cfg["annotations"] = os.path.abspath(self.annotations) if self.annotations else None
         return cfg
+
+
+#: Every option of ``condi-pipe extract`` (and key of a run config's ``[extract]``) -> its field in ExtractRequest.
+EXTRACT_OPTIONS = OptionTable(ExtractRequest, {
+    "source": "source", "root": "root", "annotations": "annotations", "split": "split", "fps": "decode.fps",
+    "short_side": "decode.short_side", "clips_per_shard": "clips_per_shard",
+})
 
 
 def staging_key(rel_path: str) -> str:

@@ -20,13 +20,13 @@ from condi_pipe.methods.registry import get_method, method_names, ranking_scores
 from condi_pipe.methods.samplers import equidistant_indices, top_k_indices
 from condi_pipe.methods.video_prediction import video_mean_probs
 from condi_pipe.pipeline.clip_inference import ModelRef
-from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, configure_threads, timed,
                                                to_runtime_layout)
 from condi_pipe.stages.score import student_ref
+from condi_pipe.stages.teacher_cache import cached_teacher
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
-from condi_pipe.storage.run_state import read_run, stage_record
+from condi_pipe.storage.run_state import read_run
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import DecodeOptions, decode_video
 
@@ -64,14 +64,6 @@ def _load(ref: ModelRef, store: Store, runtime: RuntimeOptions) -> _Model:
     model = _Model(module, runtime)
     model(np.zeros((2, 16, 112, 112, 3), np.uint8))  # warm-up, as the caches were timed after one
     return model
-
-
-def teacher_ref(store: Store, teacher: str) -> ModelRef:
-    """The teacher exactly as ``teacher-cache`` ran it (its recorded configuration)."""
-    record = stage_record(store, f"teacher-cache/{teacher}")
-    if record.get("state") != "done":
-        raise StageError(f"{store.url}: no finished teacher cache for '{teacher}'; run `condi-pipe teacher-cache`")
-    return ModelRef(**record["config"]["teacher"])
 
 
 def _softmax(logits: torch.Tensor) -> np.ndarray:
@@ -144,7 +136,7 @@ def infer(
         if ranked_by.video_level:
             raise ValueError(f"student run '{student_run}' ({loss}) predicts per video and cannot rank clips")
         student_model = _load(ref, store, runtime)
-    teacher_model = _load(teacher_ref(store, teacher), store, runtime)
+    teacher_model = _load(cached_teacher(store, teacher), store, runtime)
     return [_infer_one(p, method, k, ks, teacher_model, student_model, ranked_by, classes, decode) for p in paths]
 
 

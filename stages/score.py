@@ -36,9 +36,10 @@ from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_g
                                                 infer_group)
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
+from condi_pipe.pipeline.options import OptionTable, nested_paths
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, device_name, timed,
-                                               to_runtime_layout)
+from condi_pipe.pipeline.torch_runtime import (RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions, autocast, device_name,
+                                               timed, to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
 from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
@@ -61,6 +62,12 @@ class ScoreRequest:
 
     def config(self) -> dict:
         return asdict(self)
+
+
+#: Every option of ``condi-pipe score`` -> its field in :class:`ScoreRequest` (``run``: the CLI's --student).
+#: A run config scores every distill run with ``[distill]``'s runtime and ``[score]`` clips_per_group.
+SCORE_OPTIONS = OptionTable(ScoreRequest, {"run": "run", **nested_paths("runtime", RUNTIME_OPTIONS),
+                                           "clips_per_group": "clips_per_group"})
 
 
 def student_ref(store: Store, run: str) -> tuple[ModelRef, dict]:

@@ -19,25 +19,29 @@ methods at test time, where only it runs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from condi_pipe.methods.metrics import softmax
-from condi_pipe.models.checkpoints import check_checkpoint
-from condi_pipe.models.pretrained import is_shipped
-from condi_pipe.models.sgs import flop_table
+from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
+from condi_pipe.models.pretrained import is_shipped, resolve_weights
+from condi_pipe.models.sgs import SGSOptions, flop_table, sgs_teacher_name
 from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, VideoGroup, assemble_groups, group_videos,
                                                infer_group, latency_curve_task)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
+from condi_pipe.pipeline.options import OptionTable, nested_paths
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import TIMING_REPEATS, RuntimeOptions
+from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
 from condi_pipe.storage import clip_outputs, staging, tables
+from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.manifests import VideoSet, class_names, load_videos
+from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
 
 TEACHER_CACHE = define_stage(
@@ -45,6 +49,7 @@ TEACHER_CACHE = define_stage(
     reads=("extract",),
     writes=("teacher/{key}", "staging/teacher-cache-{key}"),
     summary="run the teacher once over every clip; cache logits, features, predictions, z and timings",
+    uses=("teacher-train",),  # the store's trained teacher, unless given weights
 )
 
 
@@ -54,14 +59,76 @@ FULL_SOURCE = "full"  # clips.parquet teacher_source of the full teacher's rows;
 
 
 @dataclass(frozen=True)
+class TeacherChoice:
+    """The teacher to cache as a user names it (``condi-pipe teacher-cache``, a run config's ``[teacher]``): the
+    stage resolves it (:meth:`resolve`), the one place teacher weights are looked up."""
+
+    teacher: str  # registered architecture
+    width: float | None = None
+    weights: str | None = None  # a local checkpoint, or "pretrained" (shipped); None: the store's trained teacher
+    random_init: bool = False  # random weights: for tests and timing only
+    reset_head: bool = False  # with weights: a fresh classifier (another class count)
+    sgs: SGSOptions | None = None
+    name: str | None = None  # the teacher's name in the store (default: teacher, plus "+sgs" with SGS)
+
+    @property
+    def teacher_name(self) -> str:
+        return sgs_teacher_name(self.teacher, self.sgs, self.name)
+
+    def resolve(self, store: Store) -> ModelRef:
+        """The model to run: the checkpoint ``weights`` (any format ``load_weights`` reads; "pretrained": the one
+        shipped for the architecture), else the store's trained teacher (``teachers/<name>/weights.pt``), else
+        random weights if ``random_init``; otherwise a ValueError saying how to get weights. The weights' SHA-256
+        goes into the reference, so a cache of other weights is not mistaken for this one."""
+        if self.weights and self.random_init:
+            raise ValueError("pass either --weights or --random-init, not both")
+        weights = resolve_weights(self.teacher, self.weights)
+        num_classes = len(class_names(store))
+        sgs = self.sgs
+        sgs_fields = {"sgs_stage": sgs.stage, "sgs_kernel": sgs.kernel} if sgs is not None else {}
+        output = self.teacher_name
+        named = {"output_name": output} if output != sgs_teacher_name(self.teacher, sgs) else {}
+        if weights:
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"{weights}: no such checkpoint file")
+            return ModelRef(self.teacher, num_classes, self.width, weights_path=os.path.abspath(weights),
+                            reset_head=self.reset_head, weights_sha256=file_sha256(weights), **sgs_fields, **named)
+        folder = artifacts.trained_teacher_folder(output)
+        if not self.random_init and artifacts.is_complete(store, folder):
+            meta = artifacts.read_meta(store, folder)
+            if self.width is not None and meta.get("width") is not None and float(self.width) != float(meta["width"]):
+                raise ValueError(f"{output} was trained with width {meta['width']}, not {self.width}")
+            if int(meta["num_classes"]) != num_classes:
+                raise ValueError(f"{store.path(folder)}: trained for {meta['num_classes']} classes, the store has "
+                                 f"{num_classes}; re-run teacher-train --force")
+            trained_sgs = meta.get("sgs")
+            if (trained_sgs or None) != (asdict(sgs) if sgs is not None else None):
+                raise ValueError(f"{store.path(folder)}: trained with SGS {trained_sgs}, not {sgs}")
+            return ModelRef(self.teacher, num_classes, meta.get("width"), store_weights=artifacts.weights_rel(folder),
+                            weights_sha256=artifacts.weights_sha256(store, folder), **sgs_fields, **named)
+        if self.random_init:
+            return ModelRef(self.teacher, num_classes, self.width, **sgs_fields, **named)
+        raise ValueError(f"no weights: pass --weights or run teacher-train first (no trained {output} in "
+                         f"{store.path(folder)})")
+
+
+@dataclass(frozen=True)
 class TeacherCacheRequest:
-    teacher: ModelRef
+    teacher: ModelRef | TeacherChoice  # a TeacherChoice is resolved by the stage, before anything is recorded
     runtime: RuntimeOptions = RuntimeOptions()
     clips_per_group: int = 256
     z_labels: str | None = None  # out-of-fold | in-sample; None: out-of-fold when the teacher has fold teachers
 
+    def resolved(self, store: Store) -> "TeacherCacheRequest":
+        """This request with its teacher a ModelRef."""
+        if isinstance(self.teacher, TeacherChoice):
+            return replace(self, teacher=self.teacher.resolve(store))
+        return self
+
     def config(self, folds: FoldTeachers | None = None) -> dict:
         """The stage's configuration with the z labels as resolved (``folds``: the fold teachers used)."""
+        if not isinstance(self.teacher, ModelRef):
+            raise TypeError("the configuration of a teacher-cache request is its resolved one (see resolved())")
         cfg = asdict(self)
         # In-sample labels are what every cache made before the option holds: recorded as None (an absent key),
         # so their finished records stay valid. meta.json always names the labels.
@@ -70,6 +137,23 @@ class TeacherCacheRequest:
             cfg["folds"] = {"count": folds.count, "sha256": folds.sha256,
                             "weights_sha256": [ref.weights_sha256 for ref in folds.refs]}
         return cfg
+
+
+#: Every option of ``condi-pipe teacher-cache`` -> its field; the teacher's are a :class:`TeacherChoice`'s. A
+#: run config's ``[teacher]`` holds them (``random_init`` aside, which is for tests and timing).
+TEACHER_CACHE_OPTIONS = OptionTable(TeacherCacheRequest, {
+    **nested_paths("teacher", ("teacher", "width", "weights", "random_init", "reset_head", "sgs", "name")),
+    **nested_paths("runtime", RUNTIME_OPTIONS), "clips_per_group": "clips_per_group", "z_labels": "z_labels",
+}, parts={"teacher": TeacherChoice})
+
+
+def cached_teacher(store: Store, name: str) -> ModelRef:
+    """The teacher exactly as ``teacher-cache`` ran it under ``name`` (its recorded configuration): what ``infer``
+    and ``time-models`` load, and where a teacher fine-tuned from it (``[sgs]``) starts."""
+    record = stage_record(store, f"{TEACHER_CACHE.name}/{name}")
+    if record.get("state") != "done":
+        raise StageError(f"{store.url}: no finished teacher cache for '{name}'; run `condi-pipe teacher-cache`")
+    return ModelRef(**record["config"]["teacher"])
 
 
 def label_teachers(store: Store, request: TeacherCacheRequest, log: Callable[[str], None]) -> FoldTeachers | None:
@@ -137,6 +221,7 @@ def teacher_cache(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Cache ``request.teacher``'s outputs for every clip of every split; resumable per video group."""
+    request = request.resolved(store)
     executor = executor.for_device(request.runtime.device)
     name = request.teacher.teacher_name
     key = f"{TEACHER_CACHE.name}/{name}"

@@ -44,15 +44,15 @@ import torch
 import torch.nn.functional as F
 
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
-from condi_pipe.models.pretrained import resolve_weights
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.splits import TrainingSplits, grouped_folds, training_splits, video_group
+from condi_pipe.pipeline.options import OptionTable, nested_paths
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, device_name
-from condi_pipe.pipeline.training import (CosineDecay, ParamGroup, StepResult, TrainOptions, batches_of,
-                                          eval_batch_size, model_input, prefetched, read_clips, run_training,
-                                          sample_clips, video_class_predictions)
+from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, RuntimeOptions, device_name
+from condi_pipe.pipeline.training import (TRAIN_OPTIONS, CosineDecay, ParamGroup, StepResult, TrainOptions,
+                                          batches_of, eval_batch_size, model_input, prefetched, read_clips,
+                                          run_training, sample_clips, video_class_predictions)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.errors import StoreError
@@ -71,6 +71,7 @@ SCHEDULE = "cosine"
 
 
 def default_teacher_options() -> TrainOptions:
+    # a few epochs of fine-tuning scale (4 at lr 0.05); the demo and examples set theirs explicitly
     return TrainOptions(epochs=4, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-4, seed=0)
 
 
@@ -106,6 +107,16 @@ class TeacherTrainRequest:
             cfg["weights_sha256"] = file_sha256(self.weights)
         cfg["schedule"] = SCHEDULE
         return cfg
+
+
+#: Every option of ``condi-pipe teacher-train`` -> its field in :class:`TeacherTrainRequest` (the CLI builds
+#: ``sgs`` from --sgs, --sgs-stage and --sgs-kernel). A run config sets them in ``[teacher_train]``, but for
+#: ``teacher``, ``width`` and the runtime, which ``[teacher]`` gives (they are the teacher-cache stage's too).
+TEACHER_TRAIN_OPTIONS = OptionTable(TeacherTrainRequest, {
+    "teacher": "teacher", "width": "width", **nested_paths("train", TRAIN_OPTIONS), "flip": "flip",
+    "clips_per_video": "clips_per_video", "weights": "weights", "reset_head": "reset_head", "folds": "folds",
+    "sgs": "sgs", "name": "name", **nested_paths("runtime", RUNTIME_OPTIONS),
+})
 
 
 class TeacherTask:
@@ -282,49 +293,6 @@ def teacher_train(
         + f", validation clip accuracy {kept['eval_clip_accuracy']:.1%}, video accuracy "
         f"{kept['eval_video_accuracy']:.1%}; weights in {store.path(folder)}")
     return counts
-
-
-def teacher_ref(store: Store, teacher: str, width: float | None = None, weights: str | None = None,
-                random_init: bool = False, reset_head: bool = False, sgs: SGSOptions | None = None,
-                name: str | None = None):
-    """The teacher ``teacher-cache`` should run: a local checkpoint ``weights`` (any format ``load_weights``
-    reads), else the store's trained teacher (``teachers/<name>/weights.pt``), else random weights if
-    ``random_init`` (for tests and timing only); otherwise a ValueError saying how to get weights.
-
-    ``sgs`` inserts SGS; ``name`` is the teacher's name in the store (default: ``teacher``, plus ``+sgs``). The
-    weights' SHA-256 goes into the reference, so a cache of other weights is not mistaken for this one."""
-    from condi_pipe.pipeline.clip_inference import ModelRef
-
-    if weights and random_init:
-        raise ValueError("pass either --weights or --random-init, not both")
-    weights = resolve_weights(teacher, weights)  # "pretrained": the checkpoint shipped with the package
-    num_classes = len(class_names(store))
-    sgs_fields = {"sgs_stage": sgs.stage, "sgs_kernel": sgs.kernel} if sgs is not None else {}
-    output = sgs_teacher_name(teacher, sgs, name)
-    named = {"output_name": output} if output != sgs_teacher_name(teacher, sgs) else {}
-    if weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"{weights}: no such checkpoint file")
-        return ModelRef(teacher, num_classes, width, weights_path=os.path.abspath(weights), reset_head=reset_head,
-                        weights_sha256=file_sha256(weights), **sgs_fields, **named)
-    folder = artifacts.trained_teacher_folder(output)
-    if not random_init and artifacts.is_complete(store, folder):
-        meta = artifacts.read_meta(store, folder)
-        if width is not None and meta.get("width") is not None and float(width) != float(meta["width"]):
-            raise ValueError(f"{output} was trained with width {meta['width']}, not {width}")
-        if int(meta["num_classes"]) != num_classes:
-            raise ValueError(f"{store.path(folder)}: trained for {meta['num_classes']} classes, the store has "
-                             f"{num_classes}; re-run teacher-train --force")
-        trained_sgs = meta.get("sgs")
-        if (trained_sgs or None) != (asdict(sgs) if sgs is not None else None):
-            raise ValueError(f"{store.path(folder)}: trained with SGS {trained_sgs}, not {sgs}")
-        rel = artifacts.weights_rel(folder)
-        return ModelRef(teacher, num_classes, meta.get("width"), store_weights=rel,
-                        weights_sha256=artifacts.weights_sha256(store, folder), **sgs_fields, **named)
-    if random_init:
-        return ModelRef(teacher, num_classes, width, **sgs_fields, **named)
-    raise ValueError(f"no weights: pass --weights or run teacher-train first (no trained {output} in "
-                     f"{store.path(folder)})")
 
 
 # -- fold teachers (--folds F): out-of-fold confidence labels for teacher-cache --------------------------------

@@ -22,6 +22,7 @@ import torch
 
 from condi_pipe.methods.time_model import robust_summary
 from condi_pipe.pipeline.clip_inference import MAX_BATCH, ModelRef
+from condi_pipe.pipeline.options import OptionTable
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configure_threads, device_name, timed,
                                                to_runtime_layout)
@@ -36,6 +37,7 @@ TIME_MODELS = define_stage(
     reads=("teacher-cache",),
     writes=("timings/{key}",),
     summary="time the teacher and every score run's student side by side in one process, per batch size",
+    uses=("score",),  # every score run made for the teacher
 )
 
 #: Interleaved repeats per (model, batch size). With a ~10 ms/clip teacher and four students at a fraction of
@@ -55,6 +57,12 @@ class TimingRequest:
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+
+#: Every option of ``condi-pipe time-models`` -> its field in :class:`TimingRequest` (the CLI's --runs is a
+#: comma-separated list). A run config times every score run of ``[teacher]`` on its device, ``[timing]`` repeats.
+TIMING_OPTIONS = OptionTable(TimingRequest, {name: name for name in ("teacher", "runs", "repeats", "device",
+                                                                      "threads", "bf16")})
 
 
 @dataclass(frozen=True)
@@ -89,11 +97,11 @@ def models_to_time(store: Store, request: TimingRequest) -> list[TimedModel]:
     from condi_pipe.methods.registry import method_names
     from condi_pipe.stages.score import student_ref
 
+    from condi_pipe.stages.teacher_cache import cached_teacher
+
+    teacher = cached_teacher(store, request.teacher)  # refuses an unfinished cache
     record = stage_record(store, f"teacher-cache/{request.teacher}")
-    if record.get("state") != "done":
-        raise StageError(f"{store.url}: no finished teacher cache '{request.teacher}'; run `condi-pipe teacher-cache`")
-    models = [TimedModel(timings.teacher_key(request.teacher), ModelRef(**record["config"]["teacher"]),
-                         _runtime(record["config"], request), False)]
+    models = [TimedModel(timings.teacher_key(request.teacher), teacher, _runtime(record["config"], request), False)]
     available = score_runs_for(store, request.teacher)
     runs = sorted(request.runs) if request.runs is not None else available
     for run in runs:

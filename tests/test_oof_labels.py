@@ -25,8 +25,8 @@ from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.training import TrainOptions
 from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.report import build_report
-from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
-from condi_pipe.stages.teacher_train import TeacherTrainRequest, fold_digest, teacher_ref, teacher_train
+from condi_pipe.stages.teacher_cache import TeacherCacheRequest, TeacherChoice, teacher_cache
+from condi_pipe.stages.teacher_train import TeacherTrainRequest, fold_digest, teacher_train
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import load_videos, video_paths
@@ -52,7 +52,7 @@ def train_request() -> TeacherTrainRequest:
 
 
 def cache_request(store: Store, z_labels: str | None = None) -> TeacherCacheRequest:
-    return TeacherCacheRequest(teacher_ref(store, TEACHER), RuntimeOptions(threads=THREADS), CLIPS_PER_GROUP, z_labels)
+    return TeacherCacheRequest(TeacherChoice(TEACHER), RuntimeOptions(threads=THREADS), CLIPS_PER_GROUP, z_labels)
 
 
 @pytest.fixture(scope="module")

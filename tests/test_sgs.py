@@ -216,7 +216,10 @@ def test_teacher_weights_digest_is_part_of_the_cache_configuration(synth_store, 
     from weights other than the ones configured."""
     from condi_pipe.models.checkpoints import CheckpointError
     from condi_pipe.pipeline.stage import _config_changes
-    from condi_pipe.stages.teacher_train import teacher_ref
+    from condi_pipe.stages.teacher_cache import TeacherChoice
+
+    def teacher_ref(store, teacher, **choice):  # as teacher-cache resolves the teacher it is given
+        return TeacherChoice(teacher, **choice).resolve(store)
 
     store = Store(str(synth_store))
     path = tmp_path / "w.pt"
