@@ -149,7 +149,7 @@ TEACHER_CACHE_OPTIONS = OptionTable(TeacherCacheRequest, {
 
 def cached_teacher(store: Store, name: str) -> ModelRef:
     """The teacher exactly as ``teacher-cache`` ran it under ``name`` (its recorded configuration): what ``infer``
-    and ``time-models`` load, and where a teacher fine-tuned from it (``[sgs]``) starts."""
+    and ``time-models`` load, rather than resolving its weights again."""
     record = stage_record(store, f"{TEACHER_CACHE.name}/{name}")
     if record.get("state") != "done":
         raise StageError(f"{store.url}: no finished teacher cache for '{name}'; run `condi-pipe teacher-cache`")
