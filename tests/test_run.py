@@ -47,6 +47,9 @@ def test_minimal_config_resolves_paths_relative_to_the_file(tmp_path):
     ("[distill]\nreference_epoch = 0\n", r"\[distill\].reference_epoch must be > 0"),
     ("[teacher_train]\nkeep = \"first\"\n", r"\[teacher_train\].keep must be best or last"),
     ("[teacher_train]\nval_fraction = 1.0\n", r"\[teacher_train\].val_fraction must be in \[0, 1\)"),
+    ("[distill]\nlambda_factor = 2.5\n", r"\[distill\].lambda_factor must be in \(1, 2\)"),
+    ("[distill]\nweights = 3\n", r"\[distill\].weights must be str \| None"),
+    ("[score]\nclips_per_group = 0\n", r"\[score\].clips_per_group must be > 0"),
 ])
 def test_bad_config_is_one_line_naming_the_file_and_key(tmp_path, extra, message):
     path = write(tmp_path, MINIMAL + extra)
