@@ -13,7 +13,7 @@ from condi_pipe.cli import main as cli
 from condi_pipe.pipeline.demo import demo_config
 from condi_pipe.pipeline.run_config import ConfigError, load_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 MINIMAL = """
 store = "s"

@@ -2,7 +2,7 @@
 partial work shows in the store), resume, and compare with the uninterrupted run in ``pipeline_store``: the same
 bytes for everything deterministic. Measured times (videos.parquet ``seconds``, meta.json, history ``*_seconds``
 columns) are the only outputs left out of the comparison. extract's kills (six points) are in
-tests/test_extract.py, and a worker killed mid-task in tests/faults/test_worker_loss.py.
+tests/stages/test_extract.py, and a worker killed mid-task in tests/system/faults/test_worker_loss.py.
 """
 
 from __future__ import annotations

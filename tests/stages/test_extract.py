@@ -27,7 +27,7 @@ from condi_pipe.storage.lock import LOCK_FILE, StoreLockedError
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import decode_video
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
 INLINE = ExecutorOptions(workers=0)
 
 

@@ -420,7 +420,7 @@ def test_demo_sgs_is_the_examples_commented_sgs_section(tmp_path):
     from condi_pipe.pipeline.demo import demo_config
     from condi_pipe.pipeline.run_config import load_run_config
 
-    text = (Path(__file__).resolve().parents[1] / "examples" / "embedded.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "examples" / "embedded.toml").read_text()
     uncommented = re.sub(r"^# (\[sgs\]|\w+ = .*)$", r"\1", text, flags=re.M)
     assert uncommented != text
     path = tmp_path / "examples" / "embedded.toml"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from condi_pipe.cli import main as cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _readme_commands() -> list[str]:
