@@ -169,10 +169,16 @@ def infer_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime: Runti
     if bad.any():
         clip_id = int(group.videos.clip_ids[np.argmax(bad)])
         raise FloatingPointError(f"{store.url}: {ref.name} produced NaN or Inf logits for clip {clip_id}")
+    return stage_group_result(store, stage, group.key, arrays, device)
+
+
+def stage_group_result(store: Store, stage: str, key: str, arrays: dict[str, np.ndarray], device) -> dict:
+    """Stage one group's arrays with the device that computed them (the ``worker.task`` fault point just before:
+    a worker killed there loses only this group)."""
     meta = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
             "pid": os.getpid()}
     faults.checkpoint(faults.WORKER_TASK)
-    staging.stage_item(store, stage, group.key, arrays, meta)
+    staging.stage_item(store, stage, key, arrays, meta)
     return meta
 
 

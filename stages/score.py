@@ -21,7 +21,6 @@ Resumable per group of videos (staged under ``staging/score-<run>/``), parallel 
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -31,15 +30,14 @@ import torch
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
 from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
-from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
-                                                infer_group)
+                                                infer_group, stage_group_result)
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import (RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions, autocast, device_name,
-                                               timed, to_runtime_layout)
+from condi_pipe.pipeline.torch_runtime import (RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions, autocast, timed,
+                                               to_runtime_layout)
 from condi_pipe.pipeline.training import read_clips
 from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
@@ -109,11 +107,7 @@ def score_video_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime:
               "k": np.asarray(used, np.int32)}
     if not np.isfinite(arrays["video_logits"]).all():
         raise FloatingPointError(f"{store.url}: {ref.name} produced NaN or Inf logits in group {group.key}")
-    meta = {"device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
-            "pid": os.getpid()}
-    faults.checkpoint(faults.WORKER_TASK)
-    staging.stage_item(store, stage, group.key, arrays, meta)
-    return meta
+    return stage_group_result(store, stage, group.key, arrays, device)
 
 
 def score(
