@@ -1,23 +1,23 @@
 """Run every stage of a :class:`~condi_pipe.pipeline.run_config.RunConfig`, skipping finished ones.
 
-The order is not written here: it is a topological order of what the stages declare they read or use
-(``StageSpec.reads`` / ``uses``): extract -> teacher-train (only without ``[teacher]`` weights; with ``[sgs]`` also the
-SGS teacher) -> teacher-cache (the teacher, and the SGS teacher) -> distill (each loss) -> score (each run) ->
-time-models (the teacher and every student side by side); then the reports. Every request is built through the
-stage's option table (``pipeline.options``), as the CLI builds it. Every stage is itself resumable, so a killed
-``run`` re-run continues where it stopped.
-"""
+The order is not written here: :func:`pipeline_steps` lists the stage runs the configuration asks for, and
+``pipeline.stage.step_order`` orders them by what each stage declares it reads or uses (``StageSpec``): extract ->
+teacher-train (only without ``[teacher]`` weights) -> teacher-cache -> with ``[sgs]`` the SGS teacher's training
+and cache -> distill then score, one student after the other -> time-models (the teacher and every student side by
+side); then the reports. Every request is built through the stage's option table (``pipeline.options``), as the CLI
+builds it. Every stage is itself resumable, so a killed ``run`` re-run continues where it stopped."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 from typing import Callable
 
 from condi_pipe.models.sgs import sgs_teacher_name
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.run_config import RunConfig
-from condi_pipe.pipeline.stage import ensure_store, stage_order
+from condi_pipe.pipeline.stage import PipelineStep, ensure_store, step_order
 from condi_pipe.stages.distill import DISTILL, distill
 from condi_pipe.stages.extract import EXTRACT, EXTRACT_OPTIONS, extract
 from condi_pipe.stages.score import SCORE, SCORE_OPTIONS, score
@@ -94,46 +94,47 @@ class PipelineRequests:
 def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str], None] = print) -> dict[str, str]:
     """Run the configured pipeline; returns the rendered report tables by name (also written to out_dir)."""
     store = ensure_store(config.store)
+    for step in step_order(pipeline_steps(config, store, quiet=quiet, log=log)):
+        step.run()
+    return _write_reports(config, store, log)
+
+
+def pipeline_steps(config: RunConfig, store: Store, *, quiet: bool = False,
+                   log: Callable[[str], None] = print) -> list[PipelineStep]:
+    """Every stage run the configuration asks for, in no particular order (:func:`step_order` orders them)."""
     requests = PipelineRequests(config)
-    te = config.teacher
     quietly = {"quiet": quiet, "log": log}
-    model_workers = ExecutorOptions(workers=te.workers)
+    model_workers = ExecutorOptions(workers=config.teacher.workers)
+    teacher = requests.teacher().teacher_name
+    steps = [PipelineStep(EXTRACT.name, "", partial(extract, store, requests.extract(),
+                                                     ExecutorOptions(workers=config.extract.workers), **quietly))]
+    train = requests.teacher_train()
+    if train is not None:
+        steps.append(PipelineStep(TEACHER_TRAIN.name, teacher, partial(teacher_train, store, train, **quietly)))
+    elif config.teacher_train.folds:
+        log("run: note: [teacher_train] folds is not used: the teacher comes from [teacher] weights (no "
+            "teacher-train), so its z labels are in-sample")
+    steps.append(PipelineStep(TEACHER_CACHE.name, teacher,
+                              partial(teacher_cache, store, requests.teacher_cache(), model_workers, **quietly)))
+    if config.sgs is not None:
+        sgs_cache = requests.teacher_cache(sgs=True)
+        sgs_teacher = sgs_cache.teacher.teacher_name
 
-    def run_extract() -> None:
-        extract(store, requests.extract(), ExecutorOptions(workers=config.extract.workers), **quietly)
-
-    def run_teacher_train() -> None:
-        request = requests.teacher_train()
-        if request is None and config.teacher_train.folds:
-            log("run: note: [teacher_train] folds is not used: the teacher comes from [teacher] weights (no "
-                "teacher-train), so its z labels are in-sample")
-        if request is not None:
-            teacher_train(store, request, **quietly)
-        if config.sgs is not None:
+        def train_sgs_teacher() -> None:  # its start is resolved when it runs: the plain teacher is trained by then
             teacher_train(store, requests.sgs_teacher_train(_sgs_start(config, store, requests)), **quietly)
 
-    def run_teacher_cache() -> None:
-        teacher_cache(store, requests.teacher_cache(), model_workers, **quietly)
-        if config.sgs is not None:
-            teacher_cache(store, requests.teacher_cache(sgs=True), model_workers, **quietly)
-
-    def run_distill() -> None:
-        for request in requests.distill():
-            distill(store, request, **quietly)
-
-    def run_score() -> None:
-        for request in requests.score():
-            score(store, request, model_workers, **quietly)
-
-    def run_time_models() -> None:
-        # A new score run or retrained weights make earlier timings stale: redo them rather than refuse.
-        time_models(store, requests.time_models(), redo_if_changed=True, **quietly)
-
-    steps = {EXTRACT.name: run_extract, TEACHER_TRAIN.name: run_teacher_train, TEACHER_CACHE.name: run_teacher_cache,
-             DISTILL.name: run_distill, SCORE.name: run_score, TIME_MODELS.name: run_time_models}
-    for name in stage_order(steps):
-        steps[name]()
-    return _write_reports(config, store, log)
+        steps += [PipelineStep(TEACHER_TRAIN.name, sgs_teacher, train_sgs_teacher,
+                               after=(f"{TEACHER_TRAIN.name}/{teacher}",)),
+                  PipelineStep(TEACHER_CACHE.name, sgs_teacher,
+                               partial(teacher_cache, store, sgs_cache, model_workers, **quietly))]
+    for request in requests.distill():
+        steps.append(PipelineStep(DISTILL.name, request.run, partial(distill, store, request, **quietly)))
+    for request in requests.score():
+        steps.append(PipelineStep(SCORE.name, request.run, partial(score, store, request, model_workers, **quietly)))
+    # A new score run or retrained weights make earlier timings stale: redo them rather than refuse.
+    steps.append(PipelineStep(TIME_MODELS.name, teacher, partial(time_models, store, requests.time_models(),
+                                                               redo_if_changed=True, **quietly)))
+    return steps
 
 
 def _sgs_start(config: RunConfig, store: Store, requests: PipelineRequests) -> dict:

@@ -42,17 +42,57 @@ def define_stage(name: str, reads: tuple[str, ...], writes: tuple[str, ...], sum
     return spec
 
 
-def stage_order(names) -> list[str]:
-    """``names`` (defined stages) in an order that runs every stage after those it reads or uses: a topological
-    order of the ``reads`` / ``uses`` graph, ties in the order given. ValueError on a cycle."""
-    names = list(names)
-    before = {name: [d for d in (*STAGES[name].reads, *STAGES[name].uses) if d in names] for name in names}
-    order: list[str] = []
-    while len(order) < len(names):
-        ready = [n for n in names if n not in order and all(d in order for d in before[n])]
-        if not ready:
-            raise ValueError(f"stages {', '.join(n for n in names if n not in order)} depend on each other")
-        order.append(ready[0])
+@dataclass(frozen=True)
+class PipelineStep:
+    """One run of a stage in a pipeline: stage ``stage`` under record key ``key`` (``distill`` of one run, the
+    teacher-cache of one teacher), done by ``run``. ``after``: ids of steps it needs beyond what its stage declares
+    (the SGS teacher's training starts from the plain teacher's)."""
+
+    stage: str
+    key: str
+    run: Callable[[], Any]
+    after: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}/{self.key}"
+
+
+def step_order(steps: list[PipelineStep]) -> list[PipelineStep]:
+    """``steps`` in an order that runs each after the steps it needs, derived from the stages' ``reads`` and
+    ``uses``: of each such stage, its step under the same key if there is one (score of a run needs distill of
+    that run), else all its steps (distill needs every teacher cache); plus ``after``. Depth first from the steps
+    nothing needs, so one chain finishes before the next begins (a student is scored before the next one trains:
+    a kill in between loses one student's work, not all of it). ValueError on a cycle."""
+    by_id = {step.id: step for step in steps}
+
+    def needs(step: PipelineStep) -> list[PipelineStep]:
+        spec = STAGES[step.stage]
+        needed = []
+        for stage in (*spec.reads, *spec.uses):
+            of_stage = [s for s in steps if s.stage == stage]
+            needed += [s for s in of_stage if s.key == step.key] or of_stage
+        return needed + [by_id[i] for i in step.after if i in by_id]
+
+    needed_by_some = {n.id for step in steps for n in needs(step)}
+    order: list[PipelineStep] = []
+    done: set[str] = set()
+    visiting: set[str] = set()
+
+    def visit(step: PipelineStep) -> None:
+        if step.id in done:
+            return
+        if step.id in visiting:
+            raise ValueError(f"pipeline steps depend on each other: {', '.join(sorted(visiting))}")
+        visiting.add(step.id)
+        for needed in needs(step):
+            visit(needed)
+        visiting.discard(step.id)
+        done.add(step.id)
+        order.append(step)
+
+    for step in [s for s in steps if s.id not in needed_by_some] + steps:
+        visit(step)
     return order
 
 

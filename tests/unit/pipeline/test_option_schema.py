@@ -22,7 +22,7 @@ from condi_pipe.pipeline.options import default_of
 from condi_pipe.pipeline.run_config import (DistillSection, ExtractSection, ScoreSection, SGSSection,
                                             TeacherSection, TeacherTrainSection, TimingSection, load_run_config)
 from condi_pipe.pipeline.runner import PipelineRequests
-from condi_pipe.pipeline.stage import STAGES, stage_order
+from condi_pipe.pipeline.stage import step_order
 from condi_pipe.stages.distill_request import DISTILL_OPTIONS, DistillRequest
 from condi_pipe.stages.extract import EXTRACT_OPTIONS, ExtractRequest
 from condi_pipe.stages.score import SCORE_OPTIONS, ScoreRequest
@@ -267,9 +267,18 @@ def test_the_teacher_cache_command_leaves_its_teacher_to_the_stage(tmp_path, mon
     assert request.clips_per_group == default_of(TeacherCacheRequest, "clips_per_group")
 
 
-def test_the_runner_orders_the_stages_by_what_they_read_and_use():
-    import condi_pipe.pipeline.runner  # noqa: F401 (defines every stage the runner runs)
+def test_the_runner_orders_its_steps_by_what_the_stages_read_and_use(tmp_path):
+    """The order comes from the StageSpecs: each student is scored before the next one trains, the SGS teacher
+    trains after the plain one, and time-models comes last."""
+    from condi_pipe.pipeline.runner import pipeline_steps
 
-    names = ["time-models", "score", "distill", "teacher-cache", "teacher-train", "extract"]
-    assert stage_order(names) == ["extract", "teacher-train", "teacher-cache", "distill", "score", "time-models"]
-    assert set(names) <= set(STAGES)
+    config = _config(tmp_path, '[distill]\nstudent = "resnet10_3d_motion_tiny"\nlosses = ["condi-sr", "st-ent"]\n'
+                               '[sgs]\n')
+    # listed by stage name (distill first, extract second ...): the order is step_order's; ties keep the listing's
+    steps = sorted(pipeline_steps(config, store=None, log=lambda message: None), key=lambda step: step.stage)
+    plain, sgs = "resnet10_3d_small", "resnet10_3d_small+sgs"
+    runs = [f"{loss}-resnet10_3d_motion_tiny" for loss in ("condi-sr", "st-ent")]
+    assert [s.id for s in step_order(steps)] == [
+        "extract/", f"teacher-train/{plain}", f"teacher-cache/{plain}", f"teacher-train/{sgs}",
+        f"teacher-cache/{sgs}", f"distill/{runs[0]}", f"score/{runs[0]}", f"distill/{runs[1]}", f"score/{runs[1]}",
+        f"time-models/{plain}"]
