@@ -188,7 +188,7 @@ def _cli_extract(tree: Path, store: Path, *extra: str, env=None) -> subprocess.C
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", ["extract.decoded:3", "extract.decoded:7", "extract.shard:2",
+@pytest.mark.parametrize("kill_at", ["extract.decoded:3", "extract.shard:2",
                                      "extract.tables:1", "extract.done:1", "partial"])
 def test_sigkill_then_resume_gives_identical_store(tmp_path, kill_at):
     tree = build_tree(tmp_path / "data", copies=2)
