@@ -8,8 +8,9 @@ import sys
 
 import click
 
-from condi_pipe.cli_options import (RegistryChoice, common_stage_options, executor_options, model_errors,
-                                    one_line_errors, option, runtime_options, sgs_from, sgs_options, train_options)
+from condi_pipe.cli_options import (RegistryChoice, common_stage_options, executor_options, fine_tuning_options,
+                                    model_errors, one_line_errors, option, runtime_options, sgs_from, sgs_options,
+                                    train_options)
 from condi_pipe.methods.registry import method_names
 from condi_pipe.pipeline.demo import DEMO_SEED, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
@@ -193,12 +194,8 @@ def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out,
         help="Random horizontal flips of whole clips. Use --no-flip for direction-sensitive classes: the embedded "
              "benchmark (TranslateLeft/Right, RotateClockwise/Anticlockwise) and Something-Something V2, where a "
              "flipped clip shows another class.")
-@option(TEACHER_TRAIN_OPTIONS, "--clips-per-video", type=click.IntRange(min=1),
-        help="Train each epoch on this many random clips of each video (default: all clips).")
-@option(TEACHER_TRAIN_OPTIONS, "--weights", type=click.Path(exists=True, dir_okay=False),
-        help="Start from this local checkpoint (fine-tuning) instead of random weights.")
-@option(TEACHER_TRAIN_OPTIONS, "--reset-head", is_flag=True,
-        help="With --weights: keep a fresh classifier (other class count).")
+@fine_tuning_options(TEACHER_TRAIN_OPTIONS, "Train each epoch on this many random clips of each video (default: all "
+                     "clips).", "Start from this local checkpoint (fine-tuning) instead of random weights.")
 @option(TEACHER_TRAIN_OPTIONS, "--folds", type=click.IntRange(min=2),
         help="Also train F fold teachers, each on the training videos outside one group-wise fold, so teacher-cache "
              "can label every training clip out of fold (default: none).")
@@ -290,12 +287,9 @@ def teacher_cache(store, workers, scheduler_address, force, quiet, **options):
 @option(DISTILL_OPTIONS, "--alpha-rep", type=click.FloatRange(min=0), help="fewer-frames: weight of ||E_T - E_S||^2.")
 @option(DISTILL_OPTIONS, "--alpha-kl", type=click.FloatRange(min=0), help="fewer-frames: weight of KL(P_T || P_S).")
 @option(DISTILL_OPTIONS, "--alpha-ce", type=click.FloatRange(min=0), help="fewer-frames: weight of CE.")
-@option(DISTILL_OPTIONS, "--clips-per-video", type=click.IntRange(min=1),
-        help="Per-clip losses: train each epoch on this many random clips of each video (default: all).")
-@option(DISTILL_OPTIONS, "--weights", type=click.Path(exists=True, dir_okay=False),
-        help="Start the student from this local checkpoint (the paper fine-tunes at --lr 0.01).")
-@option(DISTILL_OPTIONS, "--reset-head", is_flag=True,
-        help="With --weights: keep a fresh classifier (other class count).")
+@fine_tuning_options(DISTILL_OPTIONS, "Per-clip losses: train each epoch on this many random clips of each video "
+                     "(default: all).", "Start the student from this local checkpoint (the paper fine-tunes at --lr "
+                     "0.01).")
 @runtime_options(DISTILL_OPTIONS)
 @common_stage_options
 @one_line_errors

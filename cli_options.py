@@ -90,6 +90,19 @@ def executor_options(workers: int):
     return decorate
 
 
+def fine_tuning_options(table: OptionTable, clips_help: str, weights_help: str):
+    """--clips-per-video, --weights, --reset-head: what a training stage samples per video and starts from."""
+
+    def decorate(fn):
+        fn = option(table, "--reset-head", is_flag=True,
+                    help="With --weights: keep a fresh classifier (other class count).")(fn)
+        fn = option(table, "--weights", type=click.Path(exists=True, dir_okay=False), help=weights_help)(fn)
+        fn = option(table, "--clips-per-video", type=click.IntRange(min=1), help=clips_help)(fn)
+        return fn
+
+    return decorate
+
+
 def runtime_options(table: OptionTable):
     """--device, --bf16, --threads: the stage's ``RuntimeOptions``."""
 
