@@ -57,7 +57,8 @@ def clip_budget_notes(inputs: "ReportInputs", k_values, explicit: bool) -> list[
     return notes
 
 
-def _only_for(option: str, tables: Iterable[str]) -> str:
+def _only_for(tables: Iterable[str]) -> str:
+    """"table 4 only", "tables 3, 4 only": where an option applies."""
     names = list(tables)
     return f"table{'s' if len(names) > 1 else ''} {', '.join(names)} only"
 
@@ -74,7 +75,7 @@ def check_options(table: Union[str, int], k, ks, methods, clip_kinds: Optional[s
         raise ValueError(f"every K must be >= 1, got {list(k_values)}")
     if ks is not None and not spec.uses_ks:
         with_ks = [t for t in table_names() if get_table(t).uses_ks]
-        raise ValueError(f"ks (K_s, the clips the student classifies) applies to {_only_for('ks', with_ks)}; use k "
+        raise ValueError(f"ks (K_s, the clips the student classifies) applies to {_only_for(with_ks)}; use k "
                          "for clip budgets")
     ks_values = parse_int_list(ks, "ks") or DEFAULT_KS
     if any(v < 0 for v in ks_values):
@@ -90,7 +91,7 @@ def check_options(table: Union[str, int], k, ks, methods, clip_kinds: Optional[s
         raise ValueError(f"table {name} needs the benchmark's clip kinds: --clip-kinds PATH/synth_clips.csv")
     if not spec.needs_clip_kinds and clip_kinds is not None:
         with_kinds = [t for t in table_names() if get_table(t).needs_clip_kinds]
-        raise ValueError(f"clip kinds (--clip-kinds) apply to {_only_for('clip kinds', with_kinds)}")
+        raise ValueError(f"clip kinds (--clip-kinds) apply to {_only_for(with_kinds)}")
     return spec, tuple(k_values), tuple(ks_values), methods
 
 

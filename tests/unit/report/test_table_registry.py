@@ -86,3 +86,12 @@ def test_every_builtin_table_names_its_figure_or_none():
     assert kinds["3"] == kinds["4"] == "accuracy-vs-time" and kinds["kinds"] is None
     assert set(kinds.values()) <= {"accuracy-vs-time", "accuracy-vs-k", "history", "histogram", None}
     assert np.all([get_table(name).name == name for name in table_names()])
+
+
+def test_registry_docstring_example():
+    import doctest
+
+    from condi_pipe.report import registry
+
+    result = doctest.testmod(registry)
+    assert result.failed == 0 and result.attempted > 0 and "demo" not in table_names()
