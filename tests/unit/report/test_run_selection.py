@@ -92,3 +92,20 @@ def test_missing_or_partial_timings_fall_back_to_per_run_times_and_say_why(store
     condi = next(row for row in none.rows if row.method == "condi-sr")
     seconds = pq.read_table(store.path("scores/condi_sr/videos.parquet")).column("seconds").to_numpy()
     assert condi.extra["student_s"] == pytest.approx(seconds.mean())
+
+
+def test_a_registered_method_is_reported_under_its_display_name(store):
+    """A score run of a method registered elsewhere (no report code edited) is ranked like any clip-level run."""
+    from condi_pipe.methods.registry import temporarily_registered
+
+    shutil.copytree(store.path("scores/bce_conf"), store.path("scores/dummy_run"))
+    edit_meta(store, "dummy_run", run="dummy_run", loss="dummy-conf")
+    with temporarily_registered("dummy-conf", lambda batch, context: None, display="Dummy-Conf", level="clip",
+                                ranking="confidence", needs_confidence_head=True):
+        report = build_report(store, "accuracy", k=[1, 2], methods="dummy-conf,bce-conf", teacher_time="share")
+    assert report.columns == ("K", "Dummy-Conf", "BCE-Conf")
+    dummy = {row.k: row.accuracy for row in report.rows if row.method == "dummy-conf"}
+    assert dummy == {row.k: row.accuracy for row in report.rows if row.method == "bce-conf"}  # the same scores
+    # unregistered again: the run is still reported, under its stored loss name
+    assert build_report(store, "accuracy", k=[1], methods="dummy-conf", teacher_time="share").columns == (
+        "K", "dummy-conf")
