@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from condi_pipe.methods.metrics import softmax_entropy
 from condi_pipe.report.build import check_options, clip_budget_notes
 from condi_pipe.report.evaluate import describe_runs
 from condi_pipe.report.registry import TableRequest
@@ -72,10 +73,8 @@ class MemoryInputs(ReportInputs):
         return np.asarray(data[key], dtype=np.float64)
 
     def run_column(self, run: ScoreRunOutputs, column: str) -> np.ndarray:
-        if column == "entropy":
-            probs = np.exp(self.run_logits(run).astype(np.float64))
-            probs /= probs.sum(axis=1, keepdims=True)
-            return -(probs * np.log(probs)).sum(axis=1)
+        if column == "entropy":  # what score stores: the entropy of the student's softmax
+            return np.asarray(softmax_entropy(self.run_logits(run).astype(np.float64)), dtype=np.float64)
         if column == "pred":
             return self.run_logits(run).argmax(axis=1).astype(np.float64)
         if column == "confidence" and self._runs[run.run].get("confidence") is None:

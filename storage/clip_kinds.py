@@ -10,7 +10,7 @@ import numpy as np
 
 from condi_pipe.storage import clip_outputs, tables
 from condi_pipe.storage.errors import StoreError
-from condi_pipe.storage.report_inputs import ReportInputs, positions
+from condi_pipe.storage.report_inputs import ReportInputs, equals_mask, positions
 
 def read_clip_kinds(path: str) -> dict[str, dict[int, str]]:
     """A clip-kinds sidecar (``condi-pipe synth``'s ``synth_clips.csv``: columns video, clip, kind, ...) as
@@ -85,7 +85,5 @@ def teacher_clip_kinds(inputs: ReportInputs, path: str, preferred_order: Sequenc
 
 def teacher_clips_of_split(inputs: ReportInputs, split: str, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(mask of the teacher cache's rows in ``split``, ``column`` of every row), over all rows of the cache."""
-    from condi_pipe.storage.report_inputs import equals_mask
-
     cache = clip_outputs.read_clips(inputs.store, inputs.teacher_folder, ["split", column])
     return equals_mask(cache.column("split"), split), cache.column(column).to_numpy()

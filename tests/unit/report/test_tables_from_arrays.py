@@ -50,3 +50,9 @@ def test_confidence_table_from_arrays():
     assert good.extra["fpr"] == pytest.approx(0.5)
     # rank_score [2, 0.5, 0.1, 1] against z [1, 0, 0, 1]: both positives above both negatives
     assert good.extra["auroc"] == pytest.approx(1.0)
+
+
+def test_student_entropy_is_the_entropy_of_its_softmax():
+    data = inputs()
+    run = next(r for r in data.runs if r.run == "good")
+    assert data.run_column(run, "entropy") == pytest.approx(np.full(4, np.log(2)))  # zero logits: uniform
