@@ -19,6 +19,7 @@ from condi_pipe.methods.registry import default_method_names, get_method
 from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.options import default_of
+from condi_pipe.pipeline.sweep_config import SweepSection
 from condi_pipe.stages.distill_request import DISTILL_OPTIONS
 from condi_pipe.stages.extract import EXTRACT_OPTIONS
 from condi_pipe.stages.score import SCORE_OPTIONS
@@ -275,6 +276,7 @@ class RunConfig:
     report: ReportSection = ReportSection()
     sgs: SGSSection | None = None  # [sgs]: also train, cache and report an SGS teacher
     timing: TimingSection = TimingSection()
+    sweep: SweepSection | None = None  # [sweep]: what `condi-pipe sweep` searches (pipeline.sweep_config)
     source_file: str = ""
 
 
@@ -319,7 +321,7 @@ def _section(cls, values, where: str, path: str):
 
 SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train": TeacherTrainSection,
             "distill": DistillSection, "score": ScoreSection, "report": ReportSection, "sgs": SGSSection,
-            "timing": TimingSection}
+            "timing": TimingSection, "sweep": SweepSection}
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
@@ -358,6 +360,9 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     if weights and sections.get("teacher_train", TeacherTrainSection()).weights:
         raise ConfigError(f"{path}: [teacher_train] weights start teacher-train, which [teacher] weights skip (the "
                           "teacher is cached from them as they are): set one of the two")
+    if "sweep" in sections and not sections.get("distill", DistillSection()).val_fraction > 0:
+        raise ConfigError(f"{path}: [sweep] searches on the validation part carved from train: [distill] "
+                          "val_fraction must be > 0")
     report = sections.get("report", ReportSection())
     sections["report"] = dataclasses.replace(report, out_dir=local(report.out_dir), clip_kinds=local(report.clip_kinds))
     store = raw["store"] if "://" in raw["store"] else local(raw["store"])

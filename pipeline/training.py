@@ -382,8 +382,12 @@ def run_training(
     quiet: bool = False,
     log: Callable[[str], None] = print,
     processes: TrainingProcesses = SINGLE_PROCESS,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> TrainingRun:
     """Train ``task`` for ``options.epochs`` epochs, resuming from ``<folder>/checkpoints/last.pt`` if present.
+
+    ``on_epoch(epoch, row)`` (rank 0 only) is called after each epoch's checkpoint with its 1-based number and its
+    history row (the sweep reports the validation metric to its pruner there; raising stops the training).
 
     With several ``processes`` (torchrun) every process calls this; only rank 0 logs and writes to ``store``.
     """
@@ -466,6 +470,8 @@ def run_training(
                 artifacts.write_history(store, folder, rows, columns)
             faults.checkpoint(f"{stage}.epoch")
             log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
+            if on_epoch is not None and processes.is_main:
+                on_epoch(epoch + 1, row)
         if processes.is_main:
             artifacts.write_history(store, folder, rows, columns)
         kept_epoch, value = len(rows), None

@@ -361,8 +361,10 @@ def distill(
     force: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train the student of ``request`` from the teacher cache (resumable); returns the stage counts.
+    ``on_epoch``: called after every epoch (``pipeline.training.run_training``; the sweep's pruning).
 
     Under ``torchrun`` every process calls this (``pipeline.distributed``): rank 0 runs the stage (lock, checks,
     records, every write) and the others train their part of each batch with it.
@@ -372,7 +374,8 @@ def distill(
             return _distill_beside_rank_0(store, request, processes)
         decision = _Decision(processes)
         try:
-            return _distill(store, request, processes, decision, force=force, quiet=quiet, log=log)
+            return _distill(store, request, processes, decision, force=force, quiet=quiet, log=log,
+                            on_epoch=on_epoch)
         except BaseException as exc:
             decision.stop(exc)  # the other processes are still waiting to hear whether to train
             raise
@@ -395,7 +398,8 @@ class _Decision:
 
 
 def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses, decision: _Decision, *,
-             force: bool, quiet: bool, log: Callable[[str], None]) -> dict:
+             force: bool, quiet: bool, log: Callable[[str], None],
+             on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     run_name = request.run
     key = f"{DISTILL.name}/{run_name}"
     folder = artifacts.student_folder(run_name)
@@ -415,7 +419,7 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
                 "the train split has two groups): training on all of it, keeping the last epoch")
         decision.send("train")
         result = run_training(store, folder, task, request.train, request.runtime, stage=DISTILL.name,
-                              quiet=quiet, log=log, processes=processes)
+                              quiet=quiet, log=log, processes=processes, on_epoch=on_epoch)
         last, kept = result.history[-1], result.kept
         test = {k: _finite(v) for k, v in task.test_metrics().items()}  # the kept weights, once: choose nothing
         artifacts.write_state_dict(store, folder, task.model.state_dict())
