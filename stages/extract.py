@@ -1,10 +1,12 @@
 """Stage ``extract``: decode a dataset's videos into the store's clip array and manifests.
 
 1. Plan: read the dataset's annotations (``condi_pipe.video.sources``); unusable rows become failures.
-2. Decode (parallel, one task per video): each task stages its clips under ``staging/extract/``. A resumed
-   run decodes only the videos not yet staged.
-3. Assemble (parallel, one task per shard): clip ids follow the sorted video paths, so the result does not
-   depend on which worker finished first; every shard has exactly one writer.
+2. Decode (parallel, one task per video): each task compresses every clip as ffmpeg hands it over, with the clip
+   array's own codecs, and stages the encoded chunks under ``staging/extract/``. A resumed run decodes only the
+   videos not yet staged.
+3. Assemble (parallel, one task per shard): zarr's sharding codec lays out the already-encoded chunks; nothing
+   is decoded or compressed again. Clip ids follow the sorted video paths, so the result does not depend on
+   which worker finished first; every shard has exactly one writer.
 4. Publish the Parquet manifests, mark the stage done, drop the staging folder.
 """
 
@@ -26,7 +28,7 @@ from condi_pipe.pipeline.options import OptionTable
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.storage import clip_array, staging, tables
 from condi_pipe.storage.store import Store
-from condi_pipe.video.decode import DecodeError, DecodeOptions, decode_video
+from condi_pipe.video.decode import DecodeError, DecodeOptions, stream_clips
 from condi_pipe.video.sources import SourcePlan, VideoEntry, plan_source
 
 EXTRACT = define_stage(
@@ -89,19 +91,23 @@ def file_sha256(path: str) -> str:
 
 
 def decode_task(entry: VideoEntry, root: str, store_url: str, options: DecodeOptions) -> dict:
-    """Decode one video and stage its clips; bad input becomes a failure record, never an exception."""
+    """Decode one video and stage its clips, each compressed by the clip array's codecs as soon as ffmpeg has
+    written it (ffmpeg decodes the next one meanwhile); bad input becomes a failure record, never an exception."""
     store = Store(store_url)
     path = os.path.join(root, entry.path)
     meta: dict = {"path": entry.path}
+    encoder = clip_array.clip_chunk_encoder()
+    chunks: list[bytes] = []
     try:
-        decoded = decode_video(path, options)
+        decoded = stream_clips(path, options, lambda clip: chunks.append(encoder.encode(clip)))
         meta.update(
-            status="ok", frames=decoded.frames, pad_frames=decoded.pad_frames, clips=len(decoded.clips),
+            status="ok", frames=decoded.frames, pad_frames=decoded.pad_frames, clips=decoded.clips,
             codec=decoded.info.codec, width=decoded.info.width, height=decoded.info.height,
             fps=decoded.info.fps, rotation=decoded.info.rotation, file_size=os.path.getsize(path),
-            sha256=file_sha256(path), warnings=decoded.warnings,
+            sha256=file_sha256(path), warnings=decoded.warnings, chunk_codecs=encoder.codecs,
         )
-        arrays = {"clips": decoded.clips}
+        arrays = {"chunks": np.frombuffer(b"".join(chunks), np.uint8),
+                  "chunk_ends": np.cumsum([len(c) for c in chunks], dtype=np.int64)}
     except DecodeError as exc:
         meta.update(status="failed", kind=exc.kind, message=str(exc))
         arrays = None
@@ -131,11 +137,19 @@ def write_shard_task(shard: tuple[int, int, int, list[tuple[str, int, int]]], st
     index, start, stop, layout_slices = shard
     store = Store(store_url)
     array = clip_array.open_clip_array(store, read_only=False)
-    parts = []
+    chunks: list[bytes] = []
+    codecs = None
     for key, lo, hi in layout_slices:
-        parts.append(staging.staged_arrays(store, EXTRACT.name, key)["clips"][lo:hi])
+        staged = staging.staged_arrays(store, EXTRACT.name, key)
+        codecs = staging.staged_meta(store, EXTRACT.name, key).get("chunk_codecs")
+        if codecs is None:
+            raise StageError(f"{store.path('staging', EXTRACT.name)}: staged by an older condi-pipe without "
+                             "encoded chunks; rerun extract with --force")
+        data, ends = staged["chunks"], staged["chunk_ends"]
+        starts = np.concatenate([[0], ends[:-1]])
+        chunks.extend(data[starts[i]:ends[i]].tobytes() for i in range(lo, hi))
     faults.checkpoint(faults.WORKER_TASK)
-    clip_array.write_clip_range(array, start, np.concatenate(parts))
+    clip_array.write_encoded_shard(store, array, index, chunks, codecs)
     staging.stage_item(store, SHARDS_STAGE, f"{index:07d}", None, {"start": start, "stop": stop})
     return index
 
@@ -213,7 +227,8 @@ def extract(
 def _extract(store: Store, request: ExtractRequest, executor: ExecutorOptions, quiet: bool, run) -> ExtractSummary:
     plan = plan_source(request.source, request.root, request.annotations, request.split)
     run_unstaged(store, EXTRACT.name, plan.entries, lambda e: staging_key(e.path), decode_task, executor,
-                 desc="decode", fault_point="extract.decoded", quiet=quiet, common=(plan.root, store.url, request.decode))
+                 desc="decode", fault_point="extract.decoded", quiet=quiet,
+                 common=(plan.root, store.url, request.decode))
     metas = {e.path: staging.staged_meta(store, EXTRACT.name, staging_key(e.path)) for e in plan.entries}
     layout = _layout(plan, metas)
 

@@ -17,7 +17,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import ffmpeg
 import numpy as np
@@ -103,9 +103,17 @@ def _failure_from_log(path: str, stderr: str, returncode: int) -> DecodeError:
     return DecodeError("decode-error", f"{path}: decoding gave no frames ({last})")
 
 
+#: Decoder and filter threads per ffmpeg. One: with more, the frames a decoder conceals in a broken file depend on
+#: the thread count (corrupted.mp4 in ../shared/media does), so a store's bytes would depend on the machine's
+#: cores. Parallelism comes from decoding one video per core instead (one decoder thread is also the cheapest
+#: in CPU-seconds per frame).
+DECODER_THREADS = 1
+
+
 def decode_command(path: str, options: DecodeOptions) -> list[str]:
+    """The ffmpeg command that writes ``path``'s frames, through the filter chain, as raw rgb24 to stdout."""
     # An absolute path: a relative name with a colon would be read as a protocol ("a:b.mp4").
-    stream = ffmpeg.input(os.path.abspath(path)).video
+    stream = ffmpeg.input(os.path.abspath(path), threads=DECODER_THREADS).video
     stream = stream.filter("scale", "iw*sar", "ih")
     if options.fps:
         stream = stream.filter("fps", fps=options.fps)
@@ -113,7 +121,8 @@ def decode_command(path: str, options: DecodeOptions) -> list[str]:
     stream = stream.filter("scale", f"if(lt(iw,ih),{side},-2)", f"if(lt(iw,ih),-2,{side})")
     stream = stream.filter("crop", options.crop, options.crop).filter("setsar", 1)
     out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-    return out.global_args("-hide_banner", "-nostats", "-nostdin").compile(cmd=ffmpeg_exe())
+    return out.global_args("-hide_banner", "-nostats", "-nostdin", "-filter_threads", str(DECODER_THREADS)
+                           ).compile(cmd=ffmpeg_exe())
 
 
 def frames_to_clips(frames: np.ndarray, clip_length: int = CLIP_LENGTH) -> tuple[np.ndarray, int]:
@@ -133,31 +142,91 @@ def frames_to_clips(frames: np.ndarray, clip_length: int = CLIP_LENGTH) -> tuple
     return frames.reshape(n_clips, clip_length, *frames.shape[1:]), pad
 
 
-def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) -> DecodedVideo:
-    """Decode ``path`` into clips, or raise DecodeError with a one-line reason naming the file."""
+class DecodedStream(NamedTuple):
+    """What :func:`stream_clips` decoded, once every clip was handed over."""
+
+    clips: int
+    frames: int  # decoded frames before padding
+    pad_frames: int  # repeats of the last frame added to fill the last clip
+    info: StreamInfo
+    warnings: list[str]
+
+
+# A pipe of 1 MiB (Linux's default ceiling for unprivileged processes) lets ffmpeg decode more than a clip ahead
+# while the caller compresses the previous one; the default 64 KiB holds under two 112x112 frames.
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+
+def _widen_pipe(pipe) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+    except (ImportError, OSError):  # not Linux, or a lower ceiling: the default pipe still works, only slower
+        pass
+
+
+def stream_clips(path: str | os.PathLike, options: DecodeOptions,
+                 on_clip: Callable[[np.ndarray], None]) -> DecodedStream:
+    """Decode ``path`` and call ``on_clip(clip)`` for each uint8 (L, crop, crop, 3) clip in order, the last one
+    padded by repeating its last frame; raise DecodeError (one line naming the file) if no frame decodes.
+
+    ffmpeg's frames are read straight into one clip buffer that is reused for every clip (no other copy), so
+    ``on_clip`` must consume or copy the clip before returning. ffmpeg keeps decoding while ``on_clip`` runs.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DecodeError("missing-file", f"{path}: file not found")
     if os.path.getsize(path) == 0:
         raise DecodeError("empty-file", f"{path}: file is empty (0 bytes)")
     frame_bytes = options.crop * options.crop * 3
+    clip = np.empty((options.clip_length, options.crop, options.crop, 3), np.uint8)
+    view = memoryview(clip).cast("B")
+    clips = frames = filled = 0
     with tempfile.TemporaryFile() as log:
         # The log goes to a file, not a pipe, so a chatty decoder can never block on a full stderr pipe.
-        proc = subprocess.run(decode_command(path, options), stdout=subprocess.PIPE, stderr=log, check=False)
+        proc = subprocess.Popen(decode_command(path, options), stdout=subprocess.PIPE, stderr=log)
+        try:
+            _widen_pipe(proc.stdout)
+            while True:
+                got = proc.stdout.readinto(view[filled:])
+                if not got:
+                    break
+                filled += got
+                if filled == len(view):
+                    on_clip(clip)
+                    clips, frames, filled = clips + 1, frames + options.clip_length, 0
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.stdout.close()
+            returncode = proc.wait()
         log.seek(0)
         stderr = log.read().decode("utf-8", "replace")
-    raw = proc.stdout
-    n_frames = len(raw) // frame_bytes
-    if n_frames == 0:
-        raise _failure_from_log(path, stderr, proc.returncode)
+    tail = filled // frame_bytes  # a truncated last frame is dropped
+    if frames + tail == 0:
+        raise _failure_from_log(path, stderr, returncode)
+    pad = 0
+    if tail:
+        pad = options.clip_length - tail
+        clip[tail:] = clip[tail - 1]
+        on_clip(clip)
+        clips, frames = clips + 1, frames + tail
     info = parse_stream_info(stderr) or StreamInfo("unknown", 0, 0, 0.0, 0)
     if options.fps:
         info = info._replace(fps=float(options.fps))
-    # A writable copy: callers hand the clips to torch, which warns on read-only memory.
-    frames = np.frombuffer(bytearray(raw[: n_frames * frame_bytes]), np.uint8).reshape(n_frames, options.crop, options.crop, 3)
-    clips, pad = frames_to_clips(frames, options.clip_length)
-    warnings = _decoder_warnings(stderr, proc.returncode)
-    return DecodedVideo(clips, n_frames, pad, info, [f"{path}: {w}" for w in warnings])
+    warnings = _decoder_warnings(stderr, returncode)
+    return DecodedStream(clips, frames, pad, info, [f"{path}: {w}" for w in warnings])
+
+
+def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) -> DecodedVideo:
+    """Decode ``path`` into clips, or raise DecodeError with a one-line reason naming the file."""
+    clips: list[np.ndarray] = []
+    result = stream_clips(path, options, lambda clip: clips.append(clip.copy()))
+    # Writable memory: callers hand the clips to torch, which warns on read-only arrays.
+    return DecodedVideo(np.stack(clips), result.frames, result.pad_frames, result.info, result.warnings)
 
 
 def _decoder_warnings(stderr: str, returncode: int) -> list[str]:
