@@ -392,6 +392,21 @@ def run(config_path, quiet):
 
 
 @main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="A TOML file with a [sweep] section (see the README's \"Hyperparameter sweeps\").")
+@click.option("--quiet", is_flag=True, help="Only the sweep's own lines.")
+@one_line_errors
+@model_errors
+def sweep(config_path, quiet):
+    """Search [distill] hyperparameters on the validation part (Optuna; resumable, several processes may share a
+    study); the winner is written to STORE/sweeps/NAME/best.toml."""
+    from condi_pipe.pipeline.run_config import load_run_config
+    from condi_pipe.stages.sweep import sweep as run_sweep
+
+    run_sweep(load_run_config(config_path), quiet=quiet)
+
+
+@main.command()
 @click.option("--store", "store_dir", default="demo_store", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the store (the generated videos go to its synth/ subfolder).")
 @click.option("--videos", type=click.IntRange(min=20), default=DEMO_VIDEOS, show_default=True)

@@ -165,3 +165,32 @@ def grid_points(section: SweepSection) -> list[dict]:
 def with_params(distill, loss: str, params: dict):
     """The ``[distill]`` section of one trial: ``distill`` with ``params`` set and the one loss."""
     return dataclasses.replace(distill, losses=[loss], **params)
+
+
+def _toml_value(value) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def run_config_toml(config) -> str:
+    """``config`` (a :class:`~condi_pipe.pipeline.run_config.RunConfig`) as run-config TOML, every key written out
+    (paths absolute, None left out), so ``load_run_config`` reads back the same configuration."""
+    lines = [f"store = {_toml_value(config.store)}"]
+    for field_ in dataclasses.fields(config):
+        section = getattr(config, field_.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        lines += ["", f"[{field_.name}]"]
+        for key, value in dataclasses.asdict(section).items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

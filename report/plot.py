@@ -100,6 +100,12 @@ def plot_report(report: ReportTable, path: str):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("false-positive rate of z~ > 0.5")
+    elif kind == "sweep":  # the validation metric per epoch of each trial (a pruned one's line stops early)
+        for name, data in report.series.items():
+            line(data["epoch"], data["value"], name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(next((d["metric"] for d in report.series.values()), "validation metric") + " (validation)")
     else:
         raise ValueError(f"table '{report.table}': unknown plot kind '{kind}'")
     ax.set_title(report.title, fontsize=9, wrap=True)

@@ -6,3 +6,4 @@ from condi_pipe.report.tables import accuracy  # noqa: F401,I001  (accuracy, ora
 from condi_pipe.report.tables import confidence  # noqa: F401,I001
 from condi_pipe.report.tables import sgs  # noqa: F401,I001
 from condi_pipe.report.tables import kinds  # noqa: F401,I001
+from condi_pipe.report.tables import sweep  # noqa: F401,I001

@@ -84,7 +84,7 @@ def test_every_builtin_table_names_its_figure_or_none():
     """plot_report draws by the registered plot kind; the builtin kinds are the ones it knows."""
     kinds = {name: get_table(name).plot for name in table_names()}
     assert kinds["3"] == kinds["4"] == "accuracy-vs-time" and kinds["kinds"] is None
-    assert set(kinds.values()) <= {"accuracy-vs-time", "accuracy-vs-k", "history", "histogram", None}
+    assert set(kinds.values()) <= {"accuracy-vs-time", "accuracy-vs-k", "history", "histogram", "sweep", None}
     assert np.all([get_table(name).name == name for name in table_names()])
 
 
