@@ -119,9 +119,13 @@ def runtime_options(table: OptionTable):
 
 def train_options(table: OptionTable):
     """--epochs, --batch-size, --lr, --momentum, --weight-decay, --seed, --eval-every, and the validation split and
-    epoch selection: --val-fraction, --val-seed, --keep; defaults: the stage's ``TrainOptions``."""
+    epoch selection: --val-fraction, --val-seed, --keep, and the batch readers: --loader-workers; defaults: the
+    stage's ``TrainOptions``."""
 
     def decorate(fn):
+        fn = option(table, "--loader-workers", type=click.IntRange(min=1),
+                    help="Threads reading training batches, in order (default: 1 on a CPU, up to 4 with a GPU). "
+                         "The batches and the result do not depend on it.")(fn)
         fn = option(table, "--keep", type=click.Choice(["best", "last"]),
                     help="Keep the evaluated epoch with the best validation selection metric (ties: the earlier), "
                          "or the last epoch.")(fn)

@@ -1,57 +1,108 @@
-"""Reading a training batch of scattered clips: ``read_clip_batch`` against zarr's orthogonal selection.
+"""Reading training batches with the clip loader: clips/s and MB/s against workers, threads and processes.
 
-    .venv/bin/python bench/clip_reads.py [--clips 256] [--batch 32] [--repeats 5]
+    .venv/bin/python bench/clip_reads.py [--clips 512] [--batch 32] [--batches 16] [--kinds thread,process]
 
-Builds a temporary sharded clip array (64 clips per shard, as ``extract`` writes it; clips are smooth noise so
-they compress like video), then reads random batches of ``--batch`` distinct clip ids, the way a shuffled
-epoch asks for them. Baseline: ``array.get_orthogonal_selection`` on the sorted ids. Prints the median time of
-each and the ratio (the baseline is measured in the same run).
+Builds a temporary sharded clip array (64 clips per shard, as ``extract`` writes it; each clip a still frame plus
+small noise, so it compresses like video), then reads ``--batches`` batches of ``--batch`` clips through
+``pipeline.clip_loader.ClipLoader`` with 1 and 2 workers, threads and processes, for
+
+* consecutive ids (one run per batch, as teacher-cache and evaluation read) and random ids (a shuffled epoch),
+* the store as a local path and as a ``file://`` fsspec URL (zarr's FsspecStore instead of its LocalStore).
+
+The rate is the steady state: from the first batch handed over to the last (a process pool's start-up is left
+out). MB/s counts decompressed bytes. ``2/1`` is the ratio of 2 workers to 1 of the same kind, measured in the
+same run. Then: clips per CPU-second of one thread (clips/s per core), and the cores a GPU student needs: its
+training FLOPs per clip (3x the forward's, measured) against a published GPU throughput at a stated utilisation.
+Other processes on the machine lower every rate; the load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import tempfile
 import time
 
 import numpy as np
 
-from condi_pipe.storage.clip_array import CLIP_SHAPE, create_clip_array, open_clip_array, write_clip_range
-from condi_pipe.storage.manifests import read_clip_batch
+from condi_pipe.pipeline.clip_loader import ClipLoader, ClipReader
+from condi_pipe.storage.clip_array import CLIP_SHAPE, create_clip_array, write_clip_range
 from condi_pipe.storage.store import Store
 
+CLIP_BYTES = int(np.prod(CLIP_SHAPE))
+A100_BF16_DENSE = 312e12  # FLOP/s, NVIDIA's A100 datasheet (dense tensor-core bfloat16)
 
-def median_seconds(read, batches) -> float:
-    times = []
-    for ids in batches:
-        began = time.perf_counter()
-        read(ids)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+
+def build_array(folder: str, n_clips: int, rng: np.random.Generator) -> None:
+    array = create_clip_array(Store(folder), n_clips, 64)
+    for start in range(0, n_clips, 64):
+        n = min(64, n_clips - start)
+        still = rng.integers(0, 256, size=(1, 1, *CLIP_SHAPE[1:]), dtype=np.uint8) // 4
+        write_clip_range(array, start, still + rng.integers(0, 8, size=(n, *CLIP_SHAPE), dtype=np.uint8))
+
+
+def batch_ids(order: str, n_clips: int, batch: int, batches: int, rng: np.random.Generator) -> list[np.ndarray]:
+    if order == "consecutive":
+        return [start + np.arange(batch) for start in rng.integers(0, n_clips - batch + 1, size=batches)]
+    return [rng.choice(n_clips, size=batch, replace=False) for _ in range(batches)]
+
+
+def steady_rate(url: str, specs: list[np.ndarray], workers: int, kind: str) -> tuple[float, float]:
+    """(clips/s, clips per CPU-second of this process) after the first batch is handed over."""
+    loader = ClipLoader(ClipReader(url), workers, kind=kind)
+    began = cpu_began = None
+    clips = 0
+    for batch in loader.map(specs):
+        if began is None:
+            began, cpu_began = time.perf_counter(), time.process_time()
+        else:
+            clips += len(batch)
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    return clips / seconds, clips / cpu if cpu > 0 else float("nan")
+
+
+def cores_for_a_gpu_student(clips_per_core: float, student: str, width: float, utilisation: float) -> str:
+    from condi_pipe.models import build_model
+    from condi_pipe.models.registry import measure_flops
+
+    forward = measure_flops(build_model(student, 101, width))
+    clips_per_second = A100_BF16_DENSE * utilisation / (3 * forward)  # forward + backward ~ 3 forwards
+    return (f"{student} {width}x: {forward / 1e9:.3f} GFLOP forward, {3 * forward / 1e9:.2f} GFLOP to train per clip; "
+            f"an A100 (312 TFLOP/s bf16 dense) at {utilisation:.0%} trains {clips_per_second:,.0f} clips/s, which "
+            f"needs {clips_per_second / clips_per_core:.0f} cores reading at {clips_per_core:.0f} clips/s per core")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=256)
+    parser.add_argument("--clips", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=16)
+    parser.add_argument("--kinds", default="thread,process", help="thread, process or both (comma-separated)")
+    parser.add_argument("--utilisation", type=float, default=0.1, help="the GPU's share of its peak FLOP/s")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
     rng = np.random.default_rng(0)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.batches} batches of "
+          f"{args.batch} clips ({args.batch * CLIP_BYTES / 1e6:.1f} MB decompressed each) of {args.clips}")
+    header = f"{'store':<8} {'ids':<12} {'kind':<8} {'1 worker':>19} {'2 workers':>19} {'2/1':>5}"
+    print(header + "\n" + "-" * len(header))
+    per_core = []
     with tempfile.TemporaryDirectory() as folder:
-        store = Store(folder)
-        array = create_clip_array(store, args.clips, 64)
-        base = rng.integers(0, 256, size=CLIP_SHAPE, dtype=np.uint8) // 4
-        for start in range(0, args.clips, 64):
-            n = min(64, args.clips - start)
-            clips = base + rng.integers(0, 8, size=(n, *CLIP_SHAPE), dtype=np.uint8)
-            write_clip_range(array, start, clips)
-        array = open_clip_array(store)
-        batches = [rng.choice(args.clips, size=args.batch, replace=False) for _ in range(args.repeats)]
-        orthogonal = median_seconds(lambda ids: array.get_orthogonal_selection((np.sort(ids),)), batches)
-        runs = median_seconds(lambda ids: read_clip_batch(array, ids), batches)
-    print(f"{args.batch} random clips of {args.clips}: orthogonal selection {orthogonal:.3f} s, "
-          f"read_clip_batch {runs:.3f} s, ratio {orthogonal / runs:.1f}x")
+        build_array(folder, args.clips, rng)
+        for store, url in (("path", folder), ("file://", f"file://{folder}")):
+            for order in ("consecutive", "random"):
+                specs = batch_ids(order, args.clips, args.batch, args.batches + 1, rng)
+                for kind in kinds:
+                    (one, one_cpu), (two, _) = (steady_rate(url, specs, w, kind) for w in (1, 2))
+                    if kind == "thread":
+                        per_core.append(one_cpu)
+                    cells = [f"{r:6.0f} clips/s {r * CLIP_BYTES / 1e6:4.0f} MB/s" for r in (one, two)]
+                    print(f"{store:<8} {order:<12} {kind:<8} {cells[0]:>19} {cells[1]:>19} {two / one:5.2f}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    if per_core:
+        clips_per_core = float(np.median(per_core))
+        print(f"one thread: {clips_per_core:.0f} clips per CPU-second (median over the store/ids cases)")
+        print(cores_for_a_gpu_student(clips_per_core, "shufflenetv2_3d", 0.25, args.utilisation))
 
 
 if __name__ == "__main__":

@@ -178,10 +178,12 @@ class DistillSection:
     device: str = _distill("device")  # the student's runtime, in distill and score
     threads: int | None = _distill("threads")
     bf16: bool = _distill("bf16")
+    loader_workers: int | None = _distill("loader_workers")  # threads reading batches (None: 1 on a CPU)
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "eval_every", "conf_lr", "tau", "k",
-                                      "reference_epoch", "budget", "lambda_init", "clips_per_video", "threads"),
+                                      "reference_epoch", "budget", "lambda_init", "clips_per_video", "threads",
+                                      "loader_workers"),
                       non_negative=("momentum", "weight_decay", "lam", "mu", "alpha_rep", "alpha_kl", "alpha_ce"))
         _check_validation(self)
         _check_between(self, {"beta": (0, 1, False), "hint_fraction": (0, 1, False), "lambda_factor": (1, 2, True),

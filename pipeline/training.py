@@ -28,8 +28,8 @@ all of them:
   without a deterministic kernel still runs).
 * Models and inputs use the runtime's memory layout (``RuntimeOptions.channels_last``: NDHWC 3D convolutions,
   faster with oneDNN on CPUs), autocast to bfloat16 with ``bf16``.
-* Batches are read from the store while the previous batch trains (one prefetch thread); nothing loads a
-  whole dataset.
+* Batches are read from the store while the previous batch trains, by ``TrainOptions.loader_workers`` threads
+  (``pipeline.clip_loader``: in order, a bounded number ahead, pinned for a GPU); nothing loads a whole dataset.
 
 * Under ``torchrun`` (``pipeline.distributed``) every process draws the same global batches and trains on
   its part of each; gradients are summed over the processes, weighted by part size, before each step; rank 0
@@ -46,7 +46,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
@@ -57,6 +57,7 @@ from torch import nn
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.methods.video_prediction import video_predictions
 from condi_pipe.pipeline import faults
+from condi_pipe.pipeline.clip_loader import ClipLoader, default_loader_workers
 from condi_pipe.pipeline.distributed import SINGLE_PROCESS, TrainingProcesses
 from condi_pipe.pipeline.progress import progress_bar
 from condi_pipe.pipeline.splits import DEFAULT_VALIDATION_FRACTION
@@ -87,6 +88,9 @@ class TrainOptions:
     val_fraction: float = DEFAULT_VALIDATION_FRACTION
     val_seed: int = 0
     keep: str = "best"  # "best": the epoch with the best validation selection metric; "last": the last epoch
+    # Threads reading the epoch's batches (pipeline.clip_loader); None: 1 on a CPU, more on a GPU. How the data
+    # is read, not what is trained: left out of the stage's configuration, so a run resumes with any value.
+    loader_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -97,12 +101,14 @@ class TrainOptions:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+        if self.loader_workers is not None and self.loader_workers < 1:
+            raise ValueError(f"--loader-workers must be >= 1, got {self.loader_workers}")
 
 
 KEEP_CHOICES = ("best", "last")
 #: The TrainOptions fields a user sets (CLI options, run-config keys); ``deterministic`` is the pipeline's own.
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "eval_every", "val_fraction",
-                 "val_seed", "keep")
+                 "val_seed", "keep", "loader_workers")
 
 
 # ------------------------------------------------------------------------------------------- LR schedules
@@ -505,8 +511,11 @@ def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_bef
     samples = 0
     rank_samples = [0.0] * processes.world_size
     began = time.perf_counter()
-    with progress_bar(total=len(specs), desc=f"{stage} epoch {epoch + 1}", quiet=quiet) as bar:
-        batches = prefetched(lambda part: task.load_batch(part) if len(part) else None, parts)
+    loader = ClipLoader(lambda part: task.load_batch(part) if len(part) else None,
+                        options.loader_workers or default_loader_workers(device), pin_memory=device.type == "cuda")
+    # closed on any exit (an exception in a step too), so no loader thread outlives the epoch
+    with progress_bar(total=len(specs), desc=f"{stage} epoch {epoch + 1}", quiet=quiet) as bar, \
+            closing(loader.map(parts)) as batches:
         for spec, part, batch in zip(specs, parts, batches):
             optimizer.zero_grad(set_to_none=True)
             result = None

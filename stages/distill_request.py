@@ -100,6 +100,7 @@ class DistillRequest:
         cfg = asdict(self)
         cfg["width"] = self.resolved_width()
         cfg["name"] = self.run
+        del cfg["train"]["loader_workers"]  # how batches are read, not what is trained: any value resumes
         cfg["weights"] = os.path.abspath(self.weights) if self.weights else None
         if not self.method.video_level:
             cfg["losses"] = {k: v for k, v in cfg["losses"].items() if not k.startswith("alpha_") and k != "k"}

@@ -106,6 +106,7 @@ class TeacherTrainRequest:
         if self.weights:
             cfg["weights_sha256"] = file_sha256(self.weights)
         cfg["schedule"] = SCHEDULE
+        del cfg["train"]["loader_workers"]  # how batches are read, not what is trained: any value resumes
         return cfg
 
 

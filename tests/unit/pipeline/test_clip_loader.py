@@ -1,0 +1,177 @@
+"""ClipLoader: the batches of a plain sequential map, in order and byte for byte, with any number of workers
+(threads or processes); at most ``depth`` batches ahead; a load's exception reaches the caller; closing the
+generator stops its workers; a distill run reads the same batches, and ends with the same bytes, with 2 workers
+as with 1."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from condi_pipe.pipeline.clip_loader import THREAD_NAME_PREFIX, ClipLoader, ClipReader, default_loader_workers
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.training import TrainOptions
+from condi_pipe.storage.clip_array import CLIP_SHAPE, create_clip_array, write_clip_range
+from condi_pipe.storage.store import Store
+
+N_CLIPS = 24
+
+
+@pytest.fixture(scope="module")
+def clip_store(tmp_path_factory) -> str:
+    """A real sharded clip array of 24 distinct clips (8 per shard), every clip's bytes different."""
+    folder = str(tmp_path_factory.mktemp("loader") / "store")
+    array = create_clip_array(Store(folder), N_CLIPS, 8)
+    rng = np.random.default_rng(3)
+    write_clip_range(array, 0, rng.integers(0, 256, size=(N_CLIPS, *CLIP_SHAPE), dtype=np.uint8))
+    return folder
+
+
+def epoch_specs(seed: int = 0, batch: int = 5) -> list[np.ndarray]:
+    """A shuffled epoch's clip-id batches (the last one short), and one run of consecutive ids."""
+    ids = np.random.default_rng(seed).permutation(N_CLIPS)
+    return [ids[i : i + batch] for i in range(0, N_CLIPS, batch)] + [np.arange(8, 16)]
+
+
+def late_for_early_specs(read: ClipReader):
+    """``read`` that finishes the earlier specs last (each waits longer than the next), so in-order results
+    cannot come from completion order."""
+
+    def load(ids: np.ndarray) -> torch.Tensor:
+        time.sleep(0.002 * (N_CLIPS - int(ids[0])))
+        return read(ids)
+
+    return load
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_batches_come_in_order_with_the_bytes_of_a_sequential_map(clip_store, workers):
+    read = ClipReader(clip_store)
+    specs = epoch_specs()
+    expected = [read(ids) for ids in specs]
+    got = list(ClipLoader(late_for_early_specs(read), workers).map(specs))
+    assert len(got) == len(expected)
+    for mine, theirs, ids in zip(got, expected, specs):
+        assert mine.dtype == torch.uint8 and mine.shape == (len(ids), *CLIP_SHAPE)
+        assert torch.equal(mine, theirs)
+    assert not torch.equal(got[0], got[1])  # distinct batches: a swap would be seen
+
+
+@pytest.mark.slow  # spawns two Python processes that import torch and zarr (seconds on this machine)
+def test_process_workers_give_the_same_batches(clip_store):
+    specs = epoch_specs(seed=1, batch=8)
+    expected = [ClipReader(clip_store)(ids) for ids in specs]
+    got = list(ClipLoader(ClipReader(clip_store), 2, kind="process").map(specs))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)
+
+
+class Instrumented:
+    """A load that records how many loads run at once, and for each started spec how many batches the consumer
+    had already taken (``taken`` is set by the test as it consumes)."""
+
+    def __init__(self, seconds: float = 0.01) -> None:
+        self.lock = threading.Lock()
+        self.running = self.most_running = self.taken = 0
+        self.ahead: list[int] = []  # spec index - batches taken, at each load's start
+        self.seconds = seconds
+
+    def __call__(self, index: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.ahead.append(index - self.taken)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return index
+
+
+@pytest.mark.parametrize("workers, depth", [(1, 1), (2, 2), (2, 5), (3, 4)])
+def test_at_most_depth_batches_are_ahead_and_at_most_workers_load_at_once(workers, depth):
+    load = Instrumented()
+    got = []
+    for index in ClipLoader(load, workers, depth).map(range(20)):
+        got.append(index)
+        time.sleep(0.02)  # a slow consumer: the loader would run far ahead if it were unbounded
+        load.taken += 1
+    assert got == list(range(20))
+    assert load.most_running <= workers
+    assert max(load.ahead) == depth  # the spec ``depth`` past the last one taken starts, and none further
+    if workers > 1:
+        assert load.most_running > 1  # the workers do run at once
+
+
+def test_an_exception_in_a_load_reaches_the_caller_after_the_batches_before_it():
+    def load(index: int) -> int:
+        if index == 3:
+            raise ValueError("clips.zarr: shard 3 is truncated")
+        return index
+
+    got = []
+    with pytest.raises(ValueError, match="^clips.zarr: shard 3 is truncated$"):
+        for index in ClipLoader(load, 2).map(range(8)):
+            got.append(index)
+    assert got == [0, 1, 2]
+    assert not _loader_threads()
+
+
+def _loader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)]
+
+
+def test_closing_the_generator_early_stops_its_workers():
+    load = Instrumented(seconds=0.02)
+    batches = ClipLoader(load, 2, depth=3).map(range(100))
+    assert [next(batches), next(batches)] == [0, 1]
+    assert _loader_threads()
+    batches.close()
+    assert not _loader_threads()
+    started = len(load.ahead)
+    time.sleep(0.1)
+    assert len(load.ahead) == started <= 2 + 3  # the two taken and at most depth ahead: none started since
+
+
+def test_bad_settings_are_refused_and_the_default_is_one_worker_on_a_cpu():
+    for kwargs, message in (({"workers": 0}, "workers must be >= 1"), ({"depth": 0}, "depth must be >= 1"),
+                            ({"kind": "fibre"}, "kind must be one of thread, process")):
+        with pytest.raises(ValueError, match=message):
+            ClipLoader(lambda spec: spec, **kwargs)
+    with pytest.raises(ValueError, match="--loader-workers must be >= 1"):
+        TrainOptions(1, 8, 0.1, loader_workers=0)
+    assert default_loader_workers("cpu", cores=16) == 1
+    assert default_loader_workers("cuda", cores=16) == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA")
+def test_batches_for_a_gpu_are_pinned(clip_store):
+    specs = epoch_specs()
+    for batch in ClipLoader(lambda ids: (ClipReader(clip_store)(ids), ids.tolist()), 2, pin_memory=True).map(specs):
+        assert batch[0].is_pinned() and isinstance(batch[1], list)
+
+
+def test_a_distill_run_with_two_loader_workers_ends_with_the_bytes_of_one(synth_teacher_store, tmp_path):
+    from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
+
+    results = {}
+    for workers in (1, 2):
+        store_dir = tmp_path / f"workers{workers}"
+        shutil.copytree(synth_teacher_store, store_dir)
+        train = TrainOptions(2, 4, 0.1, seed=1, val_fraction=0, loader_workers=workers)
+        request = DistillRequest("condi-sr", "shufflenetv2_3d", "resnet10_3d_small", 0.25, name="run",
+                                 losses=LossOptions(k=2), train=train, clips_per_video=1,
+                                 runtime=RuntimeOptions(threads=1))
+        distill(Store(str(store_dir)), request, quiet=True, log=lambda message: None)
+        history = pq.read_table(store_dir / "students" / "run" / "history.parquet").to_pydict()
+        results[workers] = ((store_dir / "students" / "run" / "weights.pt").read_bytes(), history)
+    (weights_1, history_1), (weights_2, history_2) = results[1], results[2]
+    assert weights_1 == weights_2
+    assert history_1.keys() == history_2.keys() and len(history_1["epoch"]) == 2
+    for column in history_1:
+        if not column.endswith("_seconds"):  # measured times differ; every other value is equal (NaN too)
+            np.testing.assert_array_equal(history_1[column], history_2[column], err_msg=column)
