@@ -388,12 +388,13 @@ def run_training(
     quiet: bool = False,
     log: Callable[[str], None] = print,
     processes: TrainingProcesses = SINGLE_PROCESS,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
 ) -> TrainingRun:
     """Train ``task`` for ``options.epochs`` epochs, resuming from ``<folder>/checkpoints/last.pt`` if present.
 
-    ``on_epoch(epoch, row)`` (rank 0 only) is called after each epoch's checkpoint with its 1-based number and its
-    history row (the sweep reports the validation metric to its pruner there; raising stops the training).
+    ``on_epoch(history)`` (rank 0 only) is called after each epoch's checkpoint with the history rows so far, the
+    epochs before a resume included (the sweep reports the validation metric to its pruner there; raising stops
+    the training).
 
     With several ``processes`` (torchrun) every process calls this; only rank 0 logs and writes to ``store``.
     """
@@ -477,7 +478,7 @@ def run_training(
             faults.checkpoint(f"{stage}.epoch")
             log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
             if on_epoch is not None and processes.is_main:
-                on_epoch(epoch + 1, row)
+                on_epoch(rows)
         if processes.is_main:
             artifacts.write_history(store, folder, rows, columns)
         kept_epoch, value = len(rows), None

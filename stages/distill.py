@@ -361,7 +361,7 @@ def distill(
     force: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = print,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
 ) -> dict:
     """Train the student of ``request`` from the teacher cache (resumable); returns the stage counts.
     ``on_epoch``: called after every epoch (``pipeline.training.run_training``; the sweep's pruning).
@@ -399,7 +399,7 @@ class _Decision:
 
 def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses, decision: _Decision, *,
              force: bool, quiet: bool, log: Callable[[str], None],
-             on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+             on_epoch: Callable[[list[dict]], None] | None = None) -> dict:
     run_name = request.run
     key = f"{DISTILL.name}/{run_name}"
     folder = artifacts.student_folder(run_name)

@@ -251,11 +251,15 @@ def _run_trial(study, storage, trial, section: SweepSection, config: RunConfig, 
                                   name=run)
     shown = ", ".join(f"{k} {v:g}" for k, v in params.items())
 
-    def on_epoch(epoch: int, row: dict) -> None:
-        value = float(row.get(section.metric, math.nan))
-        if math.isfinite(value):
-            if epoch not in trial.storage.get_trial(trial._trial_id).intermediate_values:
-                trial.report(value, epoch)
+    def on_epoch(history: list[dict]) -> None:
+        """Report each evaluated epoch not yet reported (a resumed run's epochs before the kill too), in order,
+        asking the pruner after each, as an uninterrupted trial would have."""
+        reported = trial.storage.get_trial(trial._trial_id).intermediate_values
+        for epoch, row in enumerate(history, start=1):
+            value = float(row.get(section.metric, math.nan))
+            if epoch in reported or not math.isfinite(value):
+                continue
+            trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
@@ -265,6 +269,7 @@ def _run_trial(study, storage, trial, section: SweepSection, config: RunConfig, 
                 raise optuna.TrialPruned()  # killed between its pruning and its record: prune it again
             _wait_for_lock(lambda: distill(store, request, quiet=True, log=log if not quiet else _silent,
                                            on_epoch=on_epoch), log)
+        on_epoch(artifacts.read_history(store, artifacts.student_folder(run)).to_pylist())  # killed after the last
         kept = artifacts.read_meta(store, artifacts.student_folder(run)).get("kept", {})
         value = kept.get(section.metric)
         if value is None:
