@@ -207,7 +207,9 @@ def extract(
     log: Callable[[str], None] = print,
 ) -> ExtractSummary:
     """Run the extract stage on ``store``; resumable, idempotent, and safe to kill at any moment."""
-    executor = dataclasses.replace(executor, threads_per_worker=2, in_process=store.is_in_process_only)
+    # A video per core at once (each ffmpeg decodes with one thread): more tasks than cores only compete.
+    per_worker = max(1, -(-(os.cpu_count() or 1) // max(executor.workers, 1)))
+    executor = dataclasses.replace(executor, threads_per_worker=per_worker, in_process=store.is_in_process_only)
     with stage_run(store, EXTRACT, request.config(), force=force, log=log) as run:
         if run.skip:
             staging.clear_staging(store, EXTRACT.name)  # leftovers of a run killed while cleaning up

@@ -121,7 +121,8 @@ def decode_command(path: str, options: DecodeOptions) -> list[str]:
     stream = stream.filter("scale", f"if(lt(iw,ih),{side},-2)", f"if(lt(iw,ih),-2,{side})")
     stream = stream.filter("crop", options.crop, options.crop).filter("setsar", 1)
     out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-    return out.global_args("-hide_banner", "-nostats", "-nostdin", "-filter_threads", str(DECODER_THREADS)
+    threads = str(DECODER_THREADS)
+    return out.global_args("-hide_banner", "-nostats", "-nostdin", "-filter_complex_threads", threads
                            ).compile(cmd=ffmpeg_exe())
 
 
