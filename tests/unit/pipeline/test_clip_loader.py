@@ -71,6 +71,19 @@ def test_process_workers_give_the_same_batches(clip_store):
     assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)
 
 
+def test_loading_draws_no_random_numbers(clip_store):
+    """A resumed run must draw what an uninterrupted one draws: the loader leaves every global RNG as it was."""
+    from condi_pipe.pipeline.training import rng_state
+
+    np.random.seed(5)
+    torch.manual_seed(5)
+    before = rng_state()
+    list(ClipLoader(ClipReader(clip_store), 3).map(epoch_specs()))
+    after = rng_state()
+    assert torch.equal(before["torch"], after["torch"]) and torch.equal(before["numpy"]["keys"], after["numpy"]["keys"])
+    assert before["numpy"]["pos"] == after["numpy"]["pos"] and before["python"] == after["python"]
+
+
 class Instrumented:
     """A load that records how many loads run at once, and for each started spec how many batches the consumer
     had already taken (``taken`` is set by the test as it consumes)."""
