@@ -179,13 +179,12 @@ def chain_to_cat_parallel(files: list[Path]) -> None:
         list(pool.map(_chain_to_cat, files))
 
 
-def cluster_cost(workers: int, starts: int = 2) -> tuple[float, float]:
-    """Wall and CPU seconds of starting and stopping ``starts`` local clusters (extract starts one for decoding
-    and one for writing shards)."""
+def cluster_cost(workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds of starting and stopping the local cluster extract starts (the workers' import of
+    extract's modules is not in it: extract pays that)."""
     def start_stop():
-        for _ in range(starts):
-            with dask_client(ExecutorOptions(workers=workers, threads_per_worker=max(1, PARALLEL // workers))):
-                pass
+        with dask_client(ExecutorOptions(workers=workers, threads_per_worker=max(1, PARALLEL // workers))):
+            pass
     seconds, cpu, _ = timed(start_stop)
     return seconds, cpu
 

@@ -112,8 +112,16 @@ class ClipChunkEncoder:
         if not clip.any():
             return b""
         chunk = NDBuffer.from_numpy_array(clip[None])
-        (encoded,) = sync(self._sharding.codec_pipeline.encode([(chunk, self._spec)]))
-        return encoded.to_bytes()
+        if not all(hasattr(codec, "_encode_sync") for codec in self._sharding.codecs):
+            (encoded,) = sync(self._sharding.codec_pipeline.encode([(chunk, self._spec)]))
+            return encoded.to_bytes()
+        # The same codecs, called in this thread: the async pipeline hops to zarr's event loop and to a worker
+        # thread for every clip.
+        data, spec = chunk, self._spec
+        for codec in self._sharding.codecs:
+            data = codec._encode_sync(data, spec)
+            spec = codec.resolve_metadata(spec)
+        return data.to_bytes()
 
 
 @functools.lru_cache(maxsize=1)
