@@ -269,11 +269,12 @@ def _run_trial(study, storage, trial, section: SweepSection, config: RunConfig, 
                 raise optuna.TrialPruned()  # killed between its pruning and its record: prune it again
             _wait_for_lock(lambda: distill(store, request, quiet=True, log=log if not quiet else _silent,
                                            on_epoch=on_epoch), log)
-        on_epoch(artifacts.read_history(store, artifacts.student_folder(run)).to_pylist())  # killed after the last
-        kept = artifacts.read_meta(store, artifacts.student_folder(run)).get("kept", {})
-        value = kept.get(section.metric)
-        if value is None:
-            raise FloatingPointError(f"the kept student has no finite {section.metric}")
+        history = artifacts.read_history(store, artifacts.student_folder(run)).to_pylist()
+        on_epoch(history)  # a run killed after its last epoch but before its record reported it in no process
+        kept_epoch = artifacts.read_meta(store, artifacts.student_folder(run))["epoch_kept"]
+        value = float(history[kept_epoch - 1].get(section.metric, math.nan))  # as reported (meta.json rounds)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the kept student (epoch {kept_epoch}) has no finite {section.metric}")
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
         log(f"sweep {section.name}: trial {number} ({shown}) pruned after epoch "
