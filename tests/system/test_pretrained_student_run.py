@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -22,6 +23,7 @@ from condi_pipe.storage.training_artifacts import read_meta, read_state_dict, st
 STUDENT, WIDTH = "shufflenetv2_3d", 0.25
 
 
+@pytest.mark.slow
 def test_run_fine_tunes_the_pretrained_student_named_in_the_config(tmp_path, synth_root):
     torch.manual_seed(123)
     kinetics = build_model(STUDENT, num_classes=600, width=WIDTH)
