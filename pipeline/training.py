@@ -45,7 +45,6 @@ import math
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
@@ -264,16 +263,7 @@ def batches_of(items: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 def prefetched(load: Callable[[Any], Any], specs: Iterable[Any]) -> Iterator[Any]:
     """``load(spec)`` for each spec, in order, loading the next one in a thread while the caller works."""
-    specs = list(specs)
-    if not specs:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        pending = pool.submit(load, specs[0])
-        for nxt in specs[1:]:
-            batch = pending.result()
-            pending = pool.submit(load, nxt)
-            yield batch
-        yield pending.result()
+    return ClipLoader(load, 1, depth=1).map(specs)
 
 
 def derived_seed(seed: int, *parts: int) -> int:
