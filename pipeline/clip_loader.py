@@ -34,6 +34,7 @@ import torch
 
 KINDS = ("thread", "process")
 THREAD_NAME_PREFIX = "clip-loader"
+_END = object()  # no more specs
 
 
 def default_loader_workers(device: torch.device | str, cores: int | None = None) -> int:
@@ -153,5 +154,3 @@ class ClipLoader:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-
-_END = object()
