@@ -188,3 +188,12 @@ def test_a_distill_run_with_two_loader_workers_ends_with_the_bytes_of_one(synth_
     for column in history_1:
         if not column.endswith("_seconds"):  # measured times differ; every other value is equal (NaN too)
             np.testing.assert_array_equal(history_1[column], history_2[column], err_msg=column)
+
+
+def test_the_worked_examples_run():
+    import doctest
+
+    from condi_pipe.pipeline import clip_loader
+
+    results = doctest.testmod(clip_loader)
+    assert results.attempted >= 3 and results.failed == 0
