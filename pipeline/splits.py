@@ -1,8 +1,8 @@
 """Grouped, seeded partitions of a training split: a validation split carved from train, and folds.
 
 Clips of one *group* never straddle two parts. A group is what the dataset says belongs together: UCF-101's
-``gXX`` (clips cut from one long recording), a Kinetics YouTube id; any other source puts each video in its own
-group. Parts are stratified by class (each class's groups are dealt out separately), and every choice comes
+``gXX`` (clips cut from one long recording), HMDB-51's source video (the name before its meta tags), a Kinetics
+YouTube id; any other source puts each video in its own group. Parts are stratified by class (each class's groups are dealt out separately), and every choice comes
 from ``numpy.random.default_rng([seed, class])``, so the same store and seed give the same parts anywhere.
 
 >>> labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -30,16 +30,21 @@ __all__ = ["video_group", "carve_validation", "grouped_folds", "TrainingSplits",
 
 _UCF_GROUP = re.compile(r"^v_(?P<cls>.+)_g(?P<group>\d+)_c\d+$")
 _KINETICS_CLIP = re.compile(r"^(?P<youtube_id>.{11})_\d{6}_\d{6}$")
+# HMDB-51: <source video>_<class>_<body part>_<camera motion>_<people>_<viewpoint>_<quality>_<clip number>
+_HMDB_CLIP = re.compile(r"^(?P<source>.+)_[fhul]_(?:cm|nm)_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo)_\d+$")
 
 
 def video_group(path: str) -> str:
     """The group a video belongs to, from its path: ``<Class>_gXX`` for UCF-101 names (``v_<Class>_gXX_cYY``),
-    the YouTube id for Kinetics names (``<id>_<start>_<end>``), otherwise the path itself.
+    the YouTube id for Kinetics names (``<id>_<start>_<end>``), the source video and class for HMDB-51 names (the
+    clips of one source video differ only in their meta tags and clip number), otherwise the path itself.
 
     >>> video_group("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi")
     'ApplyEyeMakeup_g08'
     >>> video_group("train/abseiling/0wR5jVB-WPk_000417_000427.mp4")
     '0wR5jVB-WPk'
+    >>> video_group("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_2.avi")
+    'April_09_brush_hair'
     >>> video_group("cats/clip3.mp4")
     'cats/clip3.mp4'
     """
@@ -50,6 +55,9 @@ def video_group(path: str) -> str:
     match = _KINETICS_CLIP.match(stem)
     if match:
         return match["youtube_id"]
+    match = _HMDB_CLIP.match(stem)
+    if match:
+        return match["source"]
     return path
 
 

@@ -18,7 +18,16 @@ def write_report(store: Union[Store, str], table: str, stem: str, *, formats: Se
                  plot: bool = False, log: Optional[Callable[[str], None]] = None, **options: Any) -> ReportTable:
     """Build ``table`` (``options`` as :func:`condi_pipe.report.build_report`) and write ``<stem>.<format>`` for
     each format, and ``<stem>.png`` when ``plot`` and the table has a figure."""
-    report = build_report(store, table, **options)
+    report = write_table(build_report(store, table, **options), stem, formats=formats, plot=plot)
+    if log is not None:
+        log(f"report: wrote table {table} to {stem}.{{{','.join(formats)}}}" + (" and a figure" if plot else ""))
+    return report
+
+
+def write_table(report: ReportTable, stem: str, *, formats: Sequence[str] = ("md",), plot: bool = False
+                ) -> ReportTable:
+    """Write a finished table as ``<stem>.<format>`` for each format, and ``<stem>.png`` when ``plot`` and the
+    table has a figure."""
     folder = os.path.dirname(stem)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -27,6 +36,4 @@ def write_report(store: Union[Store, str], table: str, stem: str, *, formats: Se
             fh.write(render(report, fmt))
     if plot and get_table(report.table).plot is not None:
         plot_report(report, f"{stem}.png")
-    if log is not None:
-        log(f"report: wrote table {table} to {stem}.{{{','.join(formats)}}}" + (" and a figure" if plot else ""))
     return report
