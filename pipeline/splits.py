@@ -2,8 +2,9 @@
 
 Clips of one *group* never straddle two parts. A group is what the dataset says belongs together: UCF-101's
 ``gXX`` (clips cut from one long recording), HMDB-51's source video (the name before its meta tags), a Kinetics
-YouTube id; any other source puts each video in its own group. Parts are stratified by class (each class's groups are dealt out separately), and every choice comes
-from ``numpy.random.default_rng([seed, class])``, so the same store and seed give the same parts anywhere.
+YouTube id; any other source puts each video in its own group. Parts are stratified by class (each class's groups
+are dealt out separately), and every choice comes from ``numpy.random.default_rng([seed, class])``, so the same
+store and seed give the same parts anywhere.
 
 >>> labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 >>> groups = np.array(["a", "a", "b", "c", "d", "e", "f", "g"])
