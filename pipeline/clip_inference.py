@@ -106,8 +106,8 @@ def cached_model(ref: ModelRef, store: Store, runtime: RuntimeOptions, workers: 
         configure_threads(runtime, workers)
         device = runtime.torch_device()
         model = to_runtime_layout(ref.build(store).to(device).eval(), runtime)
-        with torch.inference_mode(), autocast(runtime, device):
-            model(to_runtime_layout(torch.zeros(2, 3, 16, 112, 112, device=device), runtime))  # warm-up: first-call allocations are not timed
+        with torch.inference_mode(), autocast(runtime, device):  # warm-up: first-call allocations are not timed
+            model(to_runtime_layout(torch.zeros(2, 3, 16, 112, 112, device=device), runtime))
         _MODELS[key] = model
     return _MODELS[key]
 

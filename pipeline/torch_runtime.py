@@ -13,13 +13,43 @@ from typing import NamedTuple
 import torch
 
 
+#: ``--bf16`` values: off (fp32), on (bfloat16 autocast), auto (bf16 where it is faster and agrees with fp32 on a
+#: calibration batch; decided by ``pipeline.runtime_choice`` in teacher-cache, score and infer).
+BF16_MODES = ("off", "on", "auto")
+
+
+def bf16_mode(value) -> str:
+    """``value`` (a bool or one of BF16_MODES, any case) as one of BF16_MODES; ValueError otherwise.
+
+    >>> bf16_mode(True), bf16_mode("Auto"), bf16_mode(False)
+    ('on', 'auto', 'off')
+    """
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value).strip().lower()
+    aliases = {"true": "on", "false": "off", "yes": "on", "no": "off", "1": "on", "0": "off"}
+    text = aliases.get(text, text)
+    if text not in BF16_MODES:
+        raise ValueError(f"bf16 must be one of {', '.join(BF16_MODES)} (or true/false), got {value!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
+    """How a model runs. ``bf16`` is True (bf16 autocast), False (fp32) or ``"auto"``; "on"/"off" become True/False,
+    so stage records made before ``auto`` existed stay valid. teacher-cache, score and infer replace ``bf16="auto"``
+    and the layout by a timed :class:`~condi_pipe.pipeline.runtime_choice.RuntimeChoice`; an unresolved ``"auto"``
+    runs in fp32 (distill and teacher-train keep the options as given)."""
+
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     threads: int | None = None  # intra-op threads per process; None: the cores divided among the workers
-    bf16: bool = False  # bfloat16 autocast (fast on CPUs with AVX-512 bf16 and on recent GPUs)
-    # NDHWC layout: oneDNN's 3D convolutions run ~1.4-2x faster in it on this CPU (bench/teacher_cache.py).
+    bf16: bool | str = False  # bfloat16 autocast (fast on CPUs with AVX-512 bf16 and on recent GPUs), or "auto"
+    # NDHWC layout: the training stages' layout; the model stages choose theirs by timing (runtime_choice).
     channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        mode = bf16_mode(self.bf16)
+        object.__setattr__(self, "bf16", "auto" if mode == "auto" else mode == "on")
 
     def torch_device(self) -> torch.device:
         device = torch.device(self.device)
@@ -52,18 +82,25 @@ def device_name(device: torch.device) -> str:
 
 
 def autocast(options: RuntimeOptions, device: torch.device):
-    if not options.bf16:
+    if options.bf16 is not True:  # False, or an "auto" nobody resolved: fp32
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def to_runtime_layout(tensor_or_model, options: RuntimeOptions):
-    """Put a model or a 5-D batch in the memory layout the runtime computes in."""
-    if options.channels_last:
-        if isinstance(tensor_or_model, torch.Tensor):
-            return tensor_or_model.contiguous(memory_format=torch.channels_last_3d)
-        return tensor_or_model.to(memory_format=torch.channels_last_3d)
-    return tensor_or_model
+    """Put a model or a 5-D batch in the memory layout the runtime computes in (a model: in place)."""
+    return to_layout(tensor_or_model, options.channels_last)
+
+
+def to_layout(tensor_or_model, channels_last: bool):
+    """A 5-D batch or a model in NDHWC (``channels_last``) or NCDHW memory (a model: in place).
+
+    NCDHW is made explicit: ``preprocess`` returns a permuted view of the stored NDHWC clips, which is channels-last
+    in memory, and a convolution given one channels-last operand runs channels-last."""
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    if isinstance(tensor_or_model, torch.Tensor):
+        return tensor_or_model.contiguous(memory_format=memory_format)
+    return tensor_or_model.to(memory_format=memory_format)
 
 
 def synchronize(device: torch.device) -> None:

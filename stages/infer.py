@@ -10,7 +10,7 @@ of a ``distill`` run (without one named, the store's only run of the method made
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -19,13 +19,14 @@ import torch
 from condi_pipe.methods.registry import get_method, method_names, ranking_scores
 from condi_pipe.methods.samplers import equidistant_indices, top_k_indices
 from condi_pipe.methods.video_prediction import video_mean_probs
-from condi_pipe.pipeline.clip_inference import ModelRef
-from condi_pipe.pipeline.torch_runtime import (TIMING_REPEATS, RuntimeOptions, autocast, configure_threads, timed,
-                                               to_runtime_layout)
+from condi_pipe.pipeline.clip_inference import MAX_BATCH, ModelRef
+from condi_pipe.pipeline.runtime_choice import resolve_runtime, typical_batch
+from condi_pipe.pipeline.torch_runtime import TIMING_REPEATS, RuntimeOptions, autocast, timed, to_runtime_layout
 from condi_pipe.stages.score import student_ref
 from condi_pipe.stages.teacher_cache import cached_teacher
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
+from condi_pipe.storage.manifests import load_videos
 from condi_pipe.storage.run_state import read_run
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import DecodeOptions, decode_video
@@ -58,7 +59,10 @@ class _Model:
         return timed(forward, device, TIMING_REPEATS)
 
 
-def _load(ref: ModelRef, store: Store, runtime: RuntimeOptions) -> _Model:
+def _load(ref: ModelRef, store: Store, runtime: RuntimeOptions, batch: int, log: Callable[[str], None]) -> _Model:
+    """``ref`` in the layout and dtype timed fastest at ``batch`` clips on this machine (recorded in the store and
+    reused: ``pipeline.runtime_choice``)."""
+    runtime, _ = resolve_runtime(store, ref, runtime, batch=batch, log=log, what=f"infer {ref.teacher_name}")
     device = runtime.torch_device()
     module = to_runtime_layout(ref.build(store).to(device).eval(), runtime)
     model = _Model(module, runtime)
@@ -120,7 +124,8 @@ def infer(
     read_run(store)  # refuses a store from a newer format version
     cache_meta = clip_outputs.read_meta(store, clip_outputs.teacher_folder(teacher))
     runtime = runtime or RuntimeOptions(bf16=bool(cache_meta.get("bf16")))
-    configure_threads(RuntimeOptions(threads=cache_meta.get("threads")), 1)
+    if runtime.threads is None:  # the cache's threads, as its latency curve was measured with; layout: timed
+        runtime = replace(runtime, threads=cache_meta.get("threads"))
     classes = cache_meta["classes"]
     student_model, ranked_by = None, None
     if method not in UNRANKED_METHODS or ks:
@@ -135,8 +140,10 @@ def infer(
         ranked_by = get_method(loss)
         if ranked_by.video_level:
             raise ValueError(f"student run '{student_run}' ({loss}) predicts per video and cannot rank clips")
-        student_model = _load(ref, store, runtime)
-    teacher_model = _load(cached_teacher(store, teacher), store, runtime)
+        # The student classifies a video's clips as one batch; the teacher k of them (dense: all).
+        student_model = _load(ref, store, runtime, typical_batch(load_videos(store).clips, MAX_BATCH), log)
+    teacher_batch = typical_batch(load_videos(store).clips, MAX_BATCH) if method == "dense" else k - ks
+    teacher_model = _load(cached_teacher(store, teacher), store, runtime, max(teacher_batch, 1), log)
     return [_infer_one(p, method, k, ks, teacher_model, student_model, ranked_by, classes, decode) for p in paths]
 
 

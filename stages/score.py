@@ -30,11 +30,12 @@ import torch
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
 from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
-from condi_pipe.pipeline.clip_inference import (ModelRef, VideoGroup, assemble_groups, cached_model, group_videos,
-                                                infer_group, stage_group_result)
+from condi_pipe.pipeline.clip_inference import (MAX_BATCH, ModelRef, VideoGroup, assemble_groups, cached_model,
+                                                group_videos, infer_group, stage_group_result)
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions, autocast, timed,
                                                to_runtime_layout)
@@ -136,15 +137,18 @@ def score(
         videos = load_videos(store, split)
         groups = group_videos(videos, request.clips_per_group)
         workers = max(executor.workers, 1)
+        # Each video's clips (a video-level student: its K clips) are one batch: the batch the runtime is chosen at.
+        batch = int(student["k"]) if video_level else typical_batch(videos.clips, MAX_BATCH)
+        runtime, choice = stage_runtime(store, run, ref, request.runtime, batch, workers, force, log)
         if video_level:
-            fn, common = score_video_group, (store.url, ref, request.runtime, workers, stage_name, int(student["k"]))
+            fn, common = score_video_group, (store.url, ref, runtime, workers, stage_name, int(student["k"]))
         else:
-            fn, common = infer_group, (store.url, ref, request.runtime, workers, stage_name)
+            fn, common = infer_group, (store.url, ref, runtime, workers, stage_name)
         run_unstaged(store, stage_name, groups, lambda g: g.key, fn, executor, desc=f"score {request.run}",
                      fault_point="score.group", quiet=quiet, common=common)
         outputs = assemble_groups(store, stage_name, groups)
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
-        counts = _publish(store, request, student, split, videos, outputs, device, video_level)
+        counts = _publish(store, request, student, split, videos, outputs, device, video_level, choice)
         finish_staged(run, store, [stage_name], counts)
     log(f"score {request.run}: {counts['videos']} videos, {counts['clips']} clips, accuracy {counts['accuracy']:.1%}, "
         f"{counts['ms_per_video']:.1f} ms/video on {device.get('device_name', '?')}")
@@ -152,7 +156,7 @@ def score(
 
 
 def _publish(store: Store, request: ScoreRequest, student: dict, split: str, videos, outputs: dict, device: dict,
-             video_level: bool) -> dict:
+             video_level: bool, choice: RuntimeChoice) -> dict:
     seconds = outputs.get("seconds", np.zeros(0, np.float64))
     video_columns = {"video_id": videos.video_id, "split": [split] * len(videos.video_id), "clips": videos.clips,
                      "seconds": seconds}
@@ -185,7 +189,7 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
         "ranking": student["ranking"], "teacher": student["teacher"], "k": student.get("k"),
         "teacher_weights_sha256": student.get("teacher_weights_sha256"),
         "device": device.get("device"), "device_name": device.get("device_name"), "threads": device.get("threads"),
-        "bf16": request.runtime.bf16, "split": split,
+        "bf16": choice.bf16, "layout": choice.layout, "runtime_choice": choice.to_json(), "split": split,
         "timing": ("wall time of one forward pass over each video's K equidistant clips as one batch" if video_level
                    else "wall time of one forward pass over each video's clips as one batch"),
     }

@@ -29,11 +29,12 @@ from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.pretrained import is_shipped, resolve_weights
 from condi_pipe.models.sgs import SGSOptions, flop_table, sgs_teacher_name
-from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, ModelRef, VideoGroup, assemble_groups, group_videos,
-                                               infer_group, latency_curve_task)
+from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, MAX_BATCH, ModelRef, VideoGroup, assemble_groups,
+                                                group_videos, infer_group, latency_curve_task)
 from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
@@ -233,6 +234,9 @@ def teacher_cache(
             return run.previous.get("counts", {})
         videos = load_videos(store)
         groups = group_videos(videos, request.clips_per_group)
+        # Layout and dtype: timed (or recorded) now, before any output; a resume keeps the interrupted run's.
+        runtime, choice = stage_runtime(store, run, request.teacher, request.runtime,
+                                        typical_batch(videos.clips, MAX_BATCH), max(executor.workers, 1), force, log)
         # The full teacher runs over every video (its timings cost Dense and every method); each fold teacher
         # only over its held-out videos, timed once (its time is never used). One task list, full teacher first.
         tasks = [(g, request.teacher, TIMING_REPEATS) for g in groups]
@@ -240,7 +244,7 @@ def teacher_cache(
         tasks += [(g, folds.refs[fold], 1) for fold, _, fold_groups in by_fold for g in fold_groups]
         run_unstaged(store, stage_name, tasks, lambda task: task[0].key, _infer_task, executor, desc=f"teacher {name}",
                      fault_point="teacher-cache.group", quiet=quiet,
-                     common=(store.url, request.runtime, max(executor.workers, 1), stage_name))
+                     common=(store.url, runtime, max(executor.workers, 1), stage_name))
         outputs = assemble_groups(store, stage_name, groups)
         source = np.full(len(outputs.get("logits", ())), FULL_SOURCE, dtype=object)
         row_of_clip = np.empty(int(videos.clip_ids.max()) + 1 if len(groups) else 0, np.int64)
@@ -253,10 +257,11 @@ def teacher_cache(
                 outputs["features"][rows] = fold_outputs["features"]
                 source[rows] = f"fold-{fold}"
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
-        common = (store.url, request.teacher, request.runtime, max(executor.workers, 1))
+        common = (store.url, request.teacher, runtime, max(executor.workers, 1))
         [(_, curve)] = list(run_tasks(latency_curve_task, [LATENCY_BATCHES], executor, desc="latency", quiet=True,
                                       common=common))
-        counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve}, source, folds)
+        counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve}, source, folds,
+                          choice)
         finish_staged(run, store, [stage_name], counts)
     bins_note = f", mean B' {counts['mean_sgs_bins']:.2f}" if "mean_sgs_bins" in counts else ""
     labels_note = (f"out-of-fold z labels ({folds.count} fold teachers)" if folds is not None
@@ -268,7 +273,7 @@ def teacher_cache(
 
 
 def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outputs, device: dict,
-             source: np.ndarray, folds: FoldTeachers | None) -> dict:
+             source: np.ndarray, folds: FoldTeachers | None, choice: RuntimeChoice) -> dict:
     split_of = dict(zip(*(store.read_table(tables.VIDEOS, columns=["video_id", "split"]).column(c).to_pylist()
                           for c in ("video_id", "split"))))
     clip_video = np.repeat(videos.video_id, videos.clips)
@@ -295,7 +300,8 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
                                          "mean_bins": float(bins.mean()) if len(bins) else None},
         "flops": {**flops.to_json(), "per_clip": "clips.parquet 'flops': torch.utils.flop_counter FLOPs "
                   "(2 x multiply-accumulates of convolutions, linears and matmuls); with SGS: fixed + after_sgs[B']"},
-        "bf16": request.runtime.bf16, "device": device.get("device"), "device_name": device.get("device_name"),
+        "bf16": choice.bf16, "layout": choice.layout, "runtime_choice": choice.to_json(),
+        "device": device.get("device"), "device_name": device.get("device_name"),
         "threads": device.get("threads"), "latency_curve": device.get("latency_curve"),
         "timing": "videos.parquet: wall time of one forward pass over each video's clips as one batch; "
                   "latency_curve: seconds of one forward pass per batch size (median of 3)",
