@@ -23,6 +23,7 @@ the base config with the winning values in ``[distill]`` and only the swept loss
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import socket
@@ -175,6 +176,31 @@ def _study(section: SweepSection, storage):
 # -- the sweep ------------------------------------------------------------------------------------------------
 
 
+# How the trials run but not what they are: may differ between the processes and runs of one sweep.
+_RUNTIME_KEYS = ("device", "threads", "bf16", "loader_workers", "storage", "trials")
+
+
+def _check_same_sweep(study, config: RunConfig, teacher: str) -> None:
+    """Record what the study's trials are (the base [distill], the [sweep], the teacher) with the study, and refuse
+    to add trials made another way to it: their values would not be comparable."""
+    def without_runtime(section) -> dict:
+        return {k: v for k, v in dataclasses.asdict(section).items() if k not in _RUNTIME_KEYS}
+
+    current = json.loads(json.dumps({"teacher": teacher, "distill": without_runtime(config.distill),
+                                     "sweep": without_runtime(config.sweep)}))  # as the database returns it
+    recorded = study.user_attrs.get("config")
+    if recorded is None:
+        study.set_user_attr("config", current)
+        return
+    changed = ["[teacher]"] if current["teacher"] != recorded.get("teacher") else []
+    for part in ("distill", "sweep"):
+        old, new = recorded.get(part) or {}, current[part]
+        changed += [f"[{part}] {key}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    if changed:
+        raise StageError(f"{config.source_file}: sweep '{config.sweep.name}' was started with a different "
+                         f"configuration ({', '.join(changed)}); give the new search another [sweep] name")
+
+
 def _wait_for_lock(work: Callable, log: Callable[[str], None]):
     """``work()``, retried while another process holds the store (its trial or stage is running)."""
     said = False
@@ -316,6 +342,7 @@ def sweep(config: RunConfig, *, quiet: bool = False, log: Callable[[str], None] 
     url = section.storage or sweep_study.default_storage_url(store, section.name)
     storage = sweep_study.open_storage(url)
     study = _study(section, storage)
+    _check_same_sweep(study, config, teacher)
     sweep_study.write_record(store, section.name, {
         "study": section.name, "storage": sweep_study.shown_url(url) if section.storage else None,
         "metric": section.metric, "direction": section.resolved_direction, "loss": section.loss,

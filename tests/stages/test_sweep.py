@@ -179,3 +179,21 @@ def test_report_sweep_table_and_figure(swept):
     assert drawn == {f"lr #{r['trial']}": [r["value"]] for r in rows}
     with pytest.raises(ValueError, match="methods do not apply to the sweep table"):
         build_report(config.store, "sweep", methods="condi-sr")
+
+
+def test_a_sweep_with_another_search_or_base_config_under_the_same_name_is_refused(swept):
+    import dataclasses
+
+    from condi_pipe.pipeline.stage import StageError
+    from condi_pipe.stages.sweep import sweep
+
+    config, summary, _ = swept
+    other_space = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, space={"lr": [0.01, 0.2]}))
+    with pytest.raises(StageError, match=r"sweep 'lr' was started with a different configuration \(\[sweep\] space\)"):
+        sweep(other_space, quiet=True, log=lambda message: None)
+    other_base = dataclasses.replace(config, distill=dataclasses.replace(config.distill, epochs=2, mu=0.5))
+    with pytest.raises(StageError, match=r"\(\[distill\] epochs, \[distill\] mu\); give the new search another"):
+        sweep(other_base, quiet=True, log=lambda message: None)
+    # how the trials run is not what they are: another thread count joins the same study (and finds it finished)
+    runtime = dataclasses.replace(config, distill=dataclasses.replace(config.distill, threads=2))
+    assert sweep(runtime, quiet=True, log=lambda message: None)["trials_run"] == 0
