@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from condi_pipe.cli_options import (RegistryChoice, common_stage_options, executor_options, fine_tuning_options,
-                                    model_errors, one_line_errors, option, runtime_options, sgs_from, sgs_options,
-                                    train_options)
+from condi_pipe.cli_options import (RegistryChoice, bf16_option, common_stage_options, executor_options,
+                                    fine_tuning_options, model_errors, one_line_errors, option, runtime_options,
+                                    sgs_from, sgs_options, train_options)
 from condi_pipe.methods.registry import method_names
 from condi_pipe.pipeline.demo import DEMO_SEED, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
@@ -354,7 +354,7 @@ def time_models(store, runs, force, quiet, **options):
 @click.option("--ks", type=click.IntRange(min=0), default=0, show_default=True,
               help="How many of the K clips the student classifies itself (ConDi-SR type b).")
 @click.option("--device", default=RuntimeOptions().device, show_default=True)
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast.")
+@bf16_option(default=False)
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, as_json):

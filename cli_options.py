@@ -11,6 +11,7 @@ import click
 from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.options import OptionTable, default_of
 from condi_pipe.pipeline.run_config import ConfigError
+from condi_pipe.pipeline.torch_runtime import bf16_mode
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.video.sources import SourceError
@@ -103,14 +104,36 @@ def fine_tuning_options(table: OptionTable, clips_help: str, weights_help: str):
     return decorate
 
 
+class Bf16Mode(click.ParamType):
+    """``--bf16 [off|on|auto]``: ``--bf16`` alone is ``on`` (the old flag); the value is RuntimeOptions.bf16's."""
+
+    name = "[off|on|auto]"
+
+    def convert(self, value, param, ctx):
+        try:
+            mode = bf16_mode(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return "auto" if mode == "auto" else mode == "on"
+
+
+BF16_HELP = ("bfloat16 autocast: on (--bf16 alone), off, or auto (teacher-cache, score, infer: bf16 when it is faster "
+             "here and agrees with fp32 on a calibration batch; the memory layout is always timed).")
+
+
+def bf16_option(default):
+    """The ``--bf16`` option with ``default`` (a RuntimeOptions.bf16 value), shown as off, on or auto."""
+    return click.option("--bf16", type=Bf16Mode(), is_flag=False, flag_value="on", default=default,
+                        show_default=bf16_mode(default), help=BF16_HELP)
+
+
 def runtime_options(table: OptionTable):
     """--device, --bf16, --threads: the stage's ``RuntimeOptions``."""
 
     def decorate(fn):
         fn = option(table, "--threads", type=click.IntRange(min=1),
                     help="Torch threads per process (default: the cores divided among the workers).")(fn)
-        fn = option(table, "--bf16", is_flag=True,
-                    help="bfloat16 autocast (fast on recent GPUs and AVX-512 bf16 CPUs).")(fn)
+        fn = bf16_option(table.default("bf16"))(fn)
         fn = option(table, "--device", help="cpu, cuda or cuda:N.")(fn)
         return fn
 
