@@ -79,10 +79,16 @@ class TimedModel:
                 "sgs_stage": self.ref.sgs_stage}
 
 
-def _runtime(config: dict, request: TimingRequest) -> RuntimeOptions:
-    recorded = RuntimeOptions(**config.get("runtime", {}))
-    return RuntimeOptions(device=request.device, threads=request.threads, bf16=request.bf16 or recorded.bf16,
-                          channels_last=recorded.channels_last)
+def _runtime(record: dict, request: TimingRequest) -> RuntimeOptions:
+    """The layout and dtype the stage of ``record`` ran its model in: its timed runtime choice when it made one
+    (``pipeline.runtime_choice``), else its configured runtime; ``request.bf16`` forces bf16."""
+    from condi_pipe.pipeline.runtime_choice import RuntimeChoice
+
+    recorded = RuntimeOptions(**record.get("config", {}).get("runtime", {}))
+    if record.get("runtime_choice"):
+        recorded = RuntimeChoice.from_json(record["runtime_choice"]).runtime(recorded)
+    return RuntimeOptions(device=request.device, threads=request.threads,
+                          bf16=request.bf16 is True or recorded.bf16 is True, channels_last=recorded.channels_last)
 
 
 def score_runs_for(store: Store, teacher: str) -> list[str]:
@@ -101,7 +107,7 @@ def models_to_time(store: Store, request: TimingRequest) -> list[TimedModel]:
 
     teacher = cached_teacher(store, request.teacher)  # refuses an unfinished cache
     record = stage_record(store, f"teacher-cache/{request.teacher}")
-    models = [TimedModel(timings.teacher_key(request.teacher), teacher, _runtime(record["config"], request), False)]
+    models = [TimedModel(timings.teacher_key(request.teacher), teacher, _runtime(record, request), False)]
     available = score_runs_for(store, request.teacher)
     runs = sorted(request.runs) if request.runs is not None else available
     for run in runs:
@@ -113,7 +119,7 @@ def models_to_time(store: Store, request: TimingRequest) -> list[TimedModel]:
         if scored.get("config", {}).get("student_weights_sha256") not in (None, ref.weights_sha256):
             raise StageError(f"{store.path(clip_outputs.scores_folder(run))}: scored with other weights than "
                              f"students/{run}/weights.pt holds now; re-run `condi-pipe score --student {run} --force`")
-        models.append(TimedModel(timings.run_key(run), ref, _runtime(scored.get("config", {}), request),
+        models.append(TimedModel(timings.run_key(run), ref, _runtime(scored, request),
                                  meta.get("loss") in method_names("video")))
     return models
 
