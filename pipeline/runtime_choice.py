@@ -41,6 +41,7 @@ from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, bf16_mode, config
 
 NCDHW, CHANNELS_LAST = "ncdhw", "channels_last_3d"
 FP32, BF16 = "fp32", "bf16"
+MIN_ROUNDS = 3  # timed rounds before a clear winner may end the timing early (see _separated)
 CALIBRATION_CLIPS = 16  # clips whose fp32 and bf16 predictions are compared (their pass is also the warm-up)
 
 
@@ -165,8 +166,9 @@ def choose_runtime(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
     """Time every candidate of ``mode`` on ``model`` (eval, any device; left unchanged) and choose.
 
     ``clips``: uint8 (N, T, H, W, 3) clips; all of them (up to CALIBRATION_CLIPS) form the calibration batch, the
-    first ``batch`` (repeated when N < batch) the timed one. Rounds stop early once ``budget_seconds`` have passed
-    (at least one timed round always runs), so a big model at a big batch cannot stall start-up for long.
+    first ``batch`` (repeated when N < batch) the timed one. Rounds stop early after MIN_ROUNDS when one candidate's
+    every pass beat every other's, and once ``budget_seconds`` have passed (at least one timed round always runs),
+    so a big model at a big batch cannot stall start-up for long.
     """
     mode = bf16_mode(mode)
     pairs = candidates(device, mode)
@@ -184,10 +186,14 @@ def choose_runtime(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
             if dtype == BF16:
                 probs = _probabilities(models[layout], calibration, device, layout, dtype)
                 agreement[_name(layout, dtype)] = bf16_agreement(reference, probs)
+    allowed = [pair for pair in pairs
+               if pair[1] == FP32 or mode == "on" or agreement[_name(*pair)].within(tolerance)]
     samples: dict[str, list[float]] = {_name(*pair): [] for pair in pairs}
     start = time.perf_counter()
     for round_ in range(repeats + 1):  # round 0: warm-up at the timed batch size, not kept
         if round_ > 1 and time.perf_counter() - start > budget_seconds:
+            break
+        if round_ > MIN_ROUNDS and _separated({_name(*pair): samples[_name(*pair)] for pair in allowed}):
             break
         for i in range(len(pairs)):
             layout, dtype = pairs[(i + round_) % len(pairs)]
@@ -195,11 +201,17 @@ def choose_runtime(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
             if round_:
                 samples[_name(layout, dtype)].append(took)
     seconds = {name: float(statistics.median(values)) for name, values in samples.items()}
-    allowed = [pair for pair in pairs
-               if pair[1] == FP32 or mode == "on" or agreement[_name(*pair)].within(tolerance)]
     layout, dtype = min(allowed, key=lambda pair: seconds[_name(*pair)])
     return RuntimeChoice(layout, dtype, int(batch), mode, seconds, agreement, tolerance, MachineKey.current(device),
                          len(next(iter(samples.values()))))
+
+
+def _separated(samples: dict[str, list[float]]) -> bool:
+    """Whether one candidate's slowest pass so far beats every other candidate's fastest: more rounds cannot change
+    the winner's rank among the medians unless the machine changes, so they are skipped."""
+    slowest = {name: max(values) for name, values in samples.items()}
+    fastest = {name: min(values) for name, values in samples.items()}
+    return any(all(slowest[name] < fastest[other] for other in samples if other != name) for name in samples)
 
 
 def _forward_seconds(model, clips: torch.Tensor, device: torch.device, layout: str, dtype: str) -> float:

@@ -18,7 +18,7 @@ from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast
 from condi_pipe.storage.store import Store
 
 CPU = torch.device("cpu")
-SLOW = 0.05  # seconds a deliberately slow path sleeps: far above the tiny models' own time (well under 1 ms)
+SLOW = 0.25  # seconds a slow path sleeps: far above the tiny models' own time (~1 ms) and a busy machine's stalls
 
 
 class TinyNet(nn.Module):
