@@ -50,7 +50,7 @@ def open_storage(url: str, attempts: int = 5):
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        except sqlalchemy.exc.OperationalError:
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):  # tables or version row: the other won
             if attempt + 1 == attempts:
                 raise
             time.sleep(0.5 + attempt)

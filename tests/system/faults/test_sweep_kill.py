@@ -126,7 +126,8 @@ def test_two_sweep_processes_on_one_study_run_different_trials(validation_teache
                 pass
             time.sleep(0.2)
         else:
-            pytest.fail(f"the two sweeps did not both take a trial: {[p.poll() for p in processes]}")
+            ended = [p.communicate()[1] for p in processes if p.poll() is not None]
+            pytest.fail(f"the two sweeps did not both take a trial: {ended}")
     outputs = [p.communicate(timeout=900) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
     view = _study(config)
