@@ -271,7 +271,10 @@ def resolve_runtime(store, ref, runtime: RuntimeOptions, *, batch: int, workers:
         model = ref.build(store).eval()
         choice = choose_runtime(model, calibration_clips(store, calibration), device, runtime.bf16, batch,
                                 repeats=repeats)
-        runtime_choices.write_choice(store, identity, choice.to_json())
+        try:
+            runtime_choices.write_choice(store, identity, choice.to_json())
+        except OSError as exc:  # a read-only store (infer): the choice holds for this process, timed again next time
+            log(f"{label}: could not record the runtime choice in {store.url} ({exc}); it will be timed again")
     log(f"{label}: runtime {choice.describe()}")
     return choice.runtime(runtime), choice
 
