@@ -99,8 +99,8 @@ def main() -> None:
     configure_threads(RuntimeOptions(), workers=1)
     per_clip = (seconds[1] - seconds[0]) / (clips[1] - clips[0])
     if per_clip <= 0:  # the smaller run took as long as the larger: the machine's load swamped the difference
-        print(f"runs of {clips[0]} and {clips[1]} clips took {seconds[0]:.1f} and {seconds[1]:.1f} s: too noisy to split "
-              "into fixed and per-clip parts; re-run on a quiet machine or with more --videos")
+        print(f"runs of {clips[0]} and {clips[1]} clips took {seconds[0]:.1f} and {seconds[1]:.1f} s: too noisy to "
+              "split into fixed and per-clip parts; re-run on a quiet machine or with more --videos")
     steady = 1 / per_clip if per_clip > 0 else float("nan")
     fixed = seconds[1] - clips[1] * per_clip
     flops = measure_flops(build_model(args.teacher, num_classes=10))
