@@ -138,7 +138,9 @@ def models(num_classes, as_json):
 
 
 @main.command()
-@click.option("--store", required=True, help="Store path or fsspec URL.")
+@click.option("--store", "stores", required=True, multiple=True,
+              help="Store path or fsspec URL. Given several times: one store per fold (split) of the same dataset, "
+                   "each cell the mean and spread over them (tables 3 and 4).")
 @click.option("--table", required=True, type=RegistryChoice(_table_names), help=_table_help())
 @click.option("--teacher", default=None, help="Teacher cache name (needed when the store has several).")
 @click.option("--split", default=None, help="Split to report on (default: test, else val).")
@@ -160,15 +162,20 @@ def models(num_classes, as_json):
 @click.option("--clip-kinds", type=click.Path(dir_okay=False), default=None,
               help="Table kinds: the generated benchmark's synth_clips.csv (read by this table only).")
 @one_line_errors
-def report(store, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time, sgs_teacher,
+def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out, plot, teacher_time, sgs_teacher,
            clip_kinds):
     """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
     from pathlib import Path
 
     from condi_pipe.report import build_report, plot_report, render
+    from condi_pipe.report.folds import build_fold_report
 
-    result = build_report(store, table, teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods,
-                          teacher_time=teacher_time, sgs_teacher=sgs_teacher, clip_kinds=clip_kinds)
+    options = dict(teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods, teacher_time=teacher_time,
+                   sgs_teacher=sgs_teacher, clip_kinds=clip_kinds)
+    if len(stores) > 1:
+        result = build_fold_report(stores, table, **options)
+    else:
+        result = build_report(stores[0], table, **options)
     text = render(result, fmt)
     if out:
         Path(out).write_text(text)

@@ -75,7 +75,7 @@ class ExtractSection:
     source: str
     root: str
     annotations: str | None = _extract("annotations")
-    split: int = _extract("split")
+    split: int | list[int] = _extract("split")  # a list: one store per split (folds), reported as their mean
     fps: float | None = _extract("fps")
     short_side: int = _extract("short_side")
     clips_per_shard: int = _extract("clips_per_shard")
@@ -85,6 +85,20 @@ class ExtractSection:
         _check_ranges(self, positive=("split", "fps", "clips_per_shard"), non_negative=("workers",))
         if self.short_side < DecodeOptions().crop:
             raise ValueError(f"short_side must be >= the {DecodeOptions().crop}-pixel crop, got {self.short_side!r}")
+        if isinstance(self.split, list):
+            from condi_pipe.report.folds import SPLIT_SOURCES
+
+            if self.source not in SPLIT_SOURCES:
+                raise ValueError(f"split: a list of splits (folds) applies to {' and '.join(SPLIT_SOURCES)}, whose "
+                                 f"releases have three; source '{self.source}' has one split")
+            if len(self.split) < 2 or len(set(self.split)) < len(self.split) or max(self.split) > 3:
+                raise ValueError(f"split must be one split or a list of two or more different splits out of 1, 2, 3 "
+                                 f"(folds), got {self.split!r}")
+
+    @property
+    def folds(self) -> list[int] | None:
+        """The splits run as folds, one store each (``split = [1, 2, 3]``); None for one split."""
+        return list(self.split) if isinstance(self.split, list) else None
 
 
 @dataclass(frozen=True)

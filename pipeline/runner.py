@@ -92,11 +92,45 @@ class PipelineRequests:
 
 
 def run_pipeline(config: RunConfig, *, quiet: bool = False, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run the configured pipeline; returns the rendered report tables by name (also written to out_dir)."""
-    store = ensure_store(config.store)
-    for step in step_order(pipeline_steps(config, store, quiet=quiet, log=log)):
-        step.run()
-    return _write_reports(config, store, log)
+    """Run the configured pipeline; returns the rendered report tables by name (also written to out_dir).
+
+    With several splits (``[extract] split = [1, 2, 3]``) each split is a fold run whole, one after the other, in
+    its own store with its own reports (:func:`fold_configs`); then the tables that combine over folds (3 and 4)
+    are written to out_dir as the mean and spread of the folds' tables (``report.folds``). The rendered tables are
+    then ``"3"`` (over the folds) and ``"split-1/3"`` (a fold's)."""
+    from condi_pipe.report import render
+
+    return {name: render(report, "md") for name, report in _run_and_report(config, quiet, log).items()}
+
+
+def _run_and_report(config: RunConfig, quiet: bool, log: Callable[[str], None]) -> dict:
+    """Every stage, then the reports: {table name: ReportTable} (a fold's as ``split-N/<table>``)."""
+    if config.extract.folds is None:
+        store = ensure_store(config.store)
+        for step in step_order(pipeline_steps(config, store, quiet=quiet, log=log)):
+            step.run()
+        return _write_reports(config, store, log)
+    reports = {}
+    folds = fold_configs(config)
+    for name, fold in folds:
+        log(f"run: fold {name} (store {fold.store})")
+        reports.update({f"{name}/{table}": report for table, report in _run_and_report(fold, quiet, log).items()})
+    reports.update(_write_fold_reports(config, [name for name, _ in folds], reports, log))
+    return reports
+
+
+def fold_configs(config: RunConfig) -> list[tuple[str, RunConfig]]:
+    """Each fold of a configuration with several splits, as (name, configuration): ``split-N`` extracts split N
+    into the store ``<store>/split-N`` and writes its reports to ``<out_dir>/split-N/``; the rest is the same. A
+    fold never sees another fold's store, so its teacher and students train on its own train split only."""
+    folds = []
+    for split in config.extract.folds or ():
+        name = f"split-{split}"
+        folds.append((name, dataclasses.replace(
+            config, store=f"{config.store.rstrip('/')}/{name}",
+            extract=dataclasses.replace(config.extract, split=split),
+            report=dataclasses.replace(config.report, out_dir=os.path.join(config.report.out_dir, name)))))
+    return folds
 
 
 def pipeline_steps(config: RunConfig, store: Store, *, quiet: bool = False,
@@ -148,8 +182,8 @@ def _sgs_start(config: RunConfig, store: Store, requests: PipelineRequests) -> d
     return {"store_weights": ref.store_weights, "weights_sha256": ref.weights_sha256}
 
 
-def _write_reports(config: RunConfig, store: Store, log: Callable[[str], None]) -> dict[str, str]:
-    from condi_pipe.report import render
+def _write_reports(config: RunConfig, store: Store, log: Callable[[str], None]) -> dict:
+    """Every ``[report]`` table of the store, written to out_dir: {table name: ReportTable}."""
     from condi_pipe.report.registry import get_table
     from condi_pipe.stages.report import write_report
 
@@ -157,17 +191,31 @@ def _write_reports(config: RunConfig, store: Store, log: Callable[[str], None]) 
     tables = list(rep.tables)
     if config.sgs is not None:
         tables += [] if "sgs" in tables else ["sgs"]
-    rendered = {}
+    reports = {}
     out_dir = rep.out_dir
     os.makedirs(out_dir, exist_ok=True)
     sgs_name = None if config.sgs is None else sgs_teacher_name(te.name, config.sgs.options, config.sgs.name)
     for table in tables:
         spec = get_table(table)
-        report = write_report(
+        reports[table] = write_report(
             store, table, os.path.join(out_dir, f"table-{table}"), formats=("md", "json", "csv"), plot=rep.plots,
             teacher=te.name, k=rep.k if table in BUDGET_TABLES else None, ks=rep.ks if spec.uses_ks else None,
             sgs_teacher=sgs_name if table == "sgs" else None,
             clip_kinds=rep.clip_kinds if spec.needs_clip_kinds else None)
-        rendered[table] = render(report, "md")
     log(f"run: reports written to {out_dir}")
-    return rendered
+    return reports
+
+
+def _write_fold_reports(config: RunConfig, folds: list[str], reports: dict, log: Callable[[str], None]) -> dict:
+    """The ``[report]`` tables that combine over folds (``report.folds.FOLD_TABLES``): each fold's table as the
+    fold wrote it, combined, and written to out_dir like a single store's."""
+    from condi_pipe.report.folds import FOLD_TABLES, FoldTable, combine_folds
+    from condi_pipe.stages.report import write_table
+
+    rep, combined = config.report, {}
+    for table in [str(t) for t in rep.tables if str(t) in FOLD_TABLES]:
+        combined[table] = write_table(combine_folds([FoldTable(fold, reports[f"{fold}/{table}"]) for fold in folds]),
+                                      os.path.join(rep.out_dir, f"table-{table}"), formats=("md", "json", "csv"),
+                                      plot=rep.plots)
+    log(f"run: tables over the {len(folds)} folds ({', '.join(combined) or 'none asked'}) written to {rep.out_dir}")
+    return combined
