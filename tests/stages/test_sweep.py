@@ -197,3 +197,9 @@ def test_a_sweep_with_another_search_or_base_config_under_the_same_name_is_refus
     # how the trials run is not what they are: another thread count joins the same study (and finds it finished)
     runtime = dataclasses.replace(config, distill=dataclasses.replace(config.distill, threads=2))
     assert sweep(runtime, quiet=True, log=lambda message: None)["trials_run"] == 0
+
+
+def test_the_example_sweep_config_loads():
+    config = load_run_config(Path(__file__).resolve().parents[2] / "examples" / "embedded_sweep.toml")
+    assert config.sweep.sampler == "tpe" and sorted(config.sweep.space) == ["lam", "lr", "mu", "tau"]
+    assert config.sweep.resolved_direction == "maximize" and config.distill.val_fraction > 0
