@@ -1,5 +1,5 @@
 """The validation part carved from train (pipeline.splits) on every dataset layout: each source's generated layout
-(tiny real videos, laid out as in tests/unit/video/test_sources.py) extracted into a store, then carved as
+(tiny real videos, laid out as in tests/unit/video/test_sources.py) extracted by the CLI, then carved as
 teacher-train and distill carve it. Per source: the split results are reported on (test, or val-as-test for
 Something-Something and Kinetics as the paper does), the dataset's own groups kept whole, every class with two or
 more train groups giving some, and no video of any split but train in the fit or validation parts."""
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.cli import main as cli
 from condi_pipe.pipeline.splits import DEFAULT_VALIDATION_FRACTION, training_splits, video_group
-from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.storage.manifests import available_splits, eval_split, load_videos, video_paths
 from condi_pipe.storage.store import Store
 
@@ -100,8 +100,8 @@ def ssv2(root: Path, videos: dict) -> tuple[None, dict]:
 
 
 def folder(root: Path, videos: dict) -> tuple[None, dict]:
-    """Five videos per class folder; the 70/30 train / test split by path hash."""
-    rels = [f"{cls}/{cls}_{i}.mp4" for cls in ("jump", "sit") for i in range(5)]
+    """Eight videos per class folder; the 70/30 train / test split by path hash (one test video per class here)."""
+    rels = [f"{cls}/{cls}_{i}.mp4" for cls in ("jump", "sit") for i in range(8)]
     for rel in rels:
         place(root, rel, videos[".mp4"])
     return None, {rel: rel for rel in rels}
@@ -126,16 +126,17 @@ LAYOUTS = {"ucf101": (ucf101, "test"), "hmdb51": (hmdb51, "test"), "kinetics": (
 
 @pytest.fixture(scope="module")
 def stores(tiny_videos, tmp_path_factory) -> dict:
-    """Every source's layout extracted (in-process): {source: (store, {path: the dataset's group})}."""
+    """Every source's layout extracted by `condi-pipe extract` (in this process): {source: (store, {path: the
+    dataset's group})}."""
     out = {}
     for source, (layout, _) in LAYOUTS.items():
         folder_ = tmp_path_factory.mktemp(source)
         annotations, groups = layout(folder_ / "data", tiny_videos)
-        store = Store(str(folder_ / "store"))
-        request = ExtractRequest(source, str(folder_ / "data"), str(annotations) if annotations else None,
-                                 clips_per_shard=8)
-        extract(store, request, ExecutorOptions(workers=0), quiet=True, log=lambda message: None)
-        out[source] = store, groups
+        args = ["extract", "--source", source, "--root", str(folder_ / "data"), "--store", str(folder_ / "store"),
+                "--clips-per-shard", "8", "--workers", "0", "--quiet"]
+        result = CliRunner().invoke(cli, args + (["--annotations", str(annotations)] if annotations else []))
+        assert result.exit_code == 0 and "0 failures" in result.output, result.output
+        out[source] = Store(str(folder_ / "store")), groups
     return out
 
 
