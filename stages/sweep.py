@@ -331,6 +331,9 @@ def sweep(config: RunConfig, *, quiet: bool = False, log: Callable[[str], None] 
     section = config.sweep
     if section is None:
         raise StageError(f"{config.source_file}: no [sweep] section")
+    if getattr(config.extract, "folds", None):
+        raise StageError(f"{config.source_file}: a sweep searches one split's validation part: set [extract] split "
+                         "to one split (each fold's store can have a sweep of its own)")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -203,3 +203,13 @@ def test_the_example_sweep_config_loads():
     config = load_run_config(Path(__file__).resolve().parents[2] / "examples" / "embedded_sweep.toml")
     assert config.sweep.sampler == "tpe" and sorted(config.sweep.space) == ["lam", "lr", "mu", "tau"]
     assert config.sweep.resolved_direction == "maximize" and config.distill.val_fraction > 0
+
+
+def test_a_sweep_over_several_splits_is_refused_before_anything_runs(tmp_path):
+    from condi_pipe.pipeline.stage import StageError
+    from condi_pipe.stages.sweep import sweep
+
+    config = load_run_config(write(tmp_path, BASE.replace("clips_per_shard = 8", "split = [1, 2]") + SWEEP))
+    with pytest.raises(StageError, match=r"sweep searches one split's validation part: set \[extract\] split"):
+        sweep(config, quiet=True, log=lambda message: None)
+    assert not (tmp_path / "store").exists()
