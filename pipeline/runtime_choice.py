@@ -232,8 +232,8 @@ def typical_batch(clips_per_video, cap: int) -> int:
 
 
 def calibration_clips(store, count: int = CALIBRATION_CLIPS) -> torch.Tensor:
-    """Up to ``count`` clips of the store's train split (all splits if it has none): the calibration and timing
-    batch; never the split results are reported on."""
+    """Up to ``count`` clips of the store's train split, the calibration and timing batch: the choice sees no clip
+    of the split results are reported on (a store without a train split: its first clips)."""
     from condi_pipe.storage.clip_array import open_clip_array
     from condi_pipe.storage.manifests import available_splits, load_videos
 
