@@ -147,6 +147,49 @@ def synth_teacher_store(synth_store, tmp_path_factory) -> Path:
     return store_dir
 
 
+def _distill_and_score(store_dir: Path, run: str, loss: str) -> None:
+    """One-epoch ``shufflenetv2_3d`` (width 0.25) student ``run`` of ``loss`` from the ``resnet10_3d_small``
+    cache (K = 2, seed 2, one clip per video), then scored in-process in groups of 20 clips."""
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+    from condi_pipe.pipeline.training import TrainOptions
+    from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
+    from condi_pipe.stages.score import ScoreRequest, score
+    from condi_pipe.storage.store import Store
+
+    store = Store(str(store_dir))
+    quiet = dict(quiet=True, log=lambda message: None)
+    request = DistillRequest(loss, "shufflenetv2_3d", "resnet10_3d_small", 0.25, name=run, losses=LossOptions(k=2),
+                             train=TrainOptions(1, 8, 0.1, seed=2), clips_per_video=1,
+                             runtime=RuntimeOptions(threads=2))
+    distill(store, request, **quiet)
+    score(store, ScoreRequest(run, RuntimeOptions(threads=2), clips_per_group=20), ExecutorOptions(workers=0), **quiet)
+
+
+@pytest.fixture(scope="session")
+def distill_and_score():
+    """``distill_and_score(store_dir, run, loss)``: add one scored student to a store, made exactly like the
+    students of ``synth_scored_store`` (so a module can add its own runs to a copy of it)."""
+    return _distill_and_score
+
+
+SCORED_RUNS = {"conf": "condi-sr", "ent": "st-ent"}
+
+
+@pytest.fixture(scope="session")
+def synth_scored_store(synth_teacher_store, tmp_path_factory) -> Path:
+    """``synth_teacher_store`` plus two one-epoch students scored on the eval split (``distill_and_score``):
+    ``conf`` (condi-sr, confidence ranking) and ``ent`` (st-ent, entropy ranking). Shared: tests copy it before
+    writing."""
+    import shutil
+
+    store_dir = tmp_path_factory.mktemp("synth_scored") / "store"
+    shutil.copytree(synth_teacher_store, store_dir)
+    for run, loss in SCORED_RUNS.items():
+        _distill_and_score(store_dir, run, loss)
+    return store_dir
+
+
 VALIDATION_VIDEOS = 40
 
 

@@ -19,14 +19,11 @@ import torch
 
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.models import build_model
-from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import TrainOptions, read_clips
-from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
+from condi_pipe.pipeline.training import read_clips
 from condi_pipe.stages.score import ScoreRequest, score
-from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import load_videos
@@ -41,18 +38,12 @@ RUNS = {"conf": "condi-sr", "ent": "st-ent", "video": "uniform-k"}
 
 
 @pytest.fixture(scope="module")
-def scored(synth_store, tmp_path_factory) -> Path:
-    """Random-init teacher cache, three one-epoch students and their scores (in-process, small groups)."""
+def scored(synth_scored_store, distill_and_score, tmp_path_factory) -> Path:
+    """The shared random-init teacher cache, three one-epoch students and their scores (in-process, small groups):
+    the shared store's "conf" and "ent", and a video-level "video" made the same way."""
     store_dir = tmp_path_factory.mktemp("score") / "store"
-    shutil.copytree(synth_store, store_dir)
-    store = Store(str(store_dir))
-    teacher_cache(store, TeacherCacheRequest(ModelRef(TEACHER, 10), RuntimeOptions(threads=2), 64), INLINE, **QUIET)
-    for run, loss in RUNS.items():
-        request = DistillRequest(loss, STUDENT, TEACHER, WIDTH, name=run, losses=LossOptions(k=2),
-                                 train=TrainOptions(1, 8, 0.1, seed=2), clips_per_video=1,
-                                 runtime=RuntimeOptions(threads=2))
-        distill(store, request, **QUIET)
-        score(store, ScoreRequest(run, RuntimeOptions(threads=2), clips_per_group=20), INLINE, **QUIET)
+    shutil.copytree(synth_scored_store, store_dir)
+    distill_and_score(store_dir, "video", RUNS["video"])
     return store_dir
 
 
