@@ -90,4 +90,4 @@ def test_demo_runs_the_example_configuration():
 
 def test_ucf101_example_parses():
     config = load_run_config(ROOT / "examples" / "ucf101_resnext101.toml")
-    assert config.teacher.name == "resnext101_3d" and config.extract.split == 1 and config.distill.epochs == 50
+    assert config.teacher.name == "resnext101_3d" and config.extract.split == [1, 2, 3] and config.distill.epochs == 50
