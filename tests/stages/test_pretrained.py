@@ -75,28 +75,30 @@ def test_demo_refuses_the_pretraining_seed(tmp_path):
 @pytest.mark.slow
 def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
     """The recipe on a tiny corpus, twice in separate folders: the same weight bytes, and a card whose held-out
-    accuracy is recomputed here from the teacher cache and the generator's sidecar."""
+    accuracy is recomputed here from the teacher cache and the generator's sidecar. The second run starts from a
+    copy of the first one's generated videos (the generator reproduces its bytes in a test of its own,
+    tests/unit/video/test_synth.py) and redoes every other step: extract, teacher-train, teacher-cache, the card."""
+    import shutil
+
     from condi_pipe.pipeline.pretrain import PretrainOptions, pretrain_teacher
-    from condi_pipe.storage import clip_outputs
+    from condi_pipe.storage import clip_outputs, training_artifacts
     from condi_pipe.storage.manifests import eval_split, load_videos, video_paths
     from condi_pipe.storage.store import Store
     from condi_pipe.video.synth import read_clip_kinds
 
     options = PretrainOptions(videos=20, seed=11, epochs=1, clips_per_video=1, batch_size=8, eval_every=1)
-    outs = []
-    for run in ("a", "b"):
-        out = tmp_path / run / "teacher.pt"
-        card = pretrain_teacher(tmp_path / run / "work", out, options, quiet=True, log=lambda m: None)
-        outs.append((out, card))
-    (a, card_a), (b, card_b) = outs
+    a, b = tmp_path / "a" / "teacher.pt", tmp_path / "b" / "teacher.pt"
+    card_a = pretrain_teacher(tmp_path / "a" / "work", a, options, quiet=True, log=lambda m: None)
+    shutil.copytree(tmp_path / "a" / "work" / "synth", tmp_path / "b" / "work" / "synth")
+    messages = []
+    card_b = pretrain_teacher(tmp_path / "b" / "work", b, options, quiet=True, log=messages.append)
+    assert not any("already done" in m for m in messages), messages  # only the videos were reused
     assert a.read_bytes() == b.read_bytes()
     assert card_a["held_out"] == card_b["held_out"]
     assert json.loads(a.with_suffix(".json").read_text())["weights_sha256"] == card_a["weights_sha256"]
 
     store = Store(str(tmp_path / "a" / "work" / "store"))
     # the recipe trains on the corpus's whole train split and keeps the last epoch: nothing is chosen on data
-    from condi_pipe.storage import training_artifacts
-
     meta = training_artifacts.read_meta(store, training_artifacts.trained_teacher_folder("resnet10_3d_motion"))
     assert meta["validation_videos"] == 0 and meta["fit_videos"] == len(load_videos(store, "train").video_id)
     assert meta["epoch_kept"] == options.epochs
