@@ -79,6 +79,24 @@ def _copy(cached_store: Path, tmp_path: Path) -> Path:
     return store_dir
 
 
+@pytest.fixture(scope="module")
+def distilled(cached_store, tmp_path_factory):
+    """``distilled(request) -> (store_dir, counts)``: ``request`` distilled on first use into its own copy of the
+    cached store, shared by the module's tests, with the counts distill returned. Tests only read that store (a
+    test that writes copies it). Called from inside a test, so the teacher guard is on."""
+    done: dict[str, tuple[Path, dict]] = {}
+
+    def run(request: DistillRequest) -> tuple[Path, dict]:
+        key = repr(request)
+        if key not in done:
+            store_dir = tmp_path_factory.mktemp("distilled") / "store"
+            shutil.copytree(cached_store, store_dir)
+            done[key] = (store_dir, distill(Store(str(store_dir)), request, **QUIET))
+        return done[key]
+
+    return run
+
+
 # One loss per evaluation path: confidence ranking with its FPR, entropy ranking, and both video-level losses.
 RECOMPUTED = ("condi-sr", "st-ent", "fewer-frames", "uniform-k")
 
@@ -130,10 +148,9 @@ def _recompute_eval(store: Store, run: str, meta: dict, loss: str) -> dict[str, 
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_every_loss_trains_from_the_cache_and_logs_every_column(loss, cached_store, tmp_path):
-    store_dir = _copy(cached_store, tmp_path)
+def test_every_loss_trains_from_the_cache_and_logs_every_column(loss, distilled):
+    store_dir, counts = distilled(small(loss))
     store = Store(str(store_dir))
-    counts = distill(store, small(loss), **QUIET)
     run = default_run_name(loss, STUDENT, WIDTH, 2)
     folder = store_dir / "students" / run
     history = pq.read_table(folder / "history.parquet")
@@ -205,10 +222,14 @@ def test_pass_schedule_divides_the_confidence_head_by_5_and_the_rest_by_1_25(cac
     assert meta["epoch_kept"] == 3  # only evaluated epochs are candidates
 
 
-def test_sample_schedule_decays_per_reference_epoch_of_samples(cached_store, tmp_path):
+# Three epochs of condi-sr under the sample schedule, each evaluated: the schedule test and the best-epoch test read
+# the same run.
+SAMPLE_SCHEDULE = dict(epochs=3, reference_epoch=50)
+
+
+def test_sample_schedule_decays_per_reference_epoch_of_samples(distilled):
     """20 fit clips per pass and a reference epoch of 50 samples: pass e starts after 20 e samples."""
-    store_dir = _copy(cached_store, tmp_path)
-    distill(Store(str(store_dir)), small("condi-sr", epochs=3, eval_every=3, reference_epoch=50), **QUIET)
+    store_dir, _ = distilled(small("condi-sr", **SAMPLE_SCHEDULE))
     run = default_run_name("condi-sr", STUDENT, WIDTH)
     rows = pq.read_table(store_dir / "students" / run / "history.parquet").to_pylist()
     assert [r["lr_confidence"] for r in rows] == pytest.approx([0.1 / 5 ** (20 * e / 50) for e in range(3)])
@@ -219,12 +240,11 @@ def test_sample_schedule_decays_per_reference_epoch_of_samples(cached_store, tmp
     assert meta["config"]["schedule_unit"] == "samples" and meta["config"]["train"]["keep"] == "best"
 
 
-def test_the_kept_student_has_the_best_validation_auroc(cached_store, tmp_path):
+def test_the_kept_student_has_the_best_validation_auroc(cached_store, distilled, tmp_path):
     """weights.pt is the epoch with the best validation AUROC: recomputed here from weights.pt, it equals the
     recorded value and the history column's maximum, and a run stopped at that epoch has the same bytes."""
-    store_dir = _copy(cached_store, tmp_path / "best")
+    store_dir, counts = distilled(small("condi-sr", **SAMPLE_SCHEDULE))
     store = Store(str(store_dir))
-    counts = distill(store, small("condi-sr", epochs=3), **QUIET)
     run = default_run_name("condi-sr", STUDENT, WIDTH)
     folder = store_dir / "students" / run
     history = pq.read_table(folder / "history.parquet").to_pylist()
@@ -250,7 +270,7 @@ def test_the_kept_student_has_the_best_validation_auroc(cached_store, tmp_path):
     assert meta["kept"]["eval_auroc"] == meta["selection"]["value"] == counts["selection_value"]
 
     stopped = _copy(cached_store, tmp_path / "stopped")
-    distill(Store(str(stopped)), small("condi-sr", epochs=kept, keep="last"), **QUIET)
+    distill(Store(str(stopped)), small("condi-sr", **{**SAMPLE_SCHEDULE, "epochs": kept, "keep": "last"}), **QUIET)
     assert (stopped / "students" / run / "weights.pt").read_bytes() == (folder / "weights.pt").read_bytes()
 
 
@@ -271,12 +291,10 @@ def test_without_validation_the_last_epoch_is_kept_on_all_of_train(cached_store,
         distill(store, small("st-ent", epochs=2, val_fraction=0.2), **QUIET)
 
 
-def test_missing_teacher_cache_and_changed_configuration_are_refused(cached_store, tmp_path):
-    store_dir = _copy(cached_store, tmp_path)
-    store = Store(str(store_dir))
+def test_missing_teacher_cache_and_changed_configuration_are_refused(distilled, tmp_path):
+    store = Store(str(_copy(distilled(small("st-ent"))[0], tmp_path)))  # small("st-ent") has finished in it
     with pytest.raises(StageError, match="no teacher cache for 'r3d_18'"):
         distill(store, dataclasses.replace(small("st-ent"), teacher="r3d_18"), **QUIET)
-    distill(store, small("st-ent"), **QUIET)
     messages = []
     distill(store, small("st-ent"), quiet=True, log=messages.append)
     assert any("already done" in m for m in messages)

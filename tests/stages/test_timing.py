@@ -16,44 +16,28 @@ from condi_pipe.cli import main as cli
 from condi_pipe.methods.time_model import (chunked_batch_seconds, robust_summary, side_by_side_mean_time,
                                            side_by_side_video_seconds)
 from condi_pipe.pipeline.clip_inference import MAX_BATCH
-from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.stage import StageError
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import TrainOptions
-from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
 from condi_pipe.report import build_report
-from condi_pipe.stages.score import ScoreRequest, score
 from condi_pipe.stages.timing import TimingRequest, time_models
-from condi_pipe.storage import clip_outputs, timings
+from condi_pipe.storage import timings
 from condi_pipe.storage.manifests import load_videos
 from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
 
 TEACHER = "resnet10_3d_small"
-STUDENT, WIDTH = "shufflenetv2_3d", 0.25
 QUIET = dict(quiet=True, log=lambda message: None)
-INLINE = ExecutorOptions(workers=0)
 # "twin" is "conf" again under another name: same architecture, same seed, hence the same weights
 RUNS = {"conf": "condi-sr", "twin": "condi-sr", "ent": "st-ent"}
 REPEATS = 2
 
 
-def _distill_and_score(store: Store, run: str, loss: str) -> None:
-    request = DistillRequest(loss, STUDENT, TEACHER, WIDTH, name=run, losses=LossOptions(k=2),
-                             train=TrainOptions(1, 8, 0.1, seed=2), clips_per_video=1,
-                             runtime=RuntimeOptions(threads=2))
-    distill(store, request, **QUIET)
-    score(store, ScoreRequest(run, RuntimeOptions(threads=2), clips_per_group=20), INLINE, **QUIET)
-
-
 @pytest.fixture(scope="module")
-def scored(synth_teacher_store, tmp_path_factory) -> Path:
-    """The shared random-init teacher cache plus three one-epoch students and their scores (no timings yet)."""
+def scored(synth_scored_store, distill_and_score, tmp_path_factory) -> Path:
+    """The shared random-init teacher cache plus three one-epoch students and their scores (no timings yet): the
+    shared store's "conf" and "ent", and "twin" made like "conf"."""
     store_dir = tmp_path_factory.mktemp("timing") / "store"
-    shutil.copytree(synth_teacher_store, store_dir)
-    store = Store(str(store_dir))
-    for run, loss in RUNS.items():
-        _distill_and_score(store, run, loss)
+    shutil.copytree(synth_scored_store, store_dir)
+    distill_and_score(store_dir, "twin", RUNS["twin"])
     return store_dir
 
 
