@@ -47,8 +47,8 @@ tables = ["3", "4", "accuracy", "oracle", "confidence"]
 out_dir = "reports"
 """
 # [timing] repeats: the tests check the report's arithmetic on the stored curves, not their precision (the default
-# 7 repeats of every batch size of a 50 ms/clip teacher would cost ~30 s per run; tests/stages/test_timing.py
-# covers the repeats themselves).
+# 7 repeats time every batch size of the teacher and both students 7 times, in the fixture and again in the killed
+# run); tests/stages/test_timing.py covers the repeats themselves.
 
 
 @pytest.fixture(scope="module")
