@@ -261,11 +261,18 @@ class DaskProcesses:
             raise
 
     def close(self) -> None:
-        for proc in [*reversed(self.workers), self.scheduler]:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in [*self.workers, self.scheduler]:
-            proc.wait(timeout=30)
+        # Workers first, while their scheduler still answers (a worker whose scheduler is gone can spend minutes
+        # trying to reconnect before it exits); anything still running after 30 s is killed.
+        for group in (list(reversed(self.workers)), [self.scheduler]):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in group:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
