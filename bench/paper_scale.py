@@ -5,12 +5,15 @@
 Measured in this run, on this machine: the ResNeXt-101 teacher's forward pass and each paper student's forward
 and training step (forward + backward + SGD) per 16x112x112 clip, fp32 and bf16 autocast, and ffmpeg decoding a
 UCF-101-like file (320x240 MPEG-4 Part 2, 25 fps) through extract's filter chain. Each stage's time on a dataset
-is then clips x the measured per-clip cost (per core for decoding, so N cores divide it).
+is then clips x the measured per-clip cost (per core for decoding, so N cores divide it); distill uses the
+example configs' epochs and clips per video (``examples/*.toml``).
 
 The GPU column is a projection, not a measurement: the models' FLOPs (torch's counter) over a published peak
 (A100: 312 TFLOP/s bf16 dense) at an assumed utilisation (``--gpu-utilisation``, 0.3 by default: 3D convolutions
 at batch 32-64 rarely reach more). The paper's own rate is its published Dense time per video (method.md, Table 3:
-UCF-101 3.7 s, Kinetics-600 5.3 s), which includes whatever its implementation spent besides the teacher.
+UCF-101 3.7 s, Kinetics-600 5.3 s), which includes whatever its implementation spent besides the teacher. A GPU
+student is fed by CPU cores reading clips (``--cores`` at ``--read-rate`` clips per core-second), and the slower
+of reading and computing sets its time.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from condi_pipe.models import build_model, measure_flops
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, configure_threads
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
-# (videos, mean decoded frames per video); clips = ceil(frames / 16) per video, non-overlapping
+# videos, mean decoded frames per video (clips = ceil(frames / 16), non-overlapping), training videos, and the
+# example config's distill epochs and clips per video and epoch (None: every clip)
 DATASETS = {
-    "UCF-101": (13_320, 186),  # 27 h of 25 fps video over 13,320 clips (Soomro et al. 2012)
-    "Kinetics-600": (420_000, 270),  # ~392k train + 30k val 10 s clips at ~27 fps
-    "SSv2": (220_847, 45),  # 168,913 train + 24,777 val + 27,157 test, ~3.8 s at 12 fps
+    "UCF-101": (13_320, 186, 9_537, 50, None),  # 27 h of 25 fps video (Soomro et al. 2012); split 1's train list
+    "Kinetics-600": (420_000, 270, 392_000, 60, 1),  # ~392k train + ~30k val 10 s clips at ~27 fps
+    "SSv2": (220_847, 45, 168_913, 50, 1),  # 168,913 train / 24,777 val / 27,157 test, ~3.8 s at 12 fps
 }
 PAPER_DENSE_SECONDS = {"UCF-101": 3.7, "Kinetics-600": 5.3}  # method.md, Table 3, "All"
 TEACHER = ("resnext101_3d", None)
@@ -99,7 +103,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--gpu-utilisation", type=float, default=0.3)
-    parser.add_argument("--epochs", type=int, default=50, help="distill epochs (the paper: 50 UCF/SSv2, 60 Kinetics)")
+    parser.add_argument("--read-rate", type=float, default=800.0,
+                        help="clips read per CPU-second by one core (bench/clip_reads.py measures it)")
+    parser.add_argument("--cores", type=int, default=32, help="cores reading clips for the GPU")
     args = parser.parse_args()
     configure_threads(RuntimeOptions(threads=args.threads))
     print(f"# {args.threads} threads, batch {args.batch}, median of {args.repeats}")
@@ -120,16 +126,20 @@ def main() -> None:
     student = min(costs[STUDENTS[0][0], bf]["train"] for bf in (False, True))
     student_flops = 3 * costs[STUDENTS[0][0], False]["gflops"] * 1e9  # forward + backward ~ 3 forwards
     teacher_flops = costs[TEACHER[0], False]["gflops"] * 1e9
-    print(f"\n| dataset | clips | extract (1 core) | teacher-cache here | teacher-cache, A100 at {args.gpu_utilisation:.0%} "
-          f"| teacher at the paper's Dense rate | distill {args.epochs} epochs here (train ~90%) | distill, A100 |")
+    read = args.cores * args.read_rate
+    print(f"\n| dataset | clips | decode limit, 1 core | teacher-cache here | teacher-cache, A100 at "
+          f"{args.gpu_utilisation:.0%} | teacher at the paper's Dense rate | distill here | distill, A100 fed by "
+          f"{args.cores} cores |")
     print("|---|---|---|---|---|---|---|---|")
-    for dataset, (videos, frames) in DATASETS.items():
-        clips = videos * -(-frames // 16)
-        train_clips = 0.9 * 0.7 * clips * args.epochs  # fit part of a ~70% train split, every clip each epoch
+    for dataset, (videos, frames, train_videos, epochs, clips_per_video) in DATASETS.items():
+        per_video = -(-frames // 16)
+        clips = videos * per_video
+        seen = 0.9 * train_videos * (clips_per_video or per_video) * epochs  # the fit part, every epoch
         paper = PAPER_DENSE_SECONDS.get(dataset)
+        gpu_distill = max(seen * student_flops / gpu_rate, seen / read)  # compute or clip reads, the slower
         print(f"| {dataset} | {clips:,} | {_hours(videos * frames * decode)} | {_hours(clips * teacher)} | "
               f"{_hours(clips * teacher_flops / gpu_rate)} | {_hours(videos * paper) if paper else '-'} | "
-              f"{_hours(train_clips * student)} | {_hours(train_clips * student_flops / gpu_rate)} |")
+              f"{_hours(seen * student)} ({epochs} epochs) | {_hours(gpu_distill)} |")
 
 
 if __name__ == "__main__":
