@@ -70,6 +70,19 @@ def dask_client(options: ExecutorOptions):
                 _stop_workers(cluster, client)
 
 
+@contextmanager
+def one_cluster(options: ExecutorOptions) -> Iterator[ExecutorOptions]:
+    """Options that send every ``run_tasks`` call of a stage to one cluster: a LocalCluster started here, so its
+    workers start and import once per stage instead of once per call; a given address or inline runs
+    (``workers=0``) are used as they are."""
+    if options.resolved_address() or options.workers <= 0:
+        yield options
+        return
+    with dask_client(options) as client:
+        # A LocalCluster has no resources to match (run_tasks asks for them only from a given address).
+        yield replace(options, scheduler_address=client.scheduler.address, resources=None)
+
+
 def _stop_workers(cluster, client, timeout: float = 10.0) -> None:
     """Retire the local workers before the scheduler closes: a worker that outlives its scheduler logs a
     heartbeat traceback ("Failed to communicate with scheduler") at the end of a successful run."""

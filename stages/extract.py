@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.executor import ExecutorOptions, dask_client
+from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
@@ -218,11 +218,8 @@ def extract(
             summary = ExtractSummary(counts.get("videos", 0), counts.get("clips", 0), counts.get("errors", 0),
                                      counts.get("warnings", 0), True)
         else:
-            # One cluster for decoding and for writing shards: its workers start and import once.
-            with dask_client(executor) as client:
-                if client is not None:
-                    executor = dataclasses.replace(executor, scheduler_address=client.scheduler.address)
-                summary = _extract(store, request, executor, quiet, run)
+            with one_cluster(executor) as cluster:  # for decoding and for writing shards
+                summary = _extract(store, request, cluster, quiet, run)
     log(f"extract: {summary.videos} videos, {summary.clips} clips, {summary.errors} failures, "
         f"{summary.warnings} warnings" + (f" (see {store.path(tables.FAILURES)})" if summary.failures else ""))
     if strict and summary.failures:

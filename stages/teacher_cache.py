@@ -31,7 +31,7 @@ from condi_pipe.models.pretrained import is_shipped, resolve_weights
 from condi_pipe.models.sgs import SGSOptions, flop_table, sgs_teacher_name
 from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, MAX_BATCH, ModelRef, VideoGroup, assemble_groups,
                                                 group_videos, infer_group, latency_curve_task)
-from condi_pipe.pipeline.executor import ExecutorOptions, run_tasks
+from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
 from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
@@ -242,9 +242,12 @@ def teacher_cache(
         tasks = [(g, request.teacher, TIMING_REPEATS) for g in groups]
         by_fold = _fold_groups(videos, folds, request.clips_per_group) if folds is not None else []
         tasks += [(g, folds.refs[fold], 1) for fold, _, fold_groups in by_fold for g in fold_groups]
-        run_unstaged(store, stage_name, tasks, lambda task: task[0].key, _infer_task, executor, desc=f"teacher {name}",
-                     fault_point="teacher-cache.group", quiet=quiet,
-                     common=(store.url, runtime, max(executor.workers, 1), stage_name))
+        with one_cluster(executor) as cluster:
+            run_unstaged(store, stage_name, tasks, lambda task: task[0].key, _infer_task, cluster,
+                         desc=f"teacher {name}", fault_point="teacher-cache.group", quiet=quiet,
+                         common=(store.url, runtime, max(executor.workers, 1), stage_name))
+            [(_, curve)] = list(run_tasks(latency_curve_task, [LATENCY_BATCHES], cluster, desc="latency", quiet=True,
+                                          common=(store.url, request.teacher, runtime, max(executor.workers, 1))))
         outputs = assemble_groups(store, stage_name, groups)
         source = np.full(len(outputs.get("logits", ())), FULL_SOURCE, dtype=object)
         row_of_clip = np.empty(int(videos.clip_ids.max()) + 1 if len(groups) else 0, np.int64)
@@ -257,9 +260,6 @@ def teacher_cache(
                 outputs["features"][rows] = fold_outputs["features"]
                 source[rows] = f"fold-{fold}"
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
-        common = (store.url, request.teacher, runtime, max(executor.workers, 1))
-        [(_, curve)] = list(run_tasks(latency_curve_task, [LATENCY_BATCHES], executor, desc="latency", quiet=True,
-                                      common=common))
         counts = _publish(store, name, request, videos, outputs, {**device, "latency_curve": curve}, source, folds,
                           choice)
         finish_staged(run, store, [stage_name], counts)
