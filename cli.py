@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from condi_pipe.cli_options import (RegistryChoice, bf16_option, common_stage_options, executor_options,
+from condi_pipe.cli_options import (RegistryChoice, bf16_option, common_stage_options, executor_options, layout_option,
                                     fine_tuning_options, model_errors, one_line_errors, option, runtime_options,
                                     sgs_from, sgs_options, train_options)
 from condi_pipe.methods.registry import method_names
@@ -362,14 +362,15 @@ def time_models(store, runs, force, quiet, **options):
               help="How many of the K clips the student classifies itself (ConDi-SR type b).")
 @click.option("--device", default=RuntimeOptions().device, show_default=True)
 @bf16_option(default=False)
+@layout_option(default=RuntimeOptions().layout)
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
-def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, as_json):
+def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, layout, as_json):
     """Classify new videos: student over every clip, top-K to the teacher; print top-5 and time per step."""
     from condi_pipe.stages.infer import infer as run_infer
 
     results = run_infer(ensure_store(store), list(videos), teacher=teacher, method=method, student_run=student_run,
-                        k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16),
+                        k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16, layout=layout),
                         log=lambda message: click.echo(message, err=True))  # stdout may be --json
     if as_json:
         click.echo(json.dumps([r._asdict() for r in results], indent=2))

@@ -11,7 +11,7 @@ import click
 from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.options import OptionTable, default_of
 from condi_pipe.pipeline.run_config import ConfigError
-from condi_pipe.pipeline.torch_runtime import bf16_mode
+from condi_pipe.pipeline.torch_runtime import bf16_mode, layout_mode
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.video.sources import SourceError
@@ -118,7 +118,7 @@ class Bf16Mode(click.ParamType):
 
 
 BF16_HELP = ("bfloat16 autocast: on (--bf16 alone), off, or auto (teacher-cache, score, infer: bf16 when it is faster "
-             "here and agrees with fp32 on a calibration batch; the memory layout is always timed).")
+             "here and agrees with fp32 on a calibration batch).")
 
 
 def bf16_option(default):
@@ -127,12 +127,34 @@ def bf16_option(default):
                         show_default=bf16_mode(default), help=BF16_HELP)
 
 
+class LayoutMode(click.ParamType):
+    """``--layout [auto|ncdhw|channels-last]``, the value RuntimeOptions.layout's."""
+
+    name = "[auto|ncdhw|channels-last]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return layout_mode(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+LAYOUT_HELP = ("Memory layout: auto (teacher-cache, score, infer: the faster here, timed once per machine; training: "
+               "channels-last) or one pinned, for the same output bytes on machines that would time differently.")
+
+
+def layout_option(default):
+    return click.option("--layout", type=LayoutMode(), default=default, show_default=True, help=LAYOUT_HELP)
+
+
 def runtime_options(table: OptionTable):
-    """--device, --bf16, --threads: the stage's ``RuntimeOptions``."""
+    """--device, --bf16, --layout, --threads: the stage's ``RuntimeOptions``."""
 
     def decorate(fn):
         fn = option(table, "--threads", type=click.IntRange(min=1),
                     help="Torch threads per process (default: the cores divided among the workers).")(fn)
+        if "layout" in table:  # not time-models: it times each model in the runtime its stage recorded
+            fn = layout_option(table.default("layout"))(fn)
         fn = bf16_option(table.default("bf16"))(fn)
         fn = option(table, "--device", help="cpu, cuda or cuda:N.")(fn)
         return fn

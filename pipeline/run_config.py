@@ -20,7 +20,7 @@ from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.options import default_of
 from condi_pipe.pipeline.sweep_config import SweepSection
-from condi_pipe.pipeline.torch_runtime import bf16_mode
+from condi_pipe.pipeline.torch_runtime import bf16_mode, layout_mode
 from condi_pipe.stages.distill_request import DISTILL_OPTIONS
 from condi_pipe.stages.extract import EXTRACT_OPTIONS
 from condi_pipe.stages.score import SCORE_OPTIONS
@@ -112,6 +112,7 @@ class TeacherSection:
     device: str = _teacher_cache("device")
     threads: int | None = _teacher_cache("threads")
     bf16: bool | str = _teacher_cache("bf16")  # true, false or "auto" (timed: pipeline.runtime_choice)
+    layout: str = _teacher_cache("layout")  # auto (timed), ncdhw or channels-last
     workers: int = INFERENCE_WORKERS  # teacher-cache's and score's
     clips_per_group: int = _teacher_cache("clips_per_group")
     z_labels: str | None = _teacher_cache("z_labels")  # out-of-fold | in-sample; None: out-of-fold with folds
@@ -119,6 +120,7 @@ class TeacherSection:
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("width", "threads", "clips_per_group"), non_negative=("workers",))
         bf16_mode(self.bf16)  # ValueError naming the allowed values
+        layout_mode(self.layout)
         if self.z_labels not in (None, "out-of-fold", "in-sample"):
             raise ValueError(f"z_labels must be out-of-fold or in-sample, got {self.z_labels!r}")
 
@@ -194,6 +196,7 @@ class DistillSection:
     device: str = _distill("device")  # the student's runtime, in distill and score
     threads: int | None = _distill("threads")
     bf16: bool | str = _distill("bf16")  # "auto": score times bf16 against fp32; distill runs fp32
+    layout: str = _distill("layout")  # auto: score times it, distill runs channels-last; or ncdhw, channels-last
     loader_workers: int | None = _distill("loader_workers")  # threads reading batches (None: 1 on a CPU)
 
     def __post_init__(self) -> None:
@@ -203,6 +206,7 @@ class DistillSection:
                       non_negative=("momentum", "weight_decay", "lam", "mu", "alpha_rep", "alpha_kl", "alpha_ce"))
         _check_validation(self)
         bf16_mode(self.bf16)
+        layout_mode(self.layout)
         _check_between(self, {"beta": (0, 1, False), "hint_fraction": (0, 1, False), "lambda_factor": (1, 2, True),
                               "lr_decay": (1, float("inf"), False), "conf_lr_decay": (1, float("inf"), False)})
         for loss in self.losses:

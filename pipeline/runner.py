@@ -41,7 +41,7 @@ class PipelineRequests:
 
     def _teacher_runtime(self) -> dict:
         te = self.config.teacher
-        return {"device": te.device, "threads": te.threads, "bf16": te.bf16}
+        return {"device": te.device, "threads": te.threads, "bf16": te.bf16, "layout": te.layout}
 
     def teacher_train(self):
         """The teacher's training (from ``[teacher]`` and ``[teacher_train]``); None when [teacher] gives weights."""
@@ -83,7 +83,7 @@ class PipelineRequests:
     def score(self) -> list:
         di = self.config.distill
         return [SCORE_OPTIONS.request(run=request.run, device=di.device, threads=di.threads, bf16=di.bf16,
-                                      clips_per_group=self.config.score.clips_per_group)
+                                      layout=di.layout, clips_per_group=self.config.score.clips_per_group)
                 for request in self.distill()]
 
     def time_models(self):

@@ -10,11 +10,13 @@ fp32's and its probabilities stay within :class:`Bf16Tolerance` (both recorded).
 candidates, ``off`` only fp32. On CUDA the layout is not timed (channels-last 3D is a oneDNN matter): fp32 and
 bf16 are, in NCDHW.
 
-:func:`resolve_runtime` is what teacher-cache, score and infer call: it reuses a choice recorded in the store for
-the same model, batch, bf16 mode and machine (device name, thread count, torch version) and otherwise times and
-records one (``storage.runtime_choices``). Stages record the choice in their run record before any output is
-written and pass it as ``pinned`` on resume, so a resumed stage computes every group in the runtime its first
-groups were computed in, even if timings would now pick another.
+:func:`resolve_runtime` is what teacher-cache, score and infer call: it reuses a choice recorded for the same
+model, batch, bf16 and layout modes and machine (device name, thread count, torch version), in the store or in
+this machine's cache of choices (``storage.runtime_choices``: so every store made on one machine computes a model
+in one runtime, and its outputs do not depend on which layout won a close race on a given day), and otherwise
+times and records one. ``--layout`` pins the layout (with ``--bf16 on|off``, nothing is timed). Stages record the
+choice in their run record before any output is written and pass it as ``pinned`` on resume, so a resumed stage
+computes every group in the runtime its first groups were computed in, even if timings would now pick another.
 
 >>> import torch
 >>> from condi_pipe.models import build_model
@@ -36,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, bf16_mode, configure_threads, device_name, synchronize,
-                                               to_layout)
+from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, bf16_mode, configure_threads, device_name, layout_mode,
+                                               synchronize, to_layout)
 
 NCDHW, CHANNELS_LAST = "ncdhw", "channels_last_3d"
 FP32, BF16 = "fp32", "bf16"
@@ -122,6 +124,8 @@ class RuntimeChoice:
 
     def describe(self) -> str:
         """One line: the choice and every candidate's time per clip."""
+        if not self.seconds:
+            return f"{self.layout}/{self.dtype} (pinned by --layout and --bf16: nothing to time)"
         times = ", ".join(f"{name} {1000 * s / self.batch:.1f}" for name, s in sorted(self.seconds.items()))
         refused = [name for name, agreement in self.agreement.items()
                    if self.bf16_mode == "auto" and not agreement.within(self.tolerance)]
@@ -131,11 +135,19 @@ class RuntimeChoice:
                 f"{self.machine.threads} threads; ms/clip: {times}{note})")
 
 
-def candidates(device: torch.device, mode: str) -> list[tuple[str, str]]:
-    """The (layout, dtype) pairs to time on ``device`` under bf16 ``mode`` (off, on, auto)."""
-    mode = bf16_mode(mode)
+def candidates(device: torch.device, mode: str, layout: str = "auto") -> list[tuple[str, str]]:
+    """The (layout, dtype) pairs to time on ``device`` under bf16 ``mode`` (off, on, auto) and ``layout`` (auto or
+    one pinned).
+
+    >>> candidates(torch.device("cpu"), "auto", "ncdhw")
+    [('ncdhw', 'fp32'), ('ncdhw', 'bf16')]
+    """
+    mode, layout = bf16_mode(mode), layout_mode(layout)
     dtypes = {"off": [FP32], "on": [BF16], "auto": [FP32, BF16]}[mode]
-    layouts = [NCDHW] if device.type == "cuda" else [NCDHW, CHANNELS_LAST]
+    if layout != "auto":
+        layouts = [layout]
+    else:
+        layouts = [NCDHW] if device.type == "cuda" else [NCDHW, CHANNELS_LAST]
     return [(layout, dtype) for layout in layouts for dtype in dtypes]
 
 
@@ -162,8 +174,8 @@ def bf16_agreement(reference: torch.Tensor, probs: torch.Tensor) -> Bf16Agreemen
 
 def choose_runtime(model: torch.nn.Module, clips: torch.Tensor, device: torch.device, mode, batch: int, *,
                    repeats: int = 5, tolerance: Bf16Tolerance = Bf16Tolerance(),
-                   budget_seconds: float = 60.0) -> RuntimeChoice:
-    """Time every candidate of ``mode`` on ``model`` (eval, any device; left unchanged) and choose.
+                   budget_seconds: float = 60.0, layout: str = "auto") -> RuntimeChoice:
+    """Time every candidate of ``mode`` and ``layout`` on ``model`` (eval, any device; left unchanged) and choose.
 
     ``clips``: uint8 (N, T, H, W, 3) clips; all of them (up to CALIBRATION_CLIPS) form the calibration batch, the
     first ``batch`` (repeated when N < batch) the timed one. Rounds stop early after MIN_ROUNDS when one candidate's
@@ -171,17 +183,18 @@ def choose_runtime(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
     so a big model at a big batch cannot stall start-up for long.
     """
     mode = bf16_mode(mode)
-    pairs = candidates(device, mode)
+    pairs = candidates(device, mode, layout)
     if len(clips) == 0:
         raise ValueError("choose_runtime needs at least one clip to time on")
     calibration = clips[:CALIBRATION_CLIPS]
     timed_batch = clips[torch.arange(batch) % len(clips)].to(device)
     models = {}
-    for layout in dict.fromkeys(layout for layout, _ in pairs):
-        models[layout] = to_layout(copy.deepcopy(model).to(device).eval(), layout == CHANNELS_LAST)
+    for form in dict.fromkeys(form for form, _ in pairs):
+        models[form] = to_layout(copy.deepcopy(model).to(device).eval(), form == CHANNELS_LAST)
     agreement = {}
     if any(dtype == BF16 for _, dtype in pairs):  # fp32 alone has nothing to agree with
-        reference = _probabilities(models[NCDHW], calibration, device, NCDHW, FP32)
+        reference_layout = pairs[0][0]
+        reference = _probabilities(models[reference_layout], calibration, device, reference_layout, FP32)
         for layout, dtype in pairs:
             if dtype == BF16:
                 probs = _probabilities(models[layout], calibration, device, layout, dtype)
@@ -243,12 +256,36 @@ def calibration_clips(store, count: int = CALIBRATION_CLIPS) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.get_orthogonal_selection((ids,))))
 
 
+def pinned_choice(device: torch.device, runtime: RuntimeOptions, batch: int) -> RuntimeChoice | None:
+    """The choice when ``runtime`` leaves one candidate (a pinned layout and ``--bf16 on|off``), else None."""
+    pairs = candidates(device, runtime.bf16, runtime.layout)
+    if len(pairs) != 1:
+        return None
+    layout, dtype = pairs[0]
+    return RuntimeChoice(layout, dtype, int(batch), bf16_mode(runtime.bf16), {}, {}, Bf16Tolerance(),
+                         MachineKey.current(device), 0)
+
+
+def choice_identity(ref, runtime: RuntimeOptions, batch: int, machine: MachineKey) -> dict:
+    """What a recorded choice holds for: the architecture (not the weights' path: a choice made for one store's
+    teacher holds for another's; the weights' digest only under ``--bf16 auto``, whose agreement check depends on
+    them), the batch, the bf16 and layout modes, the machine."""
+    mode = bf16_mode(runtime.bf16)
+    model = {"name": ref.name, "num_classes": ref.num_classes, "width": ref.width,
+             "sgs_stage": ref.sgs_stage, "sgs_kernel": ref.sgs_kernel}
+    if mode == "auto":
+        model["weights_sha256"] = ref.weights_sha256
+    return {"model": model, "batch": int(batch), "bf16": mode, "layout": layout_mode(runtime.layout),
+            "machine": asdict(machine)}
+
+
 def resolve_runtime(store, ref, runtime: RuntimeOptions, *, batch: int, workers: int = 1,
                     pinned: dict | None = None, log=print, what: str = "", calibration: int = CALIBRATION_CLIPS,
                     repeats: int = 5) -> tuple[RuntimeOptions, RuntimeChoice]:
     """The runtime to run ``ref`` (a ``clip_inference.ModelRef``) in for batches of about ``batch`` clips, with
     the choice behind it: ``pinned`` (a choice a stage recorded before its first output: kept on resume), else
-    the store's record for this model, batch, bf16 mode and machine, else a new timing, recorded.
+    the one candidate ``--layout`` and ``--bf16`` leave, else the choice recorded for this identity
+    (:func:`choice_identity`) in the store or in this machine's cache, else a new timing, recorded in both.
 
     Timed in this process with the threads each of ``workers`` local workers gets (``configure_threads``)."""
     from condi_pipe.storage import runtime_choices
@@ -263,18 +300,27 @@ def resolve_runtime(store, ref, runtime: RuntimeOptions, *, batch: int, workers:
             log(f"{label}: keeping the runtime the interrupted run chose on {choice.machine.device_name} "
                 f"({choice.layout}/{choice.dtype}), so every output comes from one runtime")
         return choice.runtime(runtime), choice
-    identity = {"model": asdict(ref), "batch": int(batch), "bf16": bf16_mode(runtime.bf16), "machine": asdict(machine)}
-    recorded = runtime_choices.read_choice(store, identity)
+    choice = pinned_choice(device, runtime, batch)
+    if choice is not None:
+        return choice.runtime(runtime), choice
+    identity = choice_identity(ref, runtime, batch, machine)
+    in_store = runtime_choices.read_choice(store, identity)
+    recorded = in_store if in_store is not None else runtime_choices.read_machine_choice(identity)
     if recorded is not None:
         choice = RuntimeChoice.from_json(recorded)
     else:
         model = ref.build(store).eval()
         choice = choose_runtime(model, calibration_clips(store, calibration), device, runtime.bf16, batch,
-                                repeats=repeats)
+                                repeats=repeats, layout=runtime.layout)
+        first, problem = runtime_choices.record_machine_choice(identity, choice.to_json())
+        choice = RuntimeChoice.from_json(first, reused=first != choice.to_json())
+        if problem:
+            log(f"{label}: {problem}; other stores on this machine will time it again")
+    if in_store is None:
         try:
             runtime_choices.write_choice(store, identity, choice.to_json())
-        except OSError as exc:  # a read-only store (infer): the choice holds for this process, timed again next time
-            log(f"{label}: could not record the runtime choice in {store.url} ({exc}); it will be timed again")
+        except OSError as exc:  # a read-only store (infer): the machine's cache still holds the choice
+            log(f"{label}: could not record the runtime choice in {store.url} ({exc})")
     log(f"{label}: runtime {choice.describe()}")
     return choice.runtime(runtime), choice
 

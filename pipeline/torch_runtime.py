@@ -34,6 +34,25 @@ def bf16_mode(value) -> str:
     return text
 
 
+#: ``--layout`` values: auto (teacher-cache, score and infer time NCDHW against channels-last at start-up; the
+#: training stages run channels-last), or one pinned. The two layouts' convolutions sum in different orders, so
+#: their outputs differ in the last bits: pin one to get the same bytes on machines that would time differently.
+LAYOUT_MODES = ("auto", "ncdhw", "channels_last_3d")
+
+
+def layout_mode(value) -> str:
+    """``value`` (one of LAYOUT_MODES or an alias, any case) as one of LAYOUT_MODES; ValueError otherwise.
+
+    >>> layout_mode("channels-last"), layout_mode("NCDHW"), layout_mode("auto")
+    ('channels_last_3d', 'ncdhw', 'auto')
+    """
+    text = str(value).strip().lower().replace("-", "_")
+    text = {"channels_last": "channels_last_3d", "ndhwc": "channels_last_3d"}.get(text, text)
+    if text not in LAYOUT_MODES:
+        raise ValueError(f"layout must be one of auto, ncdhw, channels-last, got {value!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How a model runs. ``bf16`` is True (bf16 autocast), False (fp32) or ``"auto"``; "on"/"off" become True/False,
@@ -44,12 +63,17 @@ class RuntimeOptions:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     threads: int | None = None  # intra-op threads per process; None: the cores divided among the workers
     bf16: bool | str = False  # bfloat16 autocast (fast on CPUs with AVX-512 bf16 and on recent GPUs), or "auto"
-    # NDHWC layout: the training stages' layout; the model stages choose theirs by timing (runtime_choice).
+    layout: str = "auto"  # one of LAYOUT_MODES: "auto" is timed by the model stages, channels-last in training
+    # The layout computed in: NDHWC unless ``layout`` pins NCDHW; the model stages set it from their timed choice.
     channels_last: bool = True
 
     def __post_init__(self) -> None:
         mode = bf16_mode(self.bf16)
         object.__setattr__(self, "bf16", "auto" if mode == "auto" else mode == "on")
+        layout = layout_mode(self.layout)
+        object.__setattr__(self, "layout", layout)
+        if layout != "auto":
+            object.__setattr__(self, "channels_last", layout == "channels_last_3d")
 
     def torch_device(self) -> torch.device:
         device = torch.device(self.device)
@@ -58,8 +82,8 @@ class RuntimeOptions:
         return device
 
 
-#: The RuntimeOptions fields a user sets (CLI options, run-config keys); the layout is the pipeline's choice.
-RUNTIME_OPTIONS = ("device", "threads", "bf16")
+#: The RuntimeOptions fields a user sets (CLI options, run-config keys); ``channels_last`` follows from the layout.
+RUNTIME_OPTIONS = ("device", "threads", "bf16", "layout")
 
 
 def configure_threads(options: RuntimeOptions, workers: int = 1) -> int:

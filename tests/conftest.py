@@ -30,6 +30,25 @@ def _fingerprint(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def machine_runtime_cache(tmp_path_factory):
+    """This session's cache of runtime choices (``storage.runtime_choices``), in place of the user's: every store
+    the tests make computes a model in one runtime, and nothing outside the session is read or written. Set in
+    the environment, so CLI processes and Dask workers started by the tests share it."""
+    import os
+
+    from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("runtime_choices")
+    previous = os.environ.get(MACHINE_CACHE_ENV)
+    os.environ[MACHINE_CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(MACHINE_CACHE_ENV, None)
+    else:
+        os.environ[MACHINE_CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def run_cli():
     """``run_cli(*args, env=None)``: ``condi-pipe ARGS`` in a new process (``env`` overlays the environment,

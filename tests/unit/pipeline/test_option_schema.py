@@ -163,7 +163,7 @@ DISTILL_VALUES = {
     "detach_confidence": True, "beta": 0.25, "downsample": False, "budget": 0.5, "lambda_init": 0.2,
     "lambda_factor": 1.5, "hint_fraction": 0.25, "k": 5, "alpha_rep": 0.5, "alpha_kl": 0.5, "alpha_ce": 0.5,
     "clips_per_video": 2, "weights": "kinetics_student.pt", "reset_head": True, "device": "cuda", "threads": 3,
-    "bf16": True, "student": "resnet10_3d_motion_tiny", "loader_workers": 2,
+    "bf16": True, "layout": "ncdhw", "student": "resnet10_3d_motion_tiny", "loader_workers": 2,
 }
 TEACHER_TRAIN_VALUES = {
     "epochs": 3, "batch_size": 8, "lr": 0.01, "momentum": 0.5, "weight_decay": 0.001, "flip": False, "seed": 4,
@@ -203,7 +203,8 @@ def test_a_run_config_sets_every_distill_option_and_the_runner_passes_it_on(tmp_
             assert got == expected, name
     # the student's runtime scores the runs too
     for score in PipelineRequests(config).score():
-        assert (score.runtime.device, score.runtime.threads, score.runtime.bf16) == ("cuda", 3, True)
+        assert (score.runtime.device, score.runtime.threads, score.runtime.bf16, score.runtime.layout,
+                score.runtime.channels_last) == ("cuda", 3, True, "ncdhw", False)
 
 
 def test_a_run_config_sets_every_teacher_train_option(tmp_path):

@@ -15,6 +15,7 @@ from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.runtime_choice import (BF16, CHANNELS_LAST, FP32, NCDHW, Bf16Tolerance, RuntimeChoice,
                                                 choose_runtime, resolve_runtime, typical_batch)
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast
+from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV, read_machine_choice, record_machine_choice
 from condi_pipe.storage.store import Store
 
 CPU = torch.device("cpu")
@@ -112,7 +113,8 @@ def test_typical_batch_is_the_median_video_capped():
     assert typical_batch([], 64) == 1
 
 
-def test_a_recorded_choice_is_reused_and_another_machine_key_re_times(synth_store, tmp_path):
+def test_a_recorded_choice_is_reused_and_another_machine_key_re_times(synth_store, tmp_path, monkeypatch):
+    monkeypatch.setenv(MACHINE_CACHE_ENV, "off")  # the store's own record only
     store_dir = tmp_path / "store"
     shutil.copytree(synth_store, store_dir)
     store = Store(str(store_dir))
@@ -138,3 +140,63 @@ def test_a_recorded_choice_is_reused_and_another_machine_key_re_times(synth_stor
     assert pinned.layout == foreign["layout"] and runtime.channels_last == (foreign["layout"] == CHANNELS_LAST)
     assert "interrupted run" in logs[-1]
     torch.set_num_threads(2)
+
+
+def test_a_choice_timed_for_one_store_holds_for_every_store_on_the_machine(synth_store, tmp_path, monkeypatch):
+    """Two stores made on one machine compute a model in one runtime (the layouts' outputs differ in the last
+    bits), whatever a second timing would say; with the machine's cache off, each store times its own."""
+    monkeypatch.setenv(MACHINE_CACHE_ENV, str(tmp_path / "machine"))
+    stores = []
+    for name in ("a", "b", "c"):
+        shutil.copytree(synth_store, tmp_path / name)
+        stores.append(Store(str(tmp_path / name)))
+    quick = dict(batch=2, calibration=2, repeats=1, log=lambda message: None)
+    # another store's teacher: the same architecture under other weights is the same choice (fp32 and bf16 off)
+    _, first = resolve_runtime(stores[0], ModelRef("shufflenetv2_3d", 10, width=0.25), RuntimeOptions(threads=2),
+                               **quick)
+    assert not first.reused and len(list((tmp_path / "machine").glob("*.json"))) == 1
+    _, second = resolve_runtime(stores[1], ModelRef("shufflenetv2_3d", 10, width=0.25, weights_sha256="0" * 64),
+                                RuntimeOptions(threads=2), **quick)
+    assert second.reused and second == first
+    assert len(list((tmp_path / "b" / "runtime").glob("*.json"))) == 1  # and the store records it too
+    monkeypatch.setenv(MACHINE_CACHE_ENV, "off")
+    _, third = resolve_runtime(stores[2], ModelRef("shufflenetv2_3d", 10, width=0.25), RuntimeOptions(threads=2),
+                               **quick)
+    assert not third.reused
+    torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("layout", [NCDHW, CHANNELS_LAST])
+def test_a_pinned_layout_with_a_pinned_dtype_times_nothing(layout, synth_store, tmp_path, monkeypatch):
+    monkeypatch.setenv(MACHINE_CACHE_ENV, str(tmp_path / "machine"))
+    logs: list[str] = []
+    store = Store(str(synth_store))  # read only: nothing is recorded for a choice nobody made
+    runtime, choice = resolve_runtime(store, ModelRef("no_such_model", 10), RuntimeOptions(layout=layout, bf16=True),
+                                      batch=4, log=logs.append)
+    assert (choice.layout, choice.dtype, choice.seconds, choice.repeats) == (layout, BF16, {}, 0)
+    assert runtime.channels_last == (layout == CHANNELS_LAST) and runtime.bf16 is True
+    assert "pinned" in choice.describe() and not (tmp_path / "machine").exists() and logs == []
+    assert RuntimeOptions(layout="channels-last").layout == CHANNELS_LAST
+    with pytest.raises(ValueError, match="layout must be one of"):
+        RuntimeOptions(layout="nchw")
+
+
+def test_a_pinned_layout_under_bf16_auto_times_only_its_dtypes():
+    choice = choose_runtime(TinyNet(slow_on=FP32), _clips(), CPU, "auto", batch=2, repeats=1, layout=NCDHW)
+    assert sorted(choice.seconds) == [f"{NCDHW}/{BF16}", f"{NCDHW}/{FP32}"] and choice.layout == NCDHW
+
+
+def test_the_first_choice_recorded_on_the_machine_wins(tmp_path, monkeypatch):
+    """Processes that timed at once agree on the first writer's choice; a damaged record is replaced."""
+    monkeypatch.setenv(MACHINE_CACHE_ENV, str(tmp_path))
+    identity = {"model": {"name": "m"}, "batch": 2}
+    assert record_machine_choice(identity, {"layout": NCDHW}) == ({"layout": NCDHW}, None)
+    assert record_machine_choice(identity, {"layout": CHANNELS_LAST}) == ({"layout": NCDHW}, None)
+    assert read_machine_choice(identity) == {"layout": NCDHW}
+    assert read_machine_choice({**identity, "batch": 3}) is None
+    (record,) = tmp_path.glob("*.json")
+    record.write_text("{not json")
+    assert read_machine_choice(identity) is None
+    assert record_machine_choice(identity, {"layout": CHANNELS_LAST}) == ({"layout": CHANNELS_LAST}, None)
+    assert read_machine_choice(identity) == {"layout": CHANNELS_LAST}
+    assert [p.name for p in tmp_path.iterdir()] == [record.name]  # no temporary file left behind
