@@ -8,7 +8,6 @@ layer1..4, avgpool, fc), so a plain torchvision state dict loads without renamin
 from __future__ import annotations
 
 from torch import Tensor
-from torchvision.models import video as tv_video
 
 from .base import ClipModel, make_config
 from .registry import register_model
@@ -23,6 +22,9 @@ class TorchvisionVideoResNet(ClipModel):
 
     def __init__(self, arch: str, num_classes: int, *, normalization: str = "kinetics_torchvision") -> None:
         super().__init__()
+        # Imported here: torchvision takes ~1 s to import, and every CLI process imports the model registry.
+        from torchvision.models import video as tv_video
+
         network = getattr(tv_video, arch)(weights=None, num_classes=num_classes)
         for child_name, child in network.named_children():
             self.add_module(child_name, child)
