@@ -148,7 +148,12 @@ def conv_bn(
 
 
 def init_weights(model: nn.Module) -> None:
-    """He init for convs, identity BatchNorm, small normal Linear: the usual start for training from scratch."""
+    """He init for convs, identity BatchNorm, small normal Linear: the usual start for training from scratch.
+
+    On the meta device (an architecture built only to count FLOPs) there are no values to set: skipped, since a
+    random fill there goes through torch's Python reference ops, whose first use imports torch._dynamo (~1.7 s)."""
+    if any(p.is_meta for p in model.parameters()):
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -248,12 +248,11 @@ def calibration_clips(store, count: int = CALIBRATION_CLIPS) -> torch.Tensor:
     """Up to ``count`` clips of the store's train split, the calibration and timing batch: the choice sees no clip
     of the split results are reported on (a store without a train split: its first clips)."""
     from condi_pipe.storage.clip_array import open_clip_array
-    from condi_pipe.storage.manifests import available_splits, load_videos
+    from condi_pipe.storage.manifests import available_splits, load_videos, read_clip_batch
 
     videos = load_videos(store, "train" if "train" in available_splits(store) else None)
     ids = np.sort(videos.clip_ids)[:count]
-    array = open_clip_array(store)
-    return torch.from_numpy(np.ascontiguousarray(array.get_orthogonal_selection((ids,))))
+    return torch.from_numpy(np.ascontiguousarray(read_clip_batch(open_clip_array(store), ids)))
 
 
 def pinned_choice(device: torch.device, runtime: RuntimeOptions, batch: int) -> RuntimeChoice | None:
