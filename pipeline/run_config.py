@@ -79,10 +79,13 @@ class ExtractSection:
     fps: float | None = _extract("fps")
     short_side: int = _extract("short_side")
     clips_per_shard: int = _extract("clips_per_shard")
+    zstd_level: int = _extract("zstd_level")
     workers: int = ExecutorOptions().workers
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("split", "fps", "clips_per_shard"), non_negative=("workers",))
+        if not isinstance(self.zstd_level, int) or not 1 <= self.zstd_level <= 22:
+            raise ValueError(f"zstd_level must be an integer in 1..22, got {self.zstd_level!r}")
         if self.short_side < DecodeOptions().crop:
             raise ValueError(f"short_side must be >= the {DecodeOptions().crop}-pixel crop, got {self.short_side!r}")
         if isinstance(self.split, list):

@@ -100,6 +100,27 @@ def test_extracted_store_opens_with_plain_zarr_and_holds_the_decoded_clips(tree,
     np.testing.assert_array_equal(array[:], expected)
 
 
+def test_zstd_level_1_stores_the_same_clips_in_zarrs_own_level_1_bytes(tree, inline_store, tmp_path):
+    """``--zstd-level 1``: the level is in the array's metadata, the chunks are zarr's own level-1 bytes, the
+    clips read back equal, and the default level's configuration is what stores made before the option hold."""
+    out = tmp_path / "level1"
+    extract(Store(str(out)), ExtractRequest("folder", str(tree), clips_per_shard=PER_SHARD, zstd_level=1),
+            ExecutorOptions(workers=0), quiet=True, log=lambda m: None)
+    fast, default = (zarr.open_array(str(folder / clip_array.CLIPS_ARRAY), mode="r") for folder in (out, inline_store))
+    levels = [[c.to_dict()["configuration"].get("level") for c in a.metadata.codecs[0].codecs
+               if c.to_dict()["name"] == "zstd"] for a in (fast, default)]
+    assert levels == [[1], [3]]
+    np.testing.assert_array_equal(fast[:], default[:])
+    by_zarr = Store(str(tmp_path / "by_zarr"))
+    clip_array.write_clip_range(clip_array.create_clip_array(by_zarr, 13, PER_SHARD, zstd_level=1), 0, default[:])
+    chunks = lambda folder: _store_files(folder / clip_array.CLIPS_ARRAY)  # noqa: E731
+    assert chunks(out) == chunks(tmp_path / "by_zarr") != chunks(inline_store)
+    assert "zstd_level" not in ExtractRequest("folder", str(tree)).config()
+    assert ExtractRequest("folder", str(tree), zstd_level=1).config()["zstd_level"] == 1
+    with pytest.raises(ValueError, match="zstd level must be in 1..22"):
+        ExtractRequest("folder", str(tree), zstd_level=0)
+
+
 def test_one_and_two_workers_write_the_same_bytes(tree, inline_store, tmp_path):
     for workers in (1, 2):
         _extract(tree, tmp_path / f"w{workers}", workers)
