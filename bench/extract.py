@@ -192,9 +192,9 @@ def cluster_cost(workers: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def run_extract(root: Path, workers: int, store_dir: Path) -> None:
-    extract(Store(str(store_dir)), ExtractRequest("folder", str(root)), ExecutorOptions(workers=workers),
-            quiet=True, log=lambda m: None)
+def run_extract(root: Path, workers: int, store_dir: Path, zstd_level: int = 3) -> None:
+    extract(Store(str(store_dir)), ExtractRequest("folder", str(root), zstd_level=zstd_level),
+            ExecutorOptions(workers=workers), quiet=True, log=lambda m: None)
 
 
 # -- peers (each in its own process, timed inside it, import time left out) ----------------------------------------
@@ -320,6 +320,11 @@ def bench_shape(shape: Shape, videos: int, cache: Path, work: Path, torch_env: d
         cost = cluster_cost(workers)
         add(f"extract, {workers} worker" + "s" * (workers > 1), lambda: run_extract(root, workers, store),
             store / CLIPS_ARRAY, less=cost)
+    level1 = work / f"{shape.name}-store-zstd1"
+    shutil.rmtree(level1, ignore_errors=True)
+    cost = cluster_cost(1)
+    add("extract, 1 worker, --zstd-level 1", lambda: run_extract(root, 1, level1, zstd_level=1), level1 / CLIPS_ARRAY,
+        less=cost)
     # extract's fixed cost (workers importing its modules, manifests, checksums, the last shard's write) is paid once
     # per run, however many frames; on a dataset of 13k-650k videos only the steady state counts. A run on the
     # first half of the files (after the whole run: the same warm page cache) measures it: the difference between
@@ -369,8 +374,12 @@ def report(shape: Shape, result: dict) -> None:
     print(f"    CPU per frame, steady state / limit      = {steady.cpu_per_1000 / limit.cpu_per_1000:.2f}  "
           "(target <= 1.3)")
     print(f"  2 workers / 1 worker                       = {two.rate / one.rate:.2f}  (target >= 1.0)")
+    fast = variants["extract, 1 worker, --zstd-level 1"]
+    print(f"  --zstd-level 1 / level 3: frames/s {fast.rate / one.rate:.2f}, CPU per frame "
+          f"{fast.cpu_per_1000 / one.cpu_per_1000:.2f} ({fast.cpu_per_1000 / limit.cpu_per_1000:.2f}x the limit's), "
+          f"store {fast.store_bytes / one.store_bytes:.2f}")
     for name, m in variants.items():
-        if "->" in name and not name.startswith("ffmpeg") and not isinstance(m, str):
+        if "->" in name and not name.startswith("ffmpeg") and not isinstance(m, str):  # the peers
             print(f"  extract 1 worker / {name:<22}  = {one.rate / m.rate:.2f} frames/s (target >= 1), "
                   f"store {one.store_bytes / m.store_bytes:.2f}x theirs (target <= 1.1)")
     # A core's rate two ways: frames per CPU-second of the steady state (process and children; waiting on a loaded
