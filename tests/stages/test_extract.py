@@ -187,14 +187,21 @@ def _cli_extract(tree: Path, store: Path, *extra: str, env=None) -> subprocess.C
     return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def doubled_tree_and_reference(tmp_path_factory) -> tuple[Path, Path]:
+    """Two copies of every file (so kills land between videos) and their uninterrupted CLI extract."""
+    folder = tmp_path_factory.mktemp("doubled")
+    tree = build_tree(folder / "data", copies=2)
+    assert _cli_extract(tree, folder / "reference", "--workers", "0").returncode == 0
+    return tree, folder / "reference"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["extract.decoded:3", "extract.shard:2",
                                      "extract.tables:1", "extract.done:1", "partial"])
-def test_sigkill_then_resume_gives_identical_store(tmp_path, kill_at):
-    tree = build_tree(tmp_path / "data", copies=2)
+def test_sigkill_then_resume_gives_identical_store(doubled_tree_and_reference, tmp_path, kill_at):
+    tree, reference = doubled_tree_and_reference
     entries = sum(1 for p in tree.rglob("*") if p.is_file())  # every file is decoded or recorded as a failure
-    reference = tmp_path / "reference"
-    assert _cli_extract(tree, reference, "--workers", "0").returncode == 0
     store = tmp_path / "store"
     staged = store / "staging" / "extract"
     if kill_at == "partial":

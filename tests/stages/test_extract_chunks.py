@@ -128,7 +128,7 @@ def test_one_and_two_workers_write_the_same_bytes(tree, inline_store, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", ["extract.decoded:2", "extract.shard:3"])
+@pytest.mark.parametrize("kill_at", ["extract.decoded:2"])  # kills in the shard phase: tests/stages/test_extract.py
 def test_sigkill_then_resume_gives_the_same_bytes(tree, inline_store, tmp_path, run_cli, kill_at):
     store = tmp_path / "store"
     args = ("extract", "--source", "folder", "--root", str(tree), "--store", str(store), "--clips-per-shard",

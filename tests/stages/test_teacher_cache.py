@@ -1,14 +1,11 @@
-"""teacher-cache: one teacher pass over every clip, stored with z, timings and no half-written results."""
+"""teacher-cache: one teacher pass over every clip, stored with z, timings and no half-written results. (Killed and
+resumed: tests/system/faults/test_sigkill.py.)"""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,32 +114,6 @@ def test_nan_output_names_the_clip_and_leaves_nothing_complete(synth_store, tmp_
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-CACHE_SCRIPT = """
-import sys
-from condi_pipe.pipeline.clip_inference import ModelRef
-from condi_pipe.pipeline.executor import ExecutorOptions
-from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
-from condi_pipe.storage.store import Store
-request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10, weights_path=sys.argv[2]), clips_per_group=16)
-teacher_cache(Store(sys.argv[1]), request, ExecutorOptions(workers=0), quiet=True)
-"""
-
-
-@pytest.mark.slow
-def test_sigkill_mid_cache_resumes_to_the_same_outputs(cached, synth_store, tmp_path):
-    reference_dir, request, _ = cached
-    store_dir = tmp_path / "store"
-    shutil.copytree(synth_store, store_dir)
-    cmd = [sys.executable, "-c", CACHE_SCRIPT, str(store_dir), request.teacher.weights_path]
-    killed = subprocess.run(cmd, env={**os.environ, "CONDI_PIPE_KILL_AT": "teacher-cache.group:2"})
-    assert killed.returncode == -signal.SIGKILL
-    assert not clip_outputs.is_complete(Store(str(store_dir)), clip_outputs.teacher_folder(TEACHER))
-    assert subprocess.run(cmd).returncode == 0
-    for name in ("clips.parquet", "logits.zarr/c/0/0", "features.zarr/c/0/0"):
-        assert _digest(store_dir / "teacher" / TEACHER / name) == _digest(reference_dir / "teacher" / TEACHER / name)
-    assert not (store_dir / "staging").exists()
 
 
 @pytest.mark.slow
