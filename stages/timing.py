@@ -14,7 +14,7 @@ of the machine fall on every model alike. Stored per (model, batch): the median,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
