@@ -23,6 +23,7 @@ from condi_pipe.stages.score import SCORE_OPTIONS
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS
 from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS
 from condi_pipe.stages.timing import TIMING_OPTIONS
+from condi_pipe.storage.clip_array import ZSTD_LEVELS
 from condi_pipe.video.sources import SOURCES
 
 
@@ -90,7 +91,7 @@ def synth(root, videos, seed, workers):
 @option(EXTRACT_OPTIONS, "--fps", type=click.FloatRange(min=0, min_open=True), help="Resample to this frame rate.")
 @option(EXTRACT_OPTIONS, "--short-side", type=click.IntRange(min=112))
 @option(EXTRACT_OPTIONS, "--clips-per-shard", type=click.IntRange(min=1))
-@option(EXTRACT_OPTIONS, "--zstd-level", type=click.IntRange(1, 22),
+@option(EXTRACT_OPTIONS, "--zstd-level", type=click.IntRange(*ZSTD_LEVELS),
         help="The clips' zstd level: 1 compresses ~2.5x faster into a ~8% larger store (README, Decoding).")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed or decoded with errors.")
 @executor_options(workers=ExecutorOptions().workers)

@@ -39,7 +39,7 @@ import numpy as np
 
 from condi_pipe.pipeline.executor import ExecutorOptions, dask_client
 from condi_pipe.stages.extract import ExtractRequest, extract
-from condi_pipe.storage.clip_array import CLIP_SHAPE, CLIPS_ARRAY, open_clip_array
+from condi_pipe.storage.clip_array import CLIP_SHAPE, CLIPS_ARRAY, DEFAULT_ZSTD_LEVEL, open_clip_array
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import DecodeOptions, decode_command
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
@@ -192,7 +192,7 @@ def cluster_cost(workers: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def run_extract(root: Path, workers: int, store_dir: Path, zstd_level: int = 3) -> None:
+def run_extract(root: Path, workers: int, store_dir: Path, zstd_level: int = DEFAULT_ZSTD_LEVEL) -> None:
     extract(Store(str(store_dir)), ExtractRequest("folder", str(root), zstd_level=zstd_level),
             ExecutorOptions(workers=workers), quiet=True, log=lambda m: None)
 

@@ -58,7 +58,7 @@ def dask_client(options: ExecutorOptions):
         return
     # No statistical profiler in the workers: it samples the task's stack every 10 ms on a thread of its own, which
     # on a 2-core machine competes with torch's threads (a teacher forward pass in a worker: 14.8-18.6 ms/clip with
-    # it, 13.0-13.7 without, 10.0-12.7 in the main process; README "Runtime choice"). It only feeds the dashboard.
+    # it, 12.0-13.7 without, 10.0-12.7 in the main process; README "Runtime choice"). It only feeds the dashboard.
     config = {"distributed.worker.daemon": False, "logging.distributed": "error",
               "distributed.worker.profile.enabled": False}
     with dask.config.set(config):

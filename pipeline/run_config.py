@@ -27,6 +27,7 @@ from condi_pipe.stages.score import SCORE_OPTIONS
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS
 from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS
 from condi_pipe.stages.timing import TIMING_OPTIONS
+from condi_pipe.storage.clip_array import clip_codec
 from condi_pipe.video.decode import DecodeOptions
 
 
@@ -84,8 +85,7 @@ class ExtractSection:
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("split", "fps", "clips_per_shard"), non_negative=("workers",))
-        if not isinstance(self.zstd_level, int) or not 1 <= self.zstd_level <= 22:
-            raise ValueError(f"zstd_level must be an integer in 1..22, got {self.zstd_level!r}")
+        clip_codec(self.zstd_level)  # ValueError naming the allowed levels
         if self.short_side < DecodeOptions().crop:
             raise ValueError(f"short_side must be >= the {DecodeOptions().crop}-pixel crop, got {self.short_side!r}")
         if isinstance(self.split, list):

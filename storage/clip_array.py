@@ -34,7 +34,9 @@ ZSTD_LEVELS = (1, 22)
 
 
 def clip_codec(zstd_level: int = DEFAULT_ZSTD_LEVEL) -> dict:
-    if not ZSTD_LEVELS[0] <= zstd_level <= ZSTD_LEVELS[1]:
+    """The clip array's compressor at ``zstd_level``; ValueError (naming the allowed levels) for anything else."""
+    if (isinstance(zstd_level, bool) or not isinstance(zstd_level, int)
+            or not ZSTD_LEVELS[0] <= zstd_level <= ZSTD_LEVELS[1]):
         raise ValueError(f"zstd level must be in {ZSTD_LEVELS[0]}..{ZSTD_LEVELS[1]}, got {zstd_level!r}")
     return {"name": "zstd", "configuration": {"level": int(zstd_level), "checksum": False}}
 
