@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from condi_pipe.pipeline.clip_inference import ModelRef
-from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.executor import ExecutorOptions, local_worker_config
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.report import build_report, render
@@ -47,7 +47,7 @@ def local_cluster(workers: int, threads_per_worker: int):
     from distributed import Client, LocalCluster
 
     start = time.perf_counter()
-    with dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"}):
+    with dask.config.set(local_worker_config()):
         with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, dashboard_address=":0",
                           silence_logs=40) as cluster, Client(cluster) as client:
             client.wait_for_workers(workers)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 from condi_pipe.pipeline.progress import progress_bar
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+MALLOC_TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
 #: Workers the model stages (teacher-cache, score) start by default: timed inference should not share the cores.
 INFERENCE_WORKERS = 1
 
@@ -56,12 +57,7 @@ def dask_client(options: ExecutorOptions):
         with Client(address, timeout="30s") as client:
             yield client
         return
-    # No statistical profiler in the workers: it samples the task's stack every 10 ms on a thread of its own, which
-    # on a 2-core machine competes with torch's threads (a teacher forward pass in a worker: 14.8-18.6 ms/clip with
-    # it, 12.0-13.7 without, 10.0-12.7 in the main process; README "Runtime choice"). It only feeds the dashboard.
-    config = {"distributed.worker.daemon": False, "logging.distributed": "error",
-              "distributed.worker.profile.enabled": False}
-    with dask.config.set(config):
+    with dask.config.set(local_worker_config()):
         with LocalCluster(
             n_workers=options.workers,
             threads_per_worker=options.threads_per_worker,
@@ -73,6 +69,31 @@ def dask_client(options: ExecutorOptions):
                 yield client
             finally:
                 _stop_workers(cluster, client)
+
+
+def local_worker_config() -> dict:
+    """Dask configuration for the worker processes of a cluster started here (``dask_client``, the benches).
+
+    No statistical profiler in the workers: it samples the task's stack every 10 ms on a thread of its own, which on
+    a 2-core machine competes with torch's threads (a teacher forward pass in a worker: 14.8-18.6 ms/clip with it,
+    12.0-13.7 without, 10.0-12.7 in the main process; README "Runtime choice"). It only feeds the dashboard.
+
+    And no ``MALLOC_TRIM_THRESHOLD_`` in their environment (the nanny sets 65536 to hand freed memory back to the
+    OS): setting it turns off glibc's adaptive mmap threshold, so every large array of a task (each activation of a
+    forward pass, each decoded clip) is a fresh mmap whose pages fault in again. resnet10_3d_motion at batch 7,
+    channels-last bf16: 11.9 ms/clip with it, 7.2 without. A cluster started elsewhere needs the same setting
+    (README "Running stages").
+    """
+    import importlib
+
+    import dask
+
+    importlib.import_module("distributed")  # its import loads the distributed.* defaults read here
+
+    environ = {name: value for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+               if name != MALLOC_TRIM_ENV}
+    return {"distributed.worker.daemon": False, "logging.distributed": "error",
+            "distributed.worker.profile.enabled": False, "distributed.nanny.pre-spawn-environ": environ}
 
 
 @contextmanager

@@ -242,6 +242,14 @@ def validation_teacher_store(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 
+WORKER_DASK_CONFIG = """\
+distributed:
+  nanny:
+    pre-spawn-environ:
+      MALLOC_TRIM_THRESHOLD_: null
+"""
+
+
 class DaskProcesses:
     """A ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, started as separate OS processes.
 
@@ -260,6 +268,11 @@ class DaskProcesses:
 
         bindir = Path(sys.executable).parent
         scheduler_file = folder / "scheduler.json"
+        # The README's recipe for a cluster started outside the pipeline: a Dask config file that stops the nanny
+        # setting MALLOC_TRIM_THRESHOLD_ in its worker (a setting that slows every forward pass there).
+        (folder / "dask-config").mkdir()
+        (folder / "dask-config" / "condi-pipe.yaml").write_text(WORKER_DASK_CONFIG)
+        os_env = {**os.environ, "DASK_CONFIG": str(folder / "dask-config")}
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.scheduler = subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
                                            "--no-dashboard", "--scheduler-file", str(scheduler_file)], **quiet)
@@ -272,7 +285,7 @@ class DaskProcesses:
             for env, args in zip(workers, worker_args or [[] for _ in workers]):
                 cmd = [str(bindir / "dask"), "worker", self.address, "--nthreads", "1", "--no-dashboard",
                        "--host", "127.0.0.1", *args] + (["--no-nanny"] if env else [])
-                self.workers.append(subprocess.Popen(cmd, env={**os.environ, **(env or {})}, **quiet))
+                self.workers.append(subprocess.Popen(cmd, env={**os_env, **(env or {})}, **quiet))
             with Client(self.address, timeout=60) as client:
                 client.wait_for_workers(len(workers), timeout=60)
         except BaseException:

@@ -141,3 +141,35 @@ def test_on_a_cluster_a_failing_task_raises_its_own_error_once(cluster, calls_di
     failed = [pid for item, pid in tasks.calls(calls_dir) if item == -3]
     assert len(failed) == 1, failed  # not retried
     assert failed[0] != os.getpid()  # it ran on a worker
+
+
+def test_a_local_cluster_starts_its_workers_without_the_malloc_trim_setting_or_the_profiler():
+    """Both slowed every forward pass in a worker (README "Runtime choice"); the nanny's other settings stay."""
+    import dask
+    import distributed  # noqa: F401  (its defaults: what the nanny would set)
+
+    from condi_pipe.pipeline.executor import MALLOC_TRIM_ENV, dask_client
+
+    assert MALLOC_TRIM_ENV in dask.config.get("distributed.nanny.pre-spawn-environ")  # what Dask would set
+    with dask_client(ExecutorOptions(workers=1)) as client:
+        [trim] = client.run(os.getenv, MALLOC_TRIM_ENV).values()
+        [omp] = client.run(os.getenv, "OMP_NUM_THREADS").values()
+        [profiling] = client.run(dask.config.get, "distributed.worker.profile.enabled").values()
+        [pid] = client.run(os.getpid).values()
+    assert pid != os.getpid()  # a worker process, not this one
+    assert trim is None and profiling is False
+    assert omp == "1"
+
+
+def test_dask_workers_started_with_the_readme_config_file_lack_the_malloc_trim_setting(cluster):
+    """The README's recipe for a cluster started outside the pipeline: ``dask worker`` processes (with their nanny)
+    reading a Dask config file that sets the nanny's MALLOC_TRIM_THRESHOLD_ to null."""
+    from distributed import Client
+
+    from condi_pipe.pipeline.executor import MALLOC_TRIM_ENV
+
+    with Client(cluster, timeout=60) as client:
+        trims = client.run(os.getenv, MALLOC_TRIM_ENV)
+        omp = client.run(os.getenv, "OMP_NUM_THREADS")
+    assert len(trims) == 2 and set(trims.values()) == {None}
+    assert set(omp.values()) == {"1"}  # the nanny's other settings still apply
