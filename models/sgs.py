@@ -267,6 +267,10 @@ class FlopTable:
     def to_json(self) -> dict:
         return {"fixed": self.fixed, "after_sgs": {str(b): f for b, f in sorted(self.after_sgs.items())}}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "FlopTable":
+        return cls(int(data["fixed"]), {int(b): int(f) for b, f in data.get("after_sgs", {}).items()})
+
 
 def _count(fn) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

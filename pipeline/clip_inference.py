@@ -96,6 +96,28 @@ class ModelRef:
         return model
 
 
+def model_flop_table(ref: ModelRef, input_shape: tuple[int, ...] = (1, 3, 16, 112, 112)):
+    """``models.flop_table`` of ``ref``'s architecture (its weights do not matter), remembered in this machine's
+    cache (``storage.runtime_choices``) under the architecture, input shape and torch version: counting imports
+    ``torch._dynamo`` (torch's FlopCounterMode does on its first operation), 1.7 s of every process that counts,
+    for numbers that depend only on the architecture."""
+    from condi_pipe.models.sgs import FlopTable, flop_table
+    from condi_pipe.storage import runtime_choices
+
+    identity = {"kind": "flop_table", "torch": torch.__version__, "input_shape": list(input_shape),
+                "model": {"name": ref.name, "num_classes": ref.num_classes, "width": ref.width,
+                          "sgs_stage": ref.sgs_stage, "sgs_kernel": ref.sgs_kernel}}
+    recorded = runtime_choices.read_machine_record(identity)
+    if recorded is not None:
+        try:
+            return FlopTable.from_json(recorded)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # damaged: counted again
+    table = flop_table(ref.build(device="meta"), input_shape)
+    runtime_choices.record_machine_record(identity, table.to_json())  # not recorded (read-only cache): no matter
+    return table
+
+
 _MODELS: dict = {}  # per process: a worker builds each model once, not once per task
 
 

@@ -304,14 +304,14 @@ def resolve_runtime(store, ref, runtime: RuntimeOptions, *, batch: int, workers:
         return choice.runtime(runtime), choice
     identity = choice_identity(ref, runtime, batch, machine)
     in_store = runtime_choices.read_choice(store, identity)
-    recorded = in_store if in_store is not None else runtime_choices.read_machine_choice(identity)
+    recorded = in_store if in_store is not None else runtime_choices.read_machine_record(identity)
     if recorded is not None:
         choice = RuntimeChoice.from_json(recorded)
     else:
         model = ref.build(store).eval()
         choice = choose_runtime(model, calibration_clips(store, calibration), device, runtime.bf16, batch,
                                 repeats=repeats, layout=runtime.layout)
-        first, problem = runtime_choices.record_machine_choice(identity, choice.to_json())
+        first, problem = runtime_choices.record_machine_record(identity, choice.to_json())
         choice = RuntimeChoice.from_json(first, reused=first != choice.to_json())
         if problem:
             log(f"{label}: {problem}; other stores on this machine will time it again")

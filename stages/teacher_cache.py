@@ -28,9 +28,9 @@ import numpy as np
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.pretrained import is_shipped, resolve_weights
-from condi_pipe.models.sgs import SGSOptions, flop_table, sgs_teacher_name
+from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, MAX_BATCH, ModelRef, VideoGroup, assemble_groups,
-                                                group_videos, infer_group, latency_curve_task)
+                                                group_videos, infer_group, latency_curve_task, model_flop_table)
 from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
@@ -279,7 +279,7 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
     clip_video = np.repeat(videos.video_id, videos.clips)
     labels = np.repeat(videos.label, videos.clips)
     stats = clip_statistics(outputs["logits"], labels)
-    flops = flop_table(request.teacher.build(device="meta"))
+    flops = model_flop_table(request.teacher)
     bins = outputs.get("sgs_bins")
     clips = {
         "clip_id": videos.clip_ids, "video_id": clip_video, "split": [split_of[v] for v in clip_video],

@@ -8,7 +8,9 @@ SHA-256 of the identity's canonical JSON):
 - the store's ``runtime/`` folder: no stage owns it (``--force`` keeps it), a choice is a fact about the machine;
 - this machine's cache, ``$CONDI_PIPE_RUNTIME_CACHE`` (``off`` disables it), else
   ``$XDG_CACHE_HOME/condi-pipe/runtime``, else ``~/.cache/condi-pipe/runtime``: every store made on the machine
-  then computes a model in one runtime. Its first writer wins, so processes that timed at once agree.
+  then computes a model in one runtime. Its first writer wins, so processes that timed at once agree. It also
+  remembers other facts about a model on this machine under identities of their own (a model's FLOP table:
+  ``pipeline.clip_inference.model_flop_table``), in the same ``{"identity", "choice"}`` files.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def machine_cache_dir() -> Path | None:
     return Path(cache_home) / "condi-pipe" / "runtime"
 
 
-def read_machine_choice(identity: dict) -> dict | None:
-    """The choice this machine's cache holds for exactly ``identity``, or None (no cache, no file, or unreadable:
-    a damaged file is as good as none, the choice is timed again)."""
+def read_machine_record(identity: dict) -> dict | None:
+    """The choice (or other record) this machine's cache holds for exactly ``identity``, or None (no cache, no
+    file, or unreadable: a damaged file is as good as none, the choice is timed again)."""
     folder = machine_cache_dir()
     if folder is None:
         return None
@@ -71,9 +73,10 @@ def read_machine_choice(identity: dict) -> dict | None:
         return None
 
 
-def record_machine_choice(identity: dict, choice: dict) -> tuple[dict, str | None]:
-    """Record ``choice`` for ``identity`` in this machine's cache unless another process recorded one first.
-    Returns the choice to use (the first writer's) and, when the cache could not be written, why."""
+def record_machine_record(identity: dict, choice: dict) -> tuple[dict, str | None]:
+    """Record ``choice`` (or another record) for ``identity`` in this machine's cache unless another process
+    recorded one first. Returns the record to use (the first writer's) and, when the cache could not be written,
+    why."""
     folder = machine_cache_dir()
     if folder is None:
         return choice, None
@@ -85,7 +88,7 @@ def record_machine_choice(identity: dict, choice: dict) -> tuple[dict, str | Non
         try:
             os.link(temporary, target)  # atomic, and fails when a choice is already there
         except FileExistsError:
-            first = read_machine_choice(identity)
+            first = read_machine_record(identity)
             if first is not None:
                 return first, None
             os.replace(temporary, target)  # a damaged file: ours replaces it

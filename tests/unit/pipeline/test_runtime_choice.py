@@ -15,7 +15,7 @@ from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.runtime_choice import (BF16, CHANNELS_LAST, FP32, NCDHW, Bf16Tolerance, RuntimeChoice,
                                                 choose_runtime, resolve_runtime, typical_batch)
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions, autocast
-from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV, read_machine_choice, record_machine_choice
+from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV, read_machine_record, record_machine_record
 from condi_pipe.storage.store import Store
 
 CPU = torch.device("cpu")
@@ -190,13 +190,39 @@ def test_the_first_choice_recorded_on_the_machine_wins(tmp_path, monkeypatch):
     """Processes that timed at once agree on the first writer's choice; a damaged record is replaced."""
     monkeypatch.setenv(MACHINE_CACHE_ENV, str(tmp_path))
     identity = {"model": {"name": "m"}, "batch": 2}
-    assert record_machine_choice(identity, {"layout": NCDHW}) == ({"layout": NCDHW}, None)
-    assert record_machine_choice(identity, {"layout": CHANNELS_LAST}) == ({"layout": NCDHW}, None)
-    assert read_machine_choice(identity) == {"layout": NCDHW}
-    assert read_machine_choice({**identity, "batch": 3}) is None
+    assert record_machine_record(identity, {"layout": NCDHW}) == ({"layout": NCDHW}, None)
+    assert record_machine_record(identity, {"layout": CHANNELS_LAST}) == ({"layout": NCDHW}, None)
+    assert read_machine_record(identity) == {"layout": NCDHW}
+    assert read_machine_record({**identity, "batch": 3}) is None
     (record,) = tmp_path.glob("*.json")
     record.write_text("{not json")
-    assert read_machine_choice(identity) is None
-    assert record_machine_choice(identity, {"layout": CHANNELS_LAST}) == ({"layout": CHANNELS_LAST}, None)
-    assert read_machine_choice(identity) == {"layout": CHANNELS_LAST}
+    assert read_machine_record(identity) is None
+    assert record_machine_record(identity, {"layout": CHANNELS_LAST}) == ({"layout": CHANNELS_LAST}, None)
+    assert read_machine_record(identity) == {"layout": CHANNELS_LAST}
     assert [p.name for p in tmp_path.iterdir()] == [record.name]  # no temporary file left behind
+
+
+def test_a_models_flop_table_is_counted_once_per_machine_and_architecture(tmp_path, monkeypatch):
+    """Counting imports torch._dynamo (1.7 s a process): a second count of the same architecture reads the
+    machine's record, another class count or SGS placement counts again, a damaged record is counted again."""
+    import condi_pipe.models.sgs as sgs
+    from condi_pipe.pipeline.clip_inference import model_flop_table
+
+    monkeypatch.setenv(MACHINE_CACHE_ENV, str(tmp_path))
+    counted = []
+    real = sgs.flop_table
+    monkeypatch.setattr(sgs, "flop_table", lambda model, shape: counted.append(shape) or real(model, shape))
+    plain = ModelRef("resnet10_3d_motion_tiny", 10)
+    first = model_flop_table(plain)
+    assert first == real(plain.build(device="meta")) and len(counted) == 1
+    assert model_flop_table(ModelRef("resnet10_3d_motion_tiny", 10, weights_path="elsewhere.pt")) == first
+    assert len(counted) == 1  # the weights do not matter: read back
+    wider_head = model_flop_table(ModelRef("resnet10_3d_motion_tiny", 400))
+    with_sgs = model_flop_table(ModelRef("resnet10_3d_motion_tiny", 10, sgs_stage="res3"))
+    assert len(counted) == 3 and wider_head.fixed > first.fixed and with_sgs.after_sgs
+    assert model_flop_table(ModelRef("resnet10_3d_motion_tiny", 10, sgs_stage="res3")) == with_sgs and len(counted) == 3
+    for record in tmp_path.glob("*.json"):
+        record.write_text('{"identity": 1}')
+    assert model_flop_table(plain) == first and len(counted) == 4
+    monkeypatch.setenv(MACHINE_CACHE_ENV, "off")
+    assert model_flop_table(plain) == first and len(counted) == 5
