@@ -1,6 +1,6 @@
 """Reading training batches with the clip loader: clips/s and MB/s against workers, threads and processes.
 
-    .venv/bin/python bench/clip_reads.py [--clips 512] [--batch 32] [--batches 16] [--kinds thread,process]
+    .venv/bin/python bench/clip_reads.py [--clips 512] [--batch 32] [--batches 96] [--kinds thread,process]
                                          [--store STORE]
 
 Builds a temporary sharded clip array (64 clips per shard, as ``extract`` writes it; each clip a still frame plus
@@ -12,8 +12,9 @@ threads and processes, for
 * consecutive ids (one run per batch, as teacher-cache and evaluation read) and random ids (a shuffled epoch),
 * the store as a local path and as a ``file://`` fsspec URL (zarr's FsspecStore instead of its LocalStore).
 
-The rate is the steady state: from the first batch handed over to the last (a process pool's start-up is left
-out). MB/s counts decompressed bytes. ``2/1`` is the ratio of 2 workers to 1 of the same kind, measured in the
+The rate is the steady state: the second half of the batches (a process pool's workers start and import torch
+and zarr during the first half). Processes hand their batches back through the loader's ring of shared-memory
+slots. MB/s counts decompressed bytes. ``2/1`` is the ratio of 2 workers to 1 of the same kind, measured in the
 same run; "cores busy" is this process's CPU-seconds per second with threads (above 1 with one loader thread:
 zarr decompresses the chunks of one slice concurrently in its own thread pool). Then: clips per CPU-second of
 one thread (clips/s per core), and the cores a GPU student needs: its training FLOPs per clip (3x the forward's,
@@ -53,15 +54,17 @@ def batch_ids(order: str, n_clips: int, batch: int, batches: int, rng: np.random
 
 
 def steady_rate(url: str, specs: list[np.ndarray], workers: int, kind: str) -> tuple[float, float, float]:
-    """(clips/s, clips per CPU-second of this process, CPU-seconds of this process per second) after the first
-    batch is handed over (the CPU figures count threads, not the workers of a process pool)."""
+    """(clips/s, clips per CPU-second of this process, CPU-seconds of this process per second) over the second
+    half of the batches: a process pool's workers start (and import torch and zarr, ~2 s each) while the first
+    batches are read, so the first half is the warm-up (the CPU figures count threads, not a pool's workers)."""
     loader = ClipLoader(ClipReader(url), workers, kind=kind)
+    warm = len(specs) // 2
     began = cpu_began = None
     clips = 0
-    for batch in loader.map(specs):
-        if began is None:
+    for index, batch in enumerate(loader.map(specs)):
+        if index == warm:
             began, cpu_began = time.perf_counter(), time.process_time()
-        else:
+        elif index > warm:
             clips += len(batch)
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     return clips / seconds, clips / cpu if cpu > 0 else float("nan"), cpu / seconds
@@ -103,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=96)
     parser.add_argument("--kinds", default="thread,process", help="thread, process or both (comma-separated)")
     parser.add_argument("--store", help="an existing local store to read (default: a temporary array)")
     parser.add_argument("--utilisation", type=float, default=0.1, help="the GPU's share of its peak FLOP/s")

@@ -14,9 +14,14 @@ caller unchanged when its batch's turn comes.
 
 Threads or processes: reading a batch is zarr (its shard index, the event loop that every synchronous zarr call
 in a process goes through, copies) plus zstd decompression, which releases the GIL. Threads share the task and
-the opened clip array, need no pickling, and the batch is not copied; processes need a picklable ``load`` (sent
-once to each worker) and pass tensors back through shared memory. ``bench/clip_reads.py`` measures both; the
-training loop uses threads (its ``load`` is a task's bound method, see README "Loading clips").
+the opened clip array, need no pickling, and the batch is not copied, but every thread's reads pass through the
+one zarr event loop of the process. Processes need a picklable ``load`` (sent once to each worker) and hand their
+tensors back through a ring of shared-memory slots (``depth + 1`` files in ``/dev/shm``, each the size of the
+first batch): a worker copies its batch's tensors into a free slot, and the caller gets tensors that are views
+of that slot, so nothing is pickled or faulted in again per batch (a batch that does not fit goes back pickled,
+as torch shares tensors). A process batch's tensors are therefore valid until the next batch is taken: a caller
+that keeps a batch longer clones it. ``bench/clip_reads.py`` measures both; the training loop uses threads (its
+``load`` is a task's bound method, see README "Loading clips").
 
     >>> loader = ClipLoader(lambda ids: [i * 10 for i in ids], workers=2, depth=3)
     >>> list(loader.map([[1, 2], [3], [4, 5]]))
@@ -26,10 +31,13 @@ training loop uses threads (its ``load`` is a task's bound method, see README "L
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
+import numpy as np
 import torch
 
 KINDS = ("thread", "process")
@@ -90,6 +98,7 @@ def pinned(batch: Any) -> Any:
 
 # The load function of this worker process (processes receive it once, in the pool's initializer).
 _process_load: Callable[[Any], Any] | None = None
+_slot_maps: dict[str, np.memmap] = {}  # this worker's mappings of the ring's slots, opened once each
 
 
 def _install_process_load(load: Callable[[Any], Any]) -> None:
@@ -97,8 +106,97 @@ def _install_process_load(load: Callable[[Any], Any]) -> None:
     _process_load = load
 
 
-def _load_in_process(spec: Any) -> Any:
-    return _process_load(spec)
+class _InSlot(NamedTuple):
+    """A tensor a worker wrote into a shared slot: where, and as what."""
+
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _slot_layout(batch: Any, offset: int = 0) -> tuple[Any, int, list[tuple[torch.Tensor, _InSlot]]]:
+    """``batch`` with each tensor replaced by its place in a slot (64-byte aligned, in order), the bytes needed,
+    and the (tensor, place) pairs to copy. Tensors numpy cannot hold (bfloat16) stop the layout: (None, -1, [])."""
+    if isinstance(batch, torch.Tensor):
+        try:
+            dtype = np.dtype(torch.empty(0, dtype=batch.dtype).numpy().dtype)
+        except TypeError:
+            return None, -1, []
+        place = _InSlot(offset, dtype.str, tuple(batch.shape))
+        return place, offset + -(-batch.numel() * dtype.itemsize // 64) * 64, [(batch, place)]
+    if isinstance(batch, (tuple, list)):
+        items, copies = [], []
+        for item in batch:
+            laid, offset, more = _slot_layout(item, offset)
+            if offset < 0:
+                return None, -1, []
+            items.append(laid)
+            copies += more
+        if isinstance(batch, list):
+            return items, offset, copies
+        return (type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)), offset, copies
+    if isinstance(batch, dict):
+        laid, offset, copies = _slot_layout(list(batch.values()), offset)
+        return (None if offset < 0 else dict(zip(batch, laid))), offset, copies
+    return batch, offset, []
+
+
+def _slot_view(slot: np.ndarray, place: _InSlot) -> np.ndarray:
+    dtype = np.dtype(place.dtype)
+    count = int(np.prod(place.shape, dtype=np.int64))
+    return slot[place.offset : place.offset + count * dtype.itemsize].view(dtype).reshape(place.shape)
+
+
+def _load_in_process(spec: Any, slot_path: str | None = None) -> tuple[bool, Any]:
+    """``(True, layout)`` with the batch's tensors copied into the slot at ``slot_path``, or ``(False, batch)``
+    when there is no slot or the batch does not fit it (then pickled back)."""
+    batch = _process_load(spec)
+    if slot_path is None:
+        return False, batch
+    slot = _slot_maps.get(slot_path)
+    if slot is None:
+        slot = _slot_maps[slot_path] = np.memmap(slot_path, dtype=np.uint8, mode="r+")
+    layout, size, copies = _slot_layout(batch)
+    if size < 0 or size > len(slot):
+        return False, batch
+    for tensor, place in copies:
+        np.copyto(_slot_view(slot, place), tensor.numpy(force=True), casting="no")
+    return True, layout
+
+
+def _from_slot(layout: Any, slot: np.ndarray) -> Any:
+    """The batch whose tensors ``layout`` placed in ``slot``: tensors that are views of the slot."""
+    if isinstance(layout, _InSlot):
+        return torch.from_numpy(_slot_view(slot, layout))
+    if isinstance(layout, tuple) and hasattr(layout, "_fields"):
+        return type(layout)(*(_from_slot(item, slot) for item in layout))
+    if isinstance(layout, (tuple, list)):
+        return type(layout)(_from_slot(item, slot) for item in layout)
+    if isinstance(layout, dict):
+        return {key: _from_slot(value, slot) for key, value in layout.items()}
+    return layout
+
+
+class SlotRing:
+    """``count`` shared-memory files of ``size`` bytes (in ``/dev/shm`` where it exists), mapped once by this
+    process and once by each worker that writes one; removed by :meth:`close`."""
+
+    def __init__(self, count: int, size: int) -> None:
+        shm = "/dev/shm"
+        self.folder = tempfile.mkdtemp(prefix="condi-pipe-loader-",
+                                       dir=shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None)
+        self.paths, self.maps = [], []
+        for i in range(count):
+            path = os.path.join(self.folder, f"slot{i}")
+            with open(path, "wb") as fh:
+                fh.truncate(max(size, 1))
+            self.paths.append(path)
+            self.maps.append(np.memmap(path, dtype=np.uint8, mode="r+"))
+        self.free = deque(range(count))
+
+    def close(self) -> None:
+        self.maps.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class ClipLoader:
@@ -125,32 +223,60 @@ class ClipLoader:
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_install_process_load,
                                    initargs=(self.load,))
 
-    def _submit(self, pool: Executor, spec: Any) -> Future:
+    def _submit(self, pool: Executor, spec: Any, ring: SlotRing | None) -> tuple[Future, int | None]:
+        """The future of ``spec``'s batch, and the ring slot its worker writes the batch into (processes)."""
         if self.kind == "process":
-            return pool.submit(_load_in_process, spec)
+            slot = ring.free.popleft() if ring is not None else None
+            return pool.submit(_load_in_process, spec, None if slot is None else ring.paths[slot]), slot
         if self.pin_memory:  # pinned by the worker thread, off the training thread
-            return pool.submit(lambda: pinned(self.load(spec)))
-        return pool.submit(self.load, spec)
+            return pool.submit(lambda: pinned(self.load(spec))), None
+        return pool.submit(self.load, spec), None
+
+    def _result(self, future: Future, slot: int | None, ring: SlotRing | None) -> tuple[Any, int | None]:
+        """The batch of ``future`` and the slot it still occupies (None once free)."""
+        if self.kind == "thread":
+            return future.result(), None
+        in_slot, value = future.result()
+        if in_slot:
+            return _from_slot(value, ring.maps[slot]), slot
+        if slot is not None:  # it did not fit: pickled back, its slot is free again
+            ring.free.append(slot)
+        return value, None
 
     def map(self, specs: Iterable[Any]) -> Iterator[Any]:
         """``load(spec)`` of every spec, in order. Close the generator to stop early; its workers stop with it."""
         specs = iter(specs)
-        pending: deque[Future] = deque()
+        pending: deque[tuple[Future, int | None]] = deque()
         pool = self._pool()
+        ring: SlotRing | None = None
+        exhausted = False
+
+        def top_up() -> None:
+            nonlocal exhausted
+            # processes start with one batch: it sizes the ring's slots, which every later batch travels in
+            limit = 1 if self.kind == "process" and ring is None else self.depth
+            while not exhausted and len(pending) < limit:
+                spec = next(specs, _END)
+                if spec is _END:
+                    exhausted = True
+                else:
+                    pending.append(self._submit(pool, spec, ring))
+
         try:
-            for spec in specs:
-                pending.append(self._submit(pool, spec))
-                if len(pending) >= self.depth:
-                    break
+            top_up()
             while pending:
-                batch = pending.popleft().result()
-                nxt = next(specs, _END)
-                if nxt is not _END:  # the freed slot goes to the next batch before this one is handed over
-                    pending.append(self._submit(pool, nxt))
+                batch, slot = self._result(*pending.popleft(), ring)
+                if self.kind == "process" and ring is None:
+                    ring = SlotRing(self.depth + 1, _slot_layout(batch)[1])
+                top_up()  # the freed places go to the next batches before this one is handed over
                 # a process's batch is pinned here: pinning needs the CUDA context, which the workers lack
                 yield pinned(batch) if self.pin_memory and self.kind == "process" else batch
+                if slot is not None:  # the caller asked for the next batch: this one's slot may be refilled
+                    ring.free.append(slot)
         finally:
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            if ring is not None:
+                ring.close()
 

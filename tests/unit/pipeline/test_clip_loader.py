@@ -6,8 +6,10 @@ as with 1."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -63,12 +65,57 @@ def test_batches_come_in_order_with_the_bytes_of_a_sequential_map(clip_store, wo
     assert not torch.equal(got[0], got[1])  # distinct batches: a swap would be seen
 
 
+@pytest.fixture
+def loader_tasks(monkeypatch):
+    """The picklable loads of ``loader_tasks.py``, importable by spawned workers (its folder on ``sys.path``)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    return importlib.import_module("loader_tasks")
+
+
+def _ring_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("condi-pipe-loader-*")} | \
+        {p.name for p in Path("/dev/shm").glob("condi-pipe-loader-*")}
+
+
 @pytest.mark.slow  # spawns two Python processes that import torch and zarr (seconds on this machine)
-def test_process_workers_give_the_same_batches(clip_store):
-    specs = epoch_specs(seed=1, batch=8)
-    expected = [ClipReader(clip_store)(ids) for ids in specs]
-    got = list(ClipLoader(ClipReader(clip_store), 2, kind="process").map(specs))
-    assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)
+def test_process_workers_hand_batches_back_through_a_ring_of_shared_slots(clip_store, loader_tasks):
+    """Every batch equals a sequential load (tensors, nesting, plain leaves); the batches after the first travel in
+    at most depth + 1 shared buffers, reused, so a caller that keeps a batch clones it; a batch larger than the
+    first (which sized the slots) comes back pickled, intact; the slots are removed at the end."""
+    load = loader_tasks.LabelledClips(clip_store)
+    specs = epoch_specs(seed=1, batch=6) * 2 + [np.arange(0, 12)]  # 10 batches, the last twice the first's size
+    expected = [load(ids) for ids in specs]
+    before = _ring_folders()
+    got, buffers = [], []
+    loader = ClipLoader(load, 2, kind="process")
+    for batch in loader.map(specs):
+        buffers.append(batch["clips"].data_ptr())
+        got.append({**batch, "clips": batch["clips"].clone(), "ids": batch["ids"].clone(),
+                    "targets": tuple(t.clone() for t in batch["targets"])})
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+        assert torch.equal(mine["clips"], theirs["clips"]) and torch.equal(mine["ids"], theirs["ids"])
+        assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(mine["targets"], theirs["targets"]))
+        assert mine["note"] == theirs["note"] and isinstance(mine["targets"], tuple)
+    in_slots = buffers[1:-1]  # the first sized the ring; the last did not fit it
+    assert len(set(in_slots)) <= loader.depth + 1 < len(in_slots)
+    assert buffers[-1] not in in_slots
+    assert _ring_folders() == before
+
+
+@pytest.mark.slow  # spawns two Python processes
+def test_an_exception_in_a_process_load_reaches_the_caller_and_the_slots_are_removed(clip_store, loader_tasks):
+    specs = [np.array(ids) for ids in ([0, 1, 2], [3, 4], [9, 10], [5, 6], [7, 8], [11, 12])]
+    failing = 3  # the batch with clip 5: the three before it come through the slots first
+    before = _ring_folders()
+    got = []
+    with pytest.raises(ValueError, match="^clips.zarr: clip 5 is unreadable$"):
+        for batch in ClipLoader(loader_tasks.LabelledClips(clip_store, fail_on=5), 2, kind="process").map(specs):
+            got.append(batch["note"])
+    assert got == [ids.tolist() for ids in specs[:failing]]
+    assert _ring_folders() == before
 
 
 def test_loading_draws_no_random_numbers(clip_store):
