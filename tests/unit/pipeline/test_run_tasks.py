@@ -145,12 +145,14 @@ def test_on_a_cluster_a_failing_task_raises_its_own_error_once(cluster, calls_di
 
 def test_a_local_cluster_starts_its_workers_without_the_malloc_trim_setting_or_the_profiler():
     """Both slowed every forward pass in a worker (README "Runtime choice"); the nanny's other settings stay."""
+    import importlib
+
     import dask
-    import distributed  # noqa: F401  (its defaults: what the nanny would set)
 
     from condi_pipe.pipeline.executor import MALLOC_TRIM_ENV, dask_client
 
-    assert MALLOC_TRIM_ENV in dask.config.get("distributed.nanny.pre-spawn-environ")  # what Dask would set
+    importlib.import_module("distributed")  # loads the distributed.* defaults: what a nanny would set
+    assert MALLOC_TRIM_ENV in dask.config.get("distributed.nanny.pre-spawn-environ")
     with dask_client(ExecutorOptions(workers=1)) as client:
         [trim] = client.run(os.getenv, MALLOC_TRIM_ENV).values()
         [omp] = client.run(os.getenv, "OMP_NUM_THREADS").values()
