@@ -244,3 +244,23 @@ def test_the_worked_examples_run():
 
     results = doctest.testmod(clip_loader)
     assert results.attempted >= 3 and results.failed == 0
+
+
+def test_a_batch_laid_out_in_a_slot_reads_back_as_views_and_bfloat16_is_left_to_pickling():
+    """The slot layout a process worker writes and the caller reads (no processes needed to check it)."""
+    from condi_pipe.pipeline.clip_loader import _from_slot, _slot_layout, _slot_view
+
+    batch = {"clips": torch.arange(30, dtype=torch.uint8).reshape(2, 3, 5), "rest": (torch.tensor([1.5, -2.0]),
+             [torch.tensor([True, False, True]), "kept"], 7)}
+    layout, size, copies = _slot_layout(batch)
+    assert size == 64 * 3 and [place.offset for _, place in copies] == [0, 64, 128]  # 64-byte aligned, in order
+    slot = np.zeros(size, np.uint8)
+    for tensor, place in copies:
+        _slot_view(slot, place)[...] = tensor.numpy()
+    back = _from_slot(layout, slot)
+    assert torch.equal(back["clips"], batch["clips"]) and torch.equal(back["rest"][0], batch["rest"][0])
+    assert torch.equal(back["rest"][1][0], batch["rest"][1][0]) and back["rest"][1][1:] == ["kept"]
+    assert back["rest"][2] == 7 and isinstance(back["rest"], tuple) and isinstance(back["rest"][1], list)
+    slot[0] = 99  # views of the slot, not copies
+    assert int(back["clips"][0, 0, 0]) == 99
+    assert _slot_layout((torch.ones(2), torch.ones(2, dtype=torch.bfloat16)))[1] == -1
