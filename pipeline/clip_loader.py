@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
@@ -214,6 +214,29 @@ class ClipLoader:
         self.load, self.workers, self.kind = load, int(workers), kind
         self.depth = int(depth) if depth is not None else 2 * self.workers
         self.pin_memory = pin_memory
+        self._kept_pool: Executor | None = None  # between open() and close(): one pool (and ring) for every map
+        self._kept_ring: SlotRing | None = None
+
+    def open(self) -> "ClipLoader":
+        """Keep one pool of workers (and, for processes, one ring of slots) for every ``map`` until
+        :meth:`close`: a training run's process workers start (and import torch and zarr) once, not once per
+        epoch. Without it, each ``map`` starts and stops its own."""
+        if self._kept_pool is None:
+            self._kept_pool = self._pool()
+        return self
+
+    def close(self) -> None:
+        pool, ring, self._kept_pool, self._kept_ring = self._kept_pool, self._kept_ring, None, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if ring is not None:
+            ring.close()
+
+    def __enter__(self) -> "ClipLoader":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _pool(self) -> Executor:
         if self.kind == "thread":
@@ -236,7 +259,12 @@ class ClipLoader:
         """The batch of ``future`` and the slot it still occupies (None once free)."""
         if self.kind == "thread":
             return future.result(), None
-        in_slot, value = future.result()
+        try:
+            in_slot, value = future.result()
+        except BaseException:
+            if slot is not None:  # a kept ring keeps every slot
+                ring.free.append(slot)
+            raise
         if in_slot:
             return _from_slot(value, ring.maps[slot]), slot
         if slot is not None:  # it did not fit: pickled back, its slot is free again
@@ -244,11 +272,14 @@ class ClipLoader:
         return value, None
 
     def map(self, specs: Iterable[Any]) -> Iterator[Any]:
-        """``load(spec)`` of every spec, in order. Close the generator to stop early; its workers stop with it."""
+        """``load(spec)`` of every spec, in order. Close the generator to stop early: the batches not started are
+        cancelled and the running ones waited for (its own workers stop with it; an open loader's stay)."""
         specs = iter(specs)
         pending: deque[tuple[Future, int | None]] = deque()
-        pool = self._pool()
-        ring: SlotRing | None = None
+        kept = self._kept_pool is not None
+        pool = self._kept_pool if kept else self._pool()
+        ring: SlotRing | None = self._kept_ring if kept else None
+        held: int | None = None  # the slot of the batch the caller holds
         exhausted = False
 
         def top_up() -> None:
@@ -265,18 +296,25 @@ class ClipLoader:
         try:
             top_up()
             while pending:
-                batch, slot = self._result(*pending.popleft(), ring)
+                batch, held = self._result(*pending.popleft(), ring)
                 if self.kind == "process" and ring is None:
                     ring = SlotRing(self.depth + 1, _slot_layout(batch)[1])
+                    if kept:
+                        self._kept_ring = ring
                 top_up()  # the freed places go to the next batches before this one is handed over
                 # a process's batch is pinned here: pinning needs the CUDA context, which the workers lack
                 yield pinned(batch) if self.pin_memory and self.kind == "process" else batch
-                if slot is not None:  # the caller asked for the next batch: this one's slot may be refilled
-                    ring.free.append(slot)
+                if held is not None:  # the caller asked for the next batch: this one's slot may be refilled
+                    ring.free.append(held)
+                    held = None
         finally:
             for future, _ in pending:
                 future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-            if ring is not None:
-                ring.close()
-
+            if kept:  # the pool stays: wait for the running batches, then their slots are free again
+                wait([future for future, _ in pending])
+                if ring is not None:
+                    ring.free.extend(slot for slot in [held, *(slot for _, slot in pending)] if slot is not None)
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
+                if ring is not None:
+                    ring.close()

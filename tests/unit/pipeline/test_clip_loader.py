@@ -98,11 +98,36 @@ def test_process_workers_hand_batches_back_through_a_ring_of_shared_slots(clip_s
     for mine, theirs in zip(got, expected):
         assert torch.equal(mine["clips"], theirs["clips"]) and torch.equal(mine["ids"], theirs["ids"])
         assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(mine["targets"], theirs["targets"]))
-        assert mine["note"] == theirs["note"] and isinstance(mine["targets"], tuple)
+        assert mine["note"] == theirs["note"] and isinstance(mine["targets"], tuple) and mine["pid"] != theirs["pid"]
     in_slots = buffers[1:-1]  # the first sized the ring; the last did not fit it
     assert len(set(in_slots)) <= loader.depth + 1 < len(in_slots)
     assert buffers[-1] not in in_slots
     assert _ring_folders() == before
+
+
+@pytest.mark.slow  # spawns two Python processes
+def test_an_open_loader_keeps_its_processes_and_slots_for_every_map_until_closed(clip_store, loader_tasks):
+    """A training run's epochs: one pool and one ring; an epoch stopped early, or failed, hands its slots back."""
+    load = loader_tasks.LabelledClips(clip_store, fail_on=23)
+    specs = epoch_specs(seed=4, batch=4)[:-1]  # 6 batches: more than the ring's slots
+    expected = [load(ids)["note"] for ids in specs if 23 not in ids]
+    before = _ring_folders()
+    with ClipLoader(load, 2, depth=2, kind="process") as loader:
+        first = loader.map([ids for ids in specs if 23 not in ids])
+        got_first = [next(first)["note"], next(first)["note"]]
+        first.close()  # stopped early, holding a batch with more in flight
+        pids, notes = set(), []
+        for _ in range(2):  # two whole epochs after it
+            for batch in loader.map([ids for ids in specs if 23 not in ids]):
+                notes.append(batch["note"])
+                pids.add(batch["pid"])
+            assert len(_ring_folders() - before) == 1  # the ring stays between epochs
+        with pytest.raises(ValueError, match="clip 23 is unreadable"):
+            list(loader.map(specs))  # a failed epoch
+        again = [batch["note"] for batch in loader.map([ids for ids in specs if 23 not in ids])]
+    assert got_first == expected[:2] and notes == expected * 2 and again == expected
+    assert len(pids) <= 2  # the same two processes served every epoch
+    assert _ring_folders() == before  # closed: slots removed
 
 
 @pytest.mark.slow  # spawns two Python processes
