@@ -28,8 +28,10 @@ all of them:
   without a deterministic kernel still runs).
 * Models and inputs use the runtime's memory layout (``RuntimeOptions.channels_last``: NDHWC 3D convolutions,
   faster with oneDNN on CPUs), autocast to bfloat16 with ``bf16``.
-* Batches are read from the store while the previous batch trains, by ``TrainOptions.loader_workers`` threads
+* Batches are read from the store while the previous batch trains, by ``TrainOptions.loader_workers`` workers
   (``pipeline.clip_loader``: in order, a bounded number ahead, pinned for a GPU); nothing loads a whole dataset.
+  One worker is a thread; several are processes reading the batches' clips (``batch_loader``), started once per
+  run, while the task adds the targets in this process.
 
 * Under ``torchrun`` (``pipeline.distributed``) every process draws the same global batches and trains on
   its part of each; gradients are summed over the processes, weighted by part size, before each step; rank 0
@@ -56,7 +58,7 @@ from torch import nn
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.methods.video_prediction import video_predictions
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.clip_loader import ClipLoader, default_loader_workers
+from condi_pipe.pipeline.clip_loader import ClipLoader, ClipReader, default_loader_workers
 from condi_pipe.pipeline.distributed import SINGLE_PROCESS, TrainingProcesses
 from condi_pipe.pipeline.progress import progress_bar
 from condi_pipe.pipeline.splits import DEFAULT_VALIDATION_FRACTION
@@ -219,6 +221,9 @@ class TrainingTask(Protocol):
 
     def load_batch(self, spec: Any) -> Any: ...
 
+    # Optional, for process loader workers: ``load_batch(spec) == batch_from_clips(spec, clips of clip_ids_of(spec))``
+    # with the clips read from the store's clip array (``clip_ids_of(spec) -> np.ndarray``).
+
     def train_step(self, batch: Any, generator: torch.Generator) -> StepResult: ...
 
     def evaluate(self, epoch: int) -> dict[str, float]: ...
@@ -259,6 +264,31 @@ def eval_batch_size(batch_size: int) -> int:
 
 def batches_of(items: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def batch_loader(task: TrainingTask, store: Store, workers: int, device: torch.device) -> ClipLoader:
+    """The training batches' loader. One worker: a thread running ``task.load_batch``. Several: processes reading
+    each batch's clips (``task.clip_ids_of``) from the store, if the task can add its targets afterwards
+    (``batch_from_clips``) and the store is not in-process memory. Measured (README "Loading clips"): on shuffled
+    ids two processes read 1.0-1.25x what two threads read, which share one zarr event loop, while one thread beats
+    one process (no transfer)."""
+    pin = device.type == "cuda"
+    if workers > 1 and hasattr(task, "clip_ids_of") and not store.is_in_process_only:
+        return ClipLoader(ClipReader(store.url), workers, pin_memory=pin, kind="process")
+    return ClipLoader(lambda part: task.load_batch(part) if len(part) else None, workers, pin_memory=pin)
+
+
+def epoch_loads(task: TrainingTask, loader: ClipLoader, parts: Sequence[Any]) -> Iterator[Any]:
+    """Each part's batch (None for an empty part), in order, through ``loader`` (see ``batch_loader``)."""
+    if loader.kind == "thread":
+        yield from loader.map(parts)
+        return
+    clips = loader.map([task.clip_ids_of(part) for part in parts])
+    try:
+        for part, part_clips in zip(parts, clips):
+            yield task.batch_from_clips(part, part_clips) if len(part) else None
+    finally:
+        clips.close()
 
 
 def prefetched(load: Callable[[Any], Any], specs: Iterable[Any]) -> Iterator[Any]:
@@ -392,7 +422,8 @@ def run_training(
         quiet, log = True, _silent
     configure_threads(runtime, processes.local_world_size)  # local processes share the cores
     device = processes.device(runtime)
-    with deterministic_algorithms(options.deterministic, device):
+    workers = options.loader_workers or default_loader_workers(device)
+    with deterministic_algorithms(options.deterministic, device), batch_loader(task, store, workers, device) as loader:
         seed_everything(options.seed)
         task.setup(device)
         for module in task.modules().values():
@@ -433,7 +464,7 @@ def run_training(
 
         for epoch in range(start, options.epochs):
             row = _train_epoch(task, modules, optimizer, groups, samples_seen, options, runtime, device, epoch, stage,
-                               quiet, processes)
+                               quiet, processes, loader)
             samples_seen += int(row["train_samples"])
             scheduler.step()
             processes.average_buffers(modules.values())
@@ -484,7 +515,7 @@ def _silent(message: str) -> None:
 
 
 def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_before: int, options, runtime, device,
-                 epoch, stage, quiet, processes: TrainingProcesses) -> dict:
+                 epoch, stage, quiet, processes: TrainingProcesses, loader: ClipLoader) -> dict:
     rng = np.random.default_rng([options.seed, epoch])
     generator = torch.Generator().manual_seed(derived_seed(options.seed, epoch, 1))
     if processes.distributed:
@@ -502,11 +533,9 @@ def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_bef
     samples = 0
     rank_samples = [0.0] * processes.world_size
     began = time.perf_counter()
-    loader = ClipLoader(lambda part: task.load_batch(part) if len(part) else None,
-                        options.loader_workers or default_loader_workers(device), pin_memory=device.type == "cuda")
-    # closed on any exit (an exception in a step too), so no loader thread outlives the epoch
+    # closed on any exit (an exception in a step too), so no batch is still loading after the epoch
     with progress_bar(total=len(specs), desc=f"{stage} epoch {epoch + 1}", quiet=quiet) as bar, \
-            closing(loader.map(parts)) as batches:
+            closing(epoch_loads(task, loader, parts)) as batches:
         for spec, part, batch in zip(specs, parts, batches):
             optimizer.zero_grad(set_to_none=True)
             result = None

@@ -203,17 +203,25 @@ class DistillTask:
         return batches_of(ids, self.request.train.batch_size)
 
     def load_batch(self, spec: np.ndarray):
-        if self.video_level:
-            return self._video_batch(self.train_videos, spec, "train")
-        rows = self.cache.rows(spec)
-        return (read_clips(self.clips, spec), torch.from_numpy(self.cache.logits[rows]),
-                torch.from_numpy(self.cache.z[rows]), torch.from_numpy(self.clip_label[spec]))
+        return self.batch_from_clips(spec, read_clips(self.clips, self.clip_ids_of(spec)))
 
-    def _video_batch(self, videos: VideoSet, index: np.ndarray, split: str):
+    def clip_ids_of(self, spec: np.ndarray) -> np.ndarray:
+        """The clips a training batch reads (a loader's processes read them; the targets are added here)."""
+        return self.video_clip_ids(self.train_videos, spec)[0] if self.video_level else spec
+
+    def batch_from_clips(self, spec: np.ndarray, clips: torch.Tensor):
+        if self.video_level:
+            return self._video_batch(self.train_videos, spec, "train", clips)
+        rows = self.cache.rows(spec)
+        return (clips, torch.from_numpy(self.cache.logits[rows]), torch.from_numpy(self.cache.z[rows]),
+                torch.from_numpy(self.clip_label[spec]))
+
+    def _video_batch(self, videos: VideoSet, index: np.ndarray, split: str, clips: torch.Tensor | None = None):
         ids, counts = self.video_clip_ids(videos, index)
         features, probs = self.targets[split]
-        return (read_clips(self.clips, ids), torch.from_numpy(counts), torch.from_numpy(features[index]),
-                torch.from_numpy(probs[index]), torch.from_numpy(videos.label[index]))
+        return (read_clips(self.clips, ids) if clips is None else clips, torch.from_numpy(counts),
+                torch.from_numpy(features[index]), torch.from_numpy(probs[index]),
+                torch.from_numpy(videos.label[index]))
 
     # -- losses --------------------------------------------------------------------------------------------
     def loss_context(self) -> LossContext:

@@ -166,7 +166,13 @@ class TeacherTask:
         return batches_of(ids, self.request.train.batch_size)
 
     def load_batch(self, ids: np.ndarray):
-        return read_clips(self.clips, ids), torch.from_numpy(self.clip_label[ids])
+        return self.batch_from_clips(ids, read_clips(self.clips, ids))
+
+    def clip_ids_of(self, ids: np.ndarray) -> np.ndarray:
+        return ids
+
+    def batch_from_clips(self, ids: np.ndarray, clips: torch.Tensor):
+        return clips, torch.from_numpy(self.clip_label[ids])
 
     def train_step(self, batch, generator: torch.Generator) -> StepResult:
         clips, labels = batch

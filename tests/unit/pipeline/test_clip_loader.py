@@ -240,7 +240,9 @@ def test_batches_for_a_gpu_are_pinned(clip_store):
         assert batch[0].is_pinned() and isinstance(batch[1], list)
 
 
-def test_a_distill_run_with_two_loader_workers_ends_with_the_bytes_of_one(synth_teacher_store, tmp_path):
+@pytest.mark.parametrize("loss", ["condi-sr", "uniform-k"])  # clip batches; video batches (K clips per video)
+def test_a_distill_run_with_two_loader_workers_ends_with_the_bytes_of_one(synth_teacher_store, tmp_path, loss):
+    """One worker is a thread running the task's load; two are processes reading the clips (``batch_loader``)."""
     from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
 
     results = {}
@@ -248,7 +250,7 @@ def test_a_distill_run_with_two_loader_workers_ends_with_the_bytes_of_one(synth_
         store_dir = tmp_path / f"workers{workers}"
         shutil.copytree(synth_teacher_store, store_dir)
         train = TrainOptions(2, 4, 0.1, seed=1, val_fraction=0, loader_workers=workers)
-        request = DistillRequest("condi-sr", "shufflenetv2_3d", "resnet10_3d_small", 0.25, name="run",
+        request = DistillRequest(loss, "shufflenetv2_3d", "resnet10_3d_small", 0.25, name="run",
                                  losses=LossOptions(k=2), train=train, clips_per_video=1,
                                  runtime=RuntimeOptions(threads=1))
         distill(Store(str(store_dir)), request, quiet=True, log=lambda message: None)
@@ -289,3 +291,20 @@ def test_a_batch_laid_out_in_a_slot_reads_back_as_views_and_bfloat16_is_left_to_
     slot[0] = 99  # views of the slot, not copies
     assert int(back["clips"][0, 0, 0]) == 99
     assert _slot_layout((torch.ones(2), torch.ones(2, dtype=torch.bfloat16)))[1] == -1
+
+
+def test_training_reads_with_processes_only_when_several_workers_can_share_the_store(clip_store):
+    from condi_pipe.pipeline.training import batch_loader
+
+    class ClipTask:
+        def clip_ids_of(self, spec):
+            return spec
+
+    class OpaqueTask:  # its load_batch cannot be split into clips and targets
+        pass
+
+    cpu = torch.device("cpu")
+    assert batch_loader(ClipTask(), Store(clip_store), 2, cpu).kind == "process"
+    assert batch_loader(ClipTask(), Store(clip_store), 1, cpu).kind == "thread"
+    assert batch_loader(OpaqueTask(), Store(clip_store), 2, cpu).kind == "thread"
+    assert batch_loader(ClipTask(), Store("memory://loader-test"), 2, cpu).kind == "thread"
