@@ -169,8 +169,9 @@ def train_options(table: OptionTable):
 
     def decorate(fn):
         fn = option(table, "--loader-workers", type=click.IntRange(min=1),
-                    help="Threads reading training batches, in order (default: 1 on a CPU, up to 4 with a GPU). "
-                         "The batches and the result do not depend on it.")(fn)
+                    help="Workers reading training batches, in order: 1 is a thread, more are processes started once "
+                         "per run (default: 1 on a CPU, up to 4 with a GPU). The batches and the result do not "
+                         "depend on it.")(fn)
         fn = option(table, "--keep", type=click.Choice(["best", "last"]),
                     help="Keep the evaluated epoch with the best validation selection metric (ties: the earlier), "
                          "or the last epoch.")(fn)

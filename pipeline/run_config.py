@@ -200,7 +200,7 @@ class DistillSection:
     threads: int | None = _distill("threads")
     bf16: bool | str = _distill("bf16")  # "auto": score times bf16 against fp32; distill runs fp32
     layout: str = _distill("layout")  # auto: score times it, distill runs channels-last; or ncdhw, channels-last
-    loader_workers: int | None = _distill("loader_workers")  # threads reading batches (None: 1 on a CPU)
+    loader_workers: int | None = _distill("loader_workers")  # batch readers (None: 1 on a CPU; 2+: processes)
 
     def __post_init__(self) -> None:
         _check_ranges(self, positive=("width", "epochs", "batch_size", "lr", "eval_every", "conf_lr", "tau", "k",
