@@ -16,8 +16,8 @@ Threads or processes: reading a batch is zarr (its shard index, the event loop t
 in a process goes through, copies) plus zstd decompression, which releases the GIL. Threads share the task and
 the opened clip array, need no pickling, and the batch is not copied, but every thread's reads pass through the
 one zarr event loop of the process. Processes need a picklable ``load`` (sent once to each worker) and hand their
-tensors back through a ring of shared-memory slots (``depth + 1`` files in ``/dev/shm``, each the size of the
-first batch): a worker copies its batch's tensors into a free slot, and the caller gets tensors that are views
+tensors back through a ring of shared-memory slots (``depth + 1`` files in ``/dev/shm``, or the temporary folder
+when it has no room, each the size of the first batch): a worker copies its batch's tensors into a free slot, and the caller gets tensors that are views
 of that slot, so nothing is pickled or faulted in again per batch (a batch that does not fit goes back pickled,
 as torch shares tensors). A process batch's tensors are therefore valid until the next batch is taken: a caller
 that keeps a batch longer clones it. ``bench/clip_reads.py`` measures both; the training loop uses threads (its
@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -177,26 +178,47 @@ def _from_slot(layout: Any, slot: np.ndarray) -> Any:
     return layout
 
 
+SHARED_MEMORY_DIR = "/dev/shm"
+
+
 class SlotRing:
-    """``count`` shared-memory files of ``size`` bytes (in ``/dev/shm`` where it exists), mapped once by this
-    process and once by each worker that writes one; removed by :meth:`close`."""
+    """``count`` files of ``size`` bytes, mapped once by this process and once by each worker that writes one;
+    removed by :meth:`close`. They live in ``/dev/shm`` (memory) where it exists and has room, else in the temporary
+    folder (the page cache). Their space is reserved up front (``posix_fallocate``): a slot in a full ``/dev/shm``
+    would otherwise fail only when a worker first writes to it, with SIGBUS (containers often give it 64 MB)."""
 
     def __init__(self, count: int, size: int) -> None:
-        shm = "/dev/shm"
-        self.folder = tempfile.mkdtemp(prefix="condi-pipe-loader-",
-                                       dir=shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None)
+        self.maps: list[np.memmap] = []
+        self.paths: list[str] = []
+        self.folder = ""
+        problems = []
+        for where in (SHARED_MEMORY_DIR, None):
+            if where is not None and not (os.path.isdir(where) and os.access(where, os.W_OK)):
+                continue
+            try:
+                self._make(where, count, max(size, 1))
+                break
+            except OSError as exc:
+                problems.append(f"{self.folder}: {exc}")
+                self.close()
+        else:
+            raise OSError(f"no room for {count} loader slots of {size} bytes ({'; '.join(problems)})")
+        self.free = deque(range(count))
+
+    def _make(self, where: str | None, count: int, size: int) -> None:
+        self.folder = tempfile.mkdtemp(prefix="condi-pipe-loader-", dir=where)
         self.paths, self.maps = [], []
         for i in range(count):
             path = os.path.join(self.folder, f"slot{i}")
             with open(path, "wb") as fh:
-                fh.truncate(max(size, 1))
+                os.posix_fallocate(fh.fileno(), 0, size)
             self.paths.append(path)
             self.maps.append(np.memmap(path, dtype=np.uint8, mode="r+"))
-        self.free = deque(range(count))
 
     def close(self) -> None:
         self.maps.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class ClipLoader:
@@ -216,6 +238,7 @@ class ClipLoader:
         self.pin_memory = pin_memory
         self._kept_pool: Executor | None = None  # between open() and close(): one pool (and ring) for every map
         self._kept_ring: SlotRing | None = None
+        self._no_ring = False  # set when no ring could be made: process batches come back pickled
 
     def open(self) -> "ClipLoader":
         """Keep one pool of workers (and, for processes, one ring of slots) for every ``map`` until
@@ -281,11 +304,12 @@ class ClipLoader:
         ring: SlotRing | None = self._kept_ring if kept else None
         held: int | None = None  # the slot of the batch the caller holds
         exhausted = False
+        sizing = self.kind == "process" and ring is None and not self._no_ring
 
         def top_up() -> None:
             nonlocal exhausted
             # processes start with one batch: it sizes the ring's slots, which every later batch travels in
-            limit = 1 if self.kind == "process" and ring is None else self.depth
+            limit = 1 if sizing else self.depth
             while not exhausted and len(pending) < limit:
                 spec = next(specs, _END)
                 if spec is _END:
@@ -297,8 +321,13 @@ class ClipLoader:
             top_up()
             while pending:
                 batch, held = self._result(*pending.popleft(), ring)
-                if self.kind == "process" and ring is None:
-                    ring = SlotRing(self.depth + 1, _slot_layout(batch)[1])
+                if sizing:
+                    sizing = False
+                    try:
+                        ring = SlotRing(self.depth + 1, _slot_layout(batch)[1])
+                    except OSError as exc:  # no room anywhere: batches go back pickled, as torch shares tensors
+                        warnings.warn(f"clip loader: {exc}; batches are passed pickled", RuntimeWarning)
+                        self._no_ring = True
                     if kept:
                         self._kept_ring = ring
                 top_up()  # the freed places go to the next batches before this one is handed over

@@ -5,6 +5,7 @@ as with 1."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 import threading
@@ -308,3 +309,48 @@ def test_training_reads_with_processes_only_when_several_workers_can_share_the_s
     assert batch_loader(ClipTask(), Store(clip_store), 1, cpu).kind == "thread"
     assert batch_loader(OpaqueTask(), Store(clip_store), 2, cpu).kind == "thread"
     assert batch_loader(ClipTask(), Store("memory://loader-test"), 2, cpu).kind == "thread"
+
+
+def _no_room(fd, offset, length):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_slots_go_to_the_temporary_folder_when_shared_memory_has_no_room(monkeypatch, tmp_path):
+    """A full /dev/shm (64 MB in many containers) fails when the space is reserved, not later with SIGBUS."""
+    import os as os_module
+
+    from condi_pipe.pipeline import clip_loader
+
+    reserve = os_module.posix_fallocate
+    full = str(tmp_path / "shm")
+    os_module.makedirs(full)
+
+    def fallocate(fd, offset, length):
+        if os_module.readlink(f"/proc/self/fd/{fd}").startswith(full):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return reserve(fd, offset, length)
+
+    monkeypatch.setattr(clip_loader, "SHARED_MEMORY_DIR", full)
+    monkeypatch.setattr(os_module, "posix_fallocate", fallocate)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os_module.makedirs(tmp_path / "tmp")
+    ring = clip_loader.SlotRing(3, 1000)
+    assert ring.folder.startswith(str(tmp_path / "tmp")) and len(ring.maps) == 3 and len(ring.maps[0]) == 1000
+    assert os_module.listdir(full) == []  # the failed attempt left nothing behind
+    ring.close()
+    assert os_module.listdir(tmp_path / "tmp") == []
+    monkeypatch.setattr(os_module, "posix_fallocate", _no_room)
+    with pytest.raises(OSError, match="no room for 3 loader slots of 1000 bytes"):
+        clip_loader.SlotRing(3, 1000)
+
+
+@pytest.mark.slow  # spawns two Python processes
+def test_without_room_for_slots_process_batches_come_back_pickled(clip_store, loader_tasks, monkeypatch):
+    import os as os_module
+
+    monkeypatch.setattr(os_module, "posix_fallocate", _no_room)
+    load = loader_tasks.LabelledClips(clip_store)
+    specs = epoch_specs(seed=5, batch=6)
+    with pytest.warns(RuntimeWarning, match="batches are passed pickled"):
+        got = [batch["clips"].clone() for batch in ClipLoader(load, 2, kind="process").map(specs)]
+    assert len(got) == len(specs) and all(torch.equal(a, load(ids)["clips"]) for a, ids in zip(got, specs))
