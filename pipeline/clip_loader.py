@@ -82,19 +82,25 @@ class ClipReader:
         return torch.from_numpy(read_clip_batch(self._array, clip_ids))
 
 
+def _map_leaves(batch: Any, leaf_type: type, fn: Callable[[Any], Any]) -> Any:
+    """``batch`` (tuples, named tuples, lists and dicts, nested) with every ``leaf_type`` leaf replaced by
+    ``fn(leaf)``, in order (dict values in their order), other leaves kept."""
+    if isinstance(batch, leaf_type):
+        return fn(batch)
+    if isinstance(batch, tuple):
+        items = [_map_leaves(item, leaf_type, fn) for item in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
+    if isinstance(batch, list):
+        return [_map_leaves(item, leaf_type, fn) for item in batch]
+    if isinstance(batch, dict):
+        return {key: _map_leaves(value, leaf_type, fn) for key, value in batch.items()}
+    return batch
+
+
 def pinned(batch: Any) -> Any:
     """``batch`` (a tensor, or tuples / lists / dicts of them, other leaves kept) with every tensor in page-locked
     memory, for asynchronous copies to a GPU."""
-    if isinstance(batch, torch.Tensor):
-        return batch.pin_memory()
-    if isinstance(batch, tuple):
-        items = [pinned(item) for item in batch]
-        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
-    if isinstance(batch, list):
-        return [pinned(item) for item in batch]
-    if isinstance(batch, dict):
-        return {key: pinned(value) for key, value in batch.items()}
-    return batch
+    return _map_leaves(batch, torch.Tensor, lambda tensor: tensor.pin_memory())
 
 
 # The load function of this worker process (processes receive it once, in the pool's initializer).
@@ -115,31 +121,31 @@ class _InSlot(NamedTuple):
     shape: tuple[int, ...]
 
 
-def _slot_layout(batch: Any, offset: int = 0) -> tuple[Any, int, list[tuple[torch.Tensor, _InSlot]]]:
+class _NotInNumpy(Exception):
+    """A tensor whose dtype numpy has no equivalent for: its batch cannot travel in a slot."""
+
+
+def _slot_layout(batch: Any) -> tuple[Any, int, list[tuple[torch.Tensor, _InSlot]]]:
     """``batch`` with each tensor replaced by its place in a slot (64-byte aligned, in order), the bytes needed,
     and the (tensor, place) pairs to copy. Tensors numpy cannot hold (bfloat16) stop the layout: (None, -1, [])."""
-    if isinstance(batch, torch.Tensor):
+    size, copies = 0, []
+
+    def place(tensor: torch.Tensor) -> _InSlot:
+        nonlocal size
         try:
-            dtype = np.dtype(torch.empty(0, dtype=batch.dtype).numpy().dtype)
-        except TypeError:
-            return None, -1, []
-        place = _InSlot(offset, dtype.str, tuple(batch.shape))
-        return place, offset + -(-batch.numel() * dtype.itemsize // 64) * 64, [(batch, place)]
-    if isinstance(batch, (tuple, list)):
-        items, copies = [], []
-        for item in batch:
-            laid, offset, more = _slot_layout(item, offset)
-            if offset < 0:
-                return None, -1, []
-            items.append(laid)
-            copies += more
-        if isinstance(batch, list):
-            return items, offset, copies
-        return (type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)), offset, copies
-    if isinstance(batch, dict):
-        laid, offset, copies = _slot_layout(list(batch.values()), offset)
-        return (None if offset < 0 else dict(zip(batch, laid))), offset, copies
-    return batch, offset, []
+            dtype = np.dtype(torch.empty(0, dtype=tensor.dtype).numpy().dtype)
+        except TypeError as exc:  # bfloat16, float8
+            raise _NotInNumpy from exc
+        where = _InSlot(size, dtype.str, tuple(tensor.shape))
+        size += -(-tensor.numel() * dtype.itemsize // 64) * 64
+        copies.append((tensor, where))
+        return where
+
+    try:
+        return _map_leaves(batch, torch.Tensor, place), size, copies
+    except _NotInNumpy:
+        return None, -1, []
+
 
 
 def _slot_view(slot: np.ndarray, place: _InSlot) -> np.ndarray:
@@ -167,15 +173,7 @@ def _load_in_process(spec: Any, slot_path: str | None = None) -> tuple[bool, Any
 
 def _from_slot(layout: Any, slot: np.ndarray) -> Any:
     """The batch whose tensors ``layout`` placed in ``slot``: tensors that are views of the slot."""
-    if isinstance(layout, _InSlot):
-        return torch.from_numpy(_slot_view(slot, layout))
-    if isinstance(layout, tuple) and hasattr(layout, "_fields"):
-        return type(layout)(*(_from_slot(item, slot) for item in layout))
-    if isinstance(layout, (tuple, list)):
-        return type(layout)(_from_slot(item, slot) for item in layout)
-    if isinstance(layout, dict):
-        return {key: _from_slot(value, slot) for key, value in layout.items()}
-    return layout
+    return _map_leaves(layout, _InSlot, lambda place: torch.from_numpy(_slot_view(slot, place)))
 
 
 SHARED_MEMORY_DIR = "/dev/shm"

@@ -203,7 +203,9 @@ class DistillTask:
         return batches_of(ids, self.request.train.batch_size)
 
     def load_batch(self, spec: np.ndarray):
-        return self.batch_from_clips(spec, read_clips(self.clips, self.clip_ids_of(spec)))
+        if self.video_level:  # reads its clips itself: the videos' clip ids are worked out once
+            return self._video_batch(self.train_videos, spec, "train")
+        return self.batch_from_clips(spec, read_clips(self.clips, spec))
 
     def clip_ids_of(self, spec: np.ndarray) -> np.ndarray:
         """The clips a training batch reads (a loader's processes read them; the targets are added here)."""
