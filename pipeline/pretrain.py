@@ -2,8 +2,9 @@
 
 The paper's teacher comes pretrained (ResNeXt-101 on Kinetics) and is then used on UCF-101; its confidence labels z
 on the student's training clips are honest because the teacher never saw those clips. The embedded benchmark does
-the same: its teacher is trained once on a large generated corpus whose seed no demo uses
-(:data:`PRETRAIN_SEED`; ``condi-pipe demo`` refuses it), and ships inside the package
+the same: its teacher is trained once on a large generated corpus whose seed no demo uses (:data:`PRETRAIN_SEED`;
+``condi-pipe demo`` refuses it and every seed sharing its random streams, and so does ``teacher-cache`` with the
+shipped teacher on a store generated with one: :func:`pretraining_corpus_overlap`), and ships inside the package
 (``models/weights/resnet10_3d_motion-embedded.pt`` with its model card ``.json``).
 
 Steps, each a normal resumable stage in ``WORK/store`` (a killed run continues where it stopped):
@@ -31,9 +32,25 @@ from typing import Callable
 
 import numpy as np
 
-PRETRAIN_SEED = 7_000_001  # the pretraining corpus; `condi-pipe demo` refuses this seed
+PRETRAIN_SEED = 7_000_001  # the pretraining corpus; `condi-pipe demo` refuses seeds sharing its random streams
 PRETRAIN_VIDEOS = 3000
 TEACHER = "resnet10_3d_motion"
+
+
+def pretraining_corpus_overlap(seed: int, videos: int) -> str | None:
+    """How the benchmark ``condi-pipe synth --seed SEED --videos VIDEOS`` repeats the pretraining corpus, in words
+    ("shares random streams with ..."); None when none of its videos' random streams is one of the corpus's (only
+    then did the shipped teacher never see its clips). With fewer than 2**32 videos, the seeds that share streams are
+    ``PRETRAIN_SEED + k * 2**32`` for ``k < PRETRAIN_VIDEOS`` (see ``shared_video_stream``)."""
+    from condi_pipe.video.synth.random_streams import VIDEO_STREAMS, shared_video_stream
+
+    shared = shared_video_stream(seed, videos, PRETRAIN_SEED, PRETRAIN_VIDEOS)
+    if shared is None:
+        return None
+    video, stream, corpus_video, corpus_stream = shared
+    return (f"shares random streams with the pretrained teacher's training corpus (seed {PRETRAIN_SEED}, "
+            f"{PRETRAIN_VIDEOS} videos): its video {video}'s {VIDEO_STREAMS[stream]} stream is corpus video "
+            f"{corpus_video}'s {VIDEO_STREAMS[corpus_stream]} stream")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ methods at test time, where only it runs.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -34,9 +35,11 @@ from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, MAX_BATCH, Mode
 from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.pretrain import pretraining_corpus_overlap
 from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions
+from condi_pipe.stages.extract import EXTRACT
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
 from condi_pipe.storage import clip_outputs, staging, tables
 from condi_pipe.storage import training_artifacts as artifacts
@@ -157,6 +160,35 @@ def cached_teacher(store: Store, name: str) -> ModelRef:
     return ModelRef(**record["config"]["teacher"])
 
 
+def _generated_benchmark(root: str) -> tuple[int, int] | None:
+    """(seed, videos) of the ``condi-pipe synth`` benchmark at ``root`` (its ``synth.json``, finished or not);
+    None for any other dataset."""
+    try:
+        with open(os.path.join(root, "synth.json"), encoding="utf-8") as file:
+            config = json.load(file)["config"]
+        return int(config["seed"]), int(config["videos"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def refuse_pretraining_clips(store: Store, teacher: ModelRef) -> None:
+    """A one-line StageError when ``teacher`` is the shipped one and the store's videos are a generated benchmark
+    sharing random streams with its training corpus: the teacher saw those clips, so its z would be in-sample while
+    everything downstream calls it honest."""
+    if not is_shipped(teacher.weights_path):
+        return
+    root = (stage_record(store, EXTRACT.name).get("config") or {}).get("root")
+    generated = _generated_benchmark(root) if root else None
+    if generated is None:
+        return
+    seed, videos = generated
+    overlap = pretraining_corpus_overlap(seed, videos)
+    if overlap is not None:
+        raise StageError(f"{store.url}: refusing the shipped teacher: the store's videos come from `condi-pipe synth "
+                         f"--seed {seed} --videos {videos}` ({root}), which {overlap}, so the teacher's z would be "
+                         "in-sample; generate the benchmark with another --seed and extract it into a new store")
+
+
 def label_teachers(store: Store, request: TeacherCacheRequest, log: Callable[[str], None]) -> FoldTeachers | None:
     """The fold teachers that label the train clips out of fold, or None for in-sample labels; a one-line error
     when out-of-fold labels are asked for and there are no fold teachers."""
@@ -228,6 +260,7 @@ def teacher_cache(
     key = f"{TEACHER_CACHE.name}/{name}"
     stage_name = f"teacher-cache-{name}"
     check_checkpoint(request.teacher.weights_path)  # before --force deletes the cache it would replace
+    refuse_pretraining_clips(store, request.teacher)  # likewise, and before anything is recorded
     folds = label_teachers(store, request, log)
     with stage_run(store, TEACHER_CACHE, request.config(folds), force=force, record_key=key, log=log) as run:
         if run.skip:
@@ -264,8 +297,12 @@ def teacher_cache(
                           choice)
         finish_staged(run, store, [stage_name], counts)
     bins_note = f", mean B' {counts['mean_sgs_bins']:.2f}" if "mean_sgs_bins" in counts else ""
-    labels_note = (f"out-of-fold z labels ({folds.count} fold teachers)" if folds is not None
-                   else "in-sample z labels")
+    if folds is not None:
+        labels_note = f"out-of-fold z labels ({folds.count} fold teachers)"
+    elif is_shipped(request.teacher.weights_path):
+        labels_note = "honest z labels (shipped pretrained weights, which never saw these clips)"
+    else:
+        labels_note = "in-sample z labels"
     log(f"teacher-cache {name}: {counts['clips']} clips, clip accuracy {counts['clip_accuracy']:.1%}, "
         f"{counts['ms_per_clip']:.1f} ms/clip, {counts.get('gflops_per_clip', 0):.3g} GFLOPs/clip{bins_note} on "
         f"{device.get('device_name', '?')}; {labels_note}")

@@ -1,5 +1,6 @@
 """The shipped teacher and the skim student: how `pretrained` resolves, the command that makes the shipped weights,
-and the student's reduced input (FLOPs are counted at the size the network really reads)."""
+the refusal of stores whose clips it trained on, and the student's reduced input (FLOPs are counted at the size the
+network really reads)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from condi_pipe.models import build_model, measure_flops, model_table
 from condi_pipe.models.pretrained import PRETRAINED, SHIPPED_WEIGHTS, model_card, pretrained_weights_path, resolve_weights
+from condi_pipe.pipeline.pretrain import PRETRAIN_SEED, PRETRAIN_VIDEOS
 
 
 def test_pretrained_resolves_to_the_shipped_file_and_other_names_pass_through():
@@ -63,13 +65,86 @@ def test_skim_student_costs_under_a_twentieth_of_the_teacher_in_flops():
     assert measure_flops(model) == rows["resnet10_3d_motion_skim"]["flops"]
 
 
-def test_demo_refuses_the_pretraining_seed(tmp_path):
+@pytest.mark.parametrize("corpus_video", [0, 1, PRETRAIN_VIDEOS - 1])
+def test_demo_refuses_every_seed_sharing_the_pretraining_corpus_streams(tmp_path, monkeypatch, corpus_video):
+    """Not only the corpus's seed: numpy seeds ``PRETRAIN_SEED + j * 2**32`` with corpus video j's streams."""
+    import condi_pipe.pipeline.runner
+    import condi_pipe.video.synth
     from condi_pipe.pipeline.demo import run_demo
-    from condi_pipe.pipeline.pretrain import PRETRAIN_SEED
 
-    with pytest.raises(ValueError, match=f"seed {PRETRAIN_SEED}.*pretrained teacher"):
-        run_demo(tmp_path / "store", videos=20, seed=PRETRAIN_SEED, log=lambda m: None)
+    def past_the_check(*args, **kwargs):
+        raise AssertionError("the demo went on past its seed check")
+
+    monkeypatch.setattr(condi_pipe.video.synth, "generate_benchmark", past_the_check)
+    monkeypatch.setattr(condi_pipe.pipeline.runner, "run_pipeline", past_the_check)
+    seed = PRETRAIN_SEED + corpus_video * 2**32
+    with pytest.raises(ValueError, match=f"seed {seed} shares random streams with the pretrained teacher's training "
+                                         f"corpus.*corpus video {corpus_video}'s.*pick another --seed"):
+        run_demo(tmp_path / "store", videos=20, seed=seed, log=lambda m: None)
     assert not (tmp_path / "store").exists()
+
+
+def _generated_store(folder, seed: int):
+    """A 10-video benchmark generated with ``seed`` (``folder/data``), extracted into ``folder/store``."""
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.stages.extract import ExtractRequest, extract
+    from condi_pipe.storage.store import Store
+    from condi_pipe.video.synth import generate_benchmark
+
+    generate_benchmark(folder / "data", videos=10, seed=seed)
+    store = Store(str(folder / "store"))
+    extract(store, ExtractRequest("ucf101", str(folder / "data"), clips_per_shard=8), ExecutorOptions(workers=0),
+            quiet=True, log=lambda m: None)
+    return store
+
+
+def test_teacher_cache_refuses_the_shipped_teacher_on_a_store_sharing_its_corpus_streams(tmp_path, fingerprint):
+    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.pipeline.stage import StageError
+    from condi_pipe.stages.teacher_cache import (TeacherCacheRequest, TeacherChoice, refuse_pretraining_clips,
+                                                 teacher_cache)
+
+    seed = PRETRAIN_SEED + 2**32  # not the corpus's seed, but its video 0's plan stream is corpus video 1's
+    store = _generated_store(tmp_path, seed)
+    before = fingerprint(tmp_path / "store")
+    request = TeacherCacheRequest(TeacherChoice("resnet10_3d_motion", weights=PRETRAINED))
+    with pytest.raises(StageError, match=f"refusing the shipped teacher: the store's videos come from `condi-pipe "
+                                         f"synth --seed {seed} --videos 10`.*shares random streams with the pretrained "
+                                         "teacher's training corpus.*in-sample; generate the benchmark with another "
+                                         "--seed") as refused:
+        teacher_cache(store, request, ExecutorOptions(workers=0), quiet=True, log=lambda m: None)
+    assert "\n" not in str(refused.value)
+    assert fingerprint(tmp_path / "store") == before  # no cache, no record, not even a staging folder
+
+    # other weights on that store, and the shipped ones on a store of a real dataset (no synth.json), pass
+    refuse_pretraining_clips(store, ModelRef("resnet10_3d_motion", 10, weights_path=str(tmp_path / "mine.pt")))
+    (tmp_path / "data" / "synth.json").unlink()
+    refuse_pretraining_clips(store, request.resolved(store).teacher)
+
+
+def test_teacher_cache_calls_the_shipped_teachers_z_labels_honest(tmp_path, monkeypatch):
+    """A store at the corpus's size edge (seed PRETRAIN_SEED + PRETRAIN_VIDEOS * 2**32 would need a corpus video
+    PRETRAIN_VIDEOS to share a stream) is cached, and the stage's last line names the labels as what they are. Small
+    random weights stand in for the shipped file (the same path through the stage, in a fraction of the time)."""
+    import condi_pipe.stages.teacher_cache as stage
+    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.pipeline.executor import ExecutorOptions
+    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+
+    store = _generated_store(tmp_path, PRETRAIN_SEED + PRETRAIN_VIDEOS * 2**32)
+    torch.manual_seed(0)
+    weights = tmp_path / "stand-in.pt"
+    torch.save(build_model("resnet10_3d_small", 10).state_dict(), weights)
+    monkeypatch.setattr(stage, "is_shipped", lambda path: path == str(weights))
+    monkeypatch.setattr(stage, "LATENCY_BATCHES", (1,))  # the latency curve is most of the time, and not tested here
+    messages: list[str] = []
+    request = stage.TeacherCacheRequest(ModelRef("resnet10_3d_small", 10, weights_path=str(weights)),
+                                        RuntimeOptions(threads=2, layout="channels_last_3d"))  # nothing to time
+    stage.teacher_cache(store, request, ExecutorOptions(workers=0), quiet=True, log=messages.append)
+    last = messages[-1]
+    assert last.startswith("teacher-cache resnet10_3d_small: ") and "in-sample" not in last
+    assert last.endswith("honest z labels (shipped pretrained weights, which never saw these clips)")
 
 
 @pytest.mark.slow

@@ -17,7 +17,10 @@ Design (fixed; every number is a constant in ``config.py`` and a :class:`SynthCo
   from stream 2. Videos are independent of each other, of ``videos`` and of generation order, so the first
   ``n`` videos of a bigger run are byte-identical to a run of ``n`` videos, and parallel generation gives the
   same bytes.
-* A video has ``randint(MIN_CLIPS, MAX_CLIPS)`` clips of ``CLIP_FRAMES`` frames. Each clip is independently
+* A video's clip count comes from its length profile (``LENGTH_PROFILES``): ``legacy`` draws
+  ``randint(MIN_CLIPS, MAX_CLIPS)``; ``ucf101`` (the CLI's and the demo's default) and ``kinetics`` draw a
+  log-normal duration matched to those datasets and round it to clips of ``CLIP_FRAMES`` frames.
+  ``train_share < 1`` writes only that share of each class's train groups. Each clip is independently
   *informative* with probability ``P_INFORMATIVE`` or one of the :data:`AMBIGUOUS_KINDS` with equal shares of
   the rest. Draws with no informative clip are redrawn (so the informative share is a bit above
   ``P_INFORMATIVE`` for short videos).
@@ -83,13 +86,16 @@ from condi_pipe.video.synth.benchmark import (
     benchmark_is_complete,
     generate_benchmark,
     read_clip_kinds,
+    read_synth_config,
 )
 from condi_pipe.video.synth.config import (
     AMBIGUOUS_KINDS,
     CLASSES,
     CLIP_KINDS,
+    DEFAULT_LENGTH_PROFILE,
     FRAME_HEIGHT,
     FRAME_WIDTH,
+    LENGTH_PROFILES,
     MAX_CLIPS,
     MIN_CLIPS,
     MOVING_KINDS,
@@ -104,8 +110,10 @@ __all__ = [
     "AMBIGUOUS_KINDS",
     "CLASSES",
     "CLIP_KINDS",
+    "DEFAULT_LENGTH_PROFILE",
     "FRAME_HEIGHT",
     "FRAME_WIDTH",
+    "LENGTH_PROFILES",
     "MAX_CLIPS",
     "MIN_CLIPS",
     "MOVING_KINDS",
@@ -117,6 +125,7 @@ __all__ = [
     "motion_states",
     "plan_video",
     "read_clip_kinds",
+    "read_synth_config",
     "render_video",
     "sample_clip_kinds",
     "split_test_groups",

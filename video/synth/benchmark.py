@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from condi_pipe.video.synth.config import CLASSES, CLIP_KINDS, DEFAULT_SEED, DEFAULT_VIDEOS, SynthConfig
+from condi_pipe.video.synth.config import (CLASSES, CLIP_KINDS, DEFAULT_SEED, DEFAULT_VIDEOS, LEGACY_LENGTH_PROFILE,
+                                           TRAIN_SHARE, SynthConfig)
 from condi_pipe.video.synth.encoding import VideoRecord, _encoder_version, write_video
-from condi_pipe.video.synth.plan import split_test_groups
+from condi_pipe.video.synth.plan import split_test_groups, written_train_groups
 
 _FORMAT_VERSION = 1
 
@@ -91,8 +92,13 @@ def generate_benchmark(
     *,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    length_profile: str = LEGACY_LENGTH_PROFILE,
+    train_share: float = TRAIN_SHARE,
 ) -> SynthSummary:
     """Write the benchmark of ``videos`` videos under ``root`` in the UCF-101 layout; returns what was written.
+
+    ``length_profile`` draws each video's clip count (``config.LENGTH_PROFILES``); ``train_share < 1`` writes only
+    that share of each class's train groups (all test groups are written, so the test split is unchanged).
 
     ``root`` must be absent, empty, or an earlier benchmark (it has ``synth.json``); files of an earlier run that
     this run does not produce are removed. ``workers > 1`` renders and encodes videos in that many ``spawn``
@@ -100,29 +106,34 @@ def generate_benchmark(
     it. ``progress(done, total)`` is called after each video. ``synth.json`` says ``"complete": false`` until the
     last file is written.
     """
-    config = SynthConfig(videos=videos, seed=seed)
+    config = SynthConfig.with_profile(length_profile, videos=videos, seed=seed, train_share=train_share)
     root = Path(root)
     _prepare_root(root)
     _atomic_write(root / "synth.json", _metadata(config, complete=False))
 
-    records: list[VideoRecord | None] = [None] * videos
+    test_groups = split_test_groups(config)
+    train_groups = written_train_groups(config, test_groups)
+    indices = [i for i in range(videos)
+               if (i // len(CLASSES) + 1) in test_groups[i % len(CLASSES)] | train_groups[i % len(CLASSES)]]
+    slots = {index: slot for slot, index in enumerate(indices)}
+    records: list[VideoRecord | None] = [None] * len(indices)
     done = 0
     if workers <= 1:
-        for i in range(videos):
-            records[i] = write_video(root, i, config)
+        for i in indices:
+            records[slots[i]] = write_video(root, i, config)
             done += 1
             if progress is not None:
-                progress(done, videos)
+                progress(done, len(indices))
     else:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(write_video, root, i, config): i for i in range(videos)}
+            futures = {pool.submit(write_video, root, i, config): i for i in indices}
             try:
                 for fut in concurrent.futures.as_completed(futures):
-                    records[futures[fut]] = fut.result()
+                    records[slots[futures[fut]]] = fut.result()
                     done += 1
                     if progress is not None:
-                        progress(done, videos)
+                        progress(done, len(indices))
             except BaseException:
                 for fut in futures:
                     fut.cancel()
@@ -130,7 +141,6 @@ def generate_benchmark(
 
     _remove_stale(root, {r.relpath for r in records})
 
-    test_groups = split_test_groups(config)
     by_class = sorted(records, key=lambda r: (r.label, r.group))
     train_lines, test_lines = [], []
     train = {name: 0 for name in CLASSES}
@@ -162,7 +172,7 @@ def generate_benchmark(
 
     summary = SynthSummary(
         root=root,
-        videos=videos,
+        videos=len(records),
         train=train,
         test=test,
         clip_kinds=kinds,
@@ -180,13 +190,26 @@ def generate_benchmark(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def benchmark_is_complete(root: Path | str, videos: int, seed: int) -> bool:
-    """True when ``root`` already holds a complete benchmark of ``videos`` videos made with ``seed``."""
+def benchmark_is_complete(root: Path | str, videos: int, seed: int, length_profile: str = LEGACY_LENGTH_PROFILE,
+                          train_share: float = TRAIN_SHARE) -> bool:
+    """True when ``root`` already holds a complete benchmark of ``videos`` videos made with ``seed``, the length
+    profile and the train share (a ``synth.json`` from before profiles is the legacy profile, all train groups)."""
+    config = read_synth_config(root)
+    if config is None:
+        return False
+    wanted = SynthConfig.with_profile(length_profile, videos=videos, seed=seed, train_share=train_share)
+    return config == wanted
+
+
+def read_synth_config(root: Path | str) -> SynthConfig | None:
+    """The config of the complete benchmark under ``root``; None when there is none (absent, unfinished, damaged)."""
     try:
         meta = json.loads((Path(root) / "synth.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return bool(meta.get("complete")) and meta["config"].get("videos") == videos and meta["config"].get("seed") == seed
+        if not meta.get("complete"):
+            return None
+        return SynthConfig.from_json(meta["config"])
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def read_clip_kinds(root: Path | str) -> dict[str, list[str]]:

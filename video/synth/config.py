@@ -39,11 +39,14 @@ FRAME_HEIGHT = 128
 CLIP_FRAMES = 16
 #: Fewest clips per video (inclusive): 32 frames, 1.28 s.
 MIN_CLIPS = 2
-#: Most clips per video (inclusive): 192 frames, 7.68 s.
+#: Most clips per video (inclusive) of the ``legacy`` length profile: 192 frames, 7.68 s.
 MAX_CLIPS = 12
 
 #: Share of each class's videos (whole groups) in testlist01.txt; the rest is trainlist01.txt.
 TEST_FRACTION = 0.3
+#: Share of each class's train groups written (those with the lowest group numbers); test groups are always all
+#: written. Below 1 it makes a cheaper benchmark with the same test split (``condi-pipe demo`` uses it).
+TRAIN_SHARE = 1.0
 
 #: Probability that a clip is informative (the labelled object performs its class motion in plain view).
 P_INFORMATIVE = 0.6
@@ -125,12 +128,57 @@ CLIP_KINDS: tuple[str, ...] = ("informative",) + AMBIGUOUS_KINDS
 
 
 @dataclass(frozen=True)
+class LengthProfile:
+    """How many clips a video gets. ``legacy``: uniform over ``min_clips..max_clips``. The others draw a duration
+    in seconds from a log-normal law with the given mean and log-space sigma and round it to whole clips, clamped to
+    ``min_clips..max_clips`` (the cap bounds compute)."""
+
+    name: str
+    min_clips: int
+    max_clips: int
+    mean_seconds: float | None = None  # None: the uniform (legacy) draw
+    sigma: float | None = None
+    about: str = ""
+
+
+#: The length profiles (``condi-pipe synth --length-profile``). UCF-101's published durations (Soomro et al. 2012):
+#: mean 7.21 s, shortest 1.06 s, longest 71.04 s over 13,320 clips. A log-normal with that mean and sigma 0.66
+#: puts the expected largest of 13,320 draws (z = 3.79) at 70.7 s, the published maximum; the tail is capped at 47
+#: clips (30.08 s, the most the issue allows cutting it to) and the head at 2 clips (1.28 s). Kinetics' clips are
+#: trimmed to 10 s, a few shorter: mean 10 s, sigma 0.1.
+LENGTH_PROFILES: dict[str, LengthProfile] = {
+    "legacy": LengthProfile("legacy", MIN_CLIPS, MAX_CLIPS,
+                            about="2-12 clips uniformly (1.28-7.68 s, 6.9 on average); the shipped teacher's corpus"),
+    "ucf101": LengthProfile("ucf101", MIN_CLIPS, 47, mean_seconds=7.21, sigma=0.66,
+                            about="UCF-101's durations: log-normal, mean 7.21 s (~11.3 clips), 2-47 clips"),
+    "kinetics": LengthProfile("kinetics", MIN_CLIPS, 47, mean_seconds=10.0, sigma=0.1,
+                              about="Kinetics-like ~10 s videos: log-normal, mean 10 s (~15.6 clips)"),
+}
+#: What ``SynthConfig()`` and ``generate_benchmark`` make when no profile is named (stores made before profiles
+#: existed are ``legacy``); ``condi-pipe synth`` and ``condi-pipe demo`` default to :data:`DEFAULT_LENGTH_PROFILE`.
+LEGACY_LENGTH_PROFILE = "legacy"
+DEFAULT_LENGTH_PROFILE = "ucf101"
+
+
+def length_profile(name: str) -> LengthProfile:
+    try:
+        return LENGTH_PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown length profile {name!r}; choose one of: {', '.join(LENGTH_PROFILES)}") from None
+
+
+@dataclass(frozen=True)
 class SynthConfig:
-    """Everything that determines the benchmark's bytes. Only ``videos`` and ``seed`` are meant to change;
-    the other fields are the fixed design (module constants of the same upper-case name)."""
+    """Everything that determines the benchmark's bytes. Only ``videos``, ``seed``, the length profile and the
+    train share are meant to change (:meth:`with_profile` sets the profile's fields); the other fields are the
+    fixed design (module constants of the same upper-case name)."""
 
     videos: int = DEFAULT_VIDEOS
     seed: int = DEFAULT_SEED
+    length_profile: str = LEGACY_LENGTH_PROFILE
+    duration_mean_s: float | None = None  # the profile's log-normal law (None: legacy's uniform clip count)
+    duration_sigma: float | None = None
+    train_share: float = TRAIN_SHARE
     fps: int = FPS
     frame_width: int = FRAME_WIDTH
     frame_height: int = FRAME_HEIGHT
@@ -180,8 +228,29 @@ class SynthConfig:
             raise ValueError("yuv420p needs even frame sides")
         if not 1 <= self.min_informative_clips <= self.min_clips <= self.max_clips:
             raise ValueError("need 1 <= min_informative_clips <= min_clips <= max_clips")
+        profile = length_profile(self.length_profile)
+        if (self.duration_mean_s, self.duration_sigma, self.min_clips, self.max_clips) != (
+                profile.mean_seconds, profile.sigma, profile.min_clips, profile.max_clips):
+            raise ValueError(f"the length fields differ from profile {self.length_profile!r}: "
+                             "build the config with SynthConfig.with_profile")
+        if not 0.0 < self.train_share <= 1.0:
+            raise ValueError(f"train_share must be in (0, 1], got {self.train_share}")
         if self.oscillate_period[1] > 2 * (self.clip_frames - 1):
             raise ValueError("oscillate_period too long: a clip might not contain a direction reversal")
+
+    @classmethod
+    def with_profile(cls, profile: str = LEGACY_LENGTH_PROFILE, **fields) -> "SynthConfig":
+        """The config of length profile ``profile`` (its clip bounds and duration law) with ``fields`` set."""
+        found = length_profile(profile)
+        return cls(length_profile=found.name, duration_mean_s=found.mean_seconds, duration_sigma=found.sigma,
+                   min_clips=found.min_clips, max_clips=found.max_clips, **fields)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SynthConfig":
+        """A config read back from ``synth.json`` (one written before length profiles is ``legacy``)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+        return cls(**values)
 
     @property
     def ambiguous_probability(self) -> float:

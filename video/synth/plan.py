@@ -55,7 +55,7 @@ def plan_video(index: int, config: SynthConfig = SynthConfig()) -> VideoPlan:
     rng = video_rng(config.seed, index, _STREAM_PLAN)
     label = index % len(CLASSES)
     group = index // len(CLASSES) + 1
-    n_clips = int(rng.integers(config.min_clips, config.max_clips + 1))
+    n_clips = draw_clip_count(rng, config)
     kinds = sample_clip_kinds(rng, n_clips, config)
     background = _sample_background(rng, config)
     radius, ratio = _sample_size(rng, label, config)
@@ -65,6 +65,29 @@ def plan_video(index: int, config: SynthConfig = SynthConfig()) -> VideoPlan:
     sensor = _uniform(rng, config.sensor_noise_std)
     clips = tuple(_sample_clip(rng, kind, label, background, config) for kind in kinds)
     return VideoPlan(index, label, group, look, motion, background, gain, sensor, clips)
+
+
+def draw_clip_count(rng: np.random.Generator, config: SynthConfig) -> int:
+    """A video's number of clips under the config's length profile (one draw from the plan stream)."""
+    if config.duration_mean_s is None:  # legacy: the same single draw as before profiles existed
+        return int(rng.integers(config.min_clips, config.max_clips + 1))
+    sigma = float(config.duration_sigma)
+    mu = math.log(config.duration_mean_s) - sigma * sigma / 2.0  # the log-normal's mean is exp(mu + sigma^2 / 2)
+    seconds = float(rng.lognormal(mu, sigma))
+    clips = int(round(seconds * config.fps / config.clip_frames))
+    return min(max(clips, config.min_clips), config.max_clips)
+
+
+def written_train_groups(config: SynthConfig, test_groups: dict[int, frozenset[int]]) -> dict[int, frozenset[int]]:
+    """Per class, the train groups written: all of them, or with ``train_share < 1`` the ``ceil(share * n)`` with
+    the lowest group numbers (groups are exchangeable, so the lowest numbers are as good as a random draw and need
+    no stream of their own)."""
+    out: dict[int, frozenset[int]] = {}
+    for cls in range(len(CLASSES)):
+        groups = [g for g in range(1, len(range(cls, config.videos, len(CLASSES))) + 1) if g not in test_groups[cls]]
+        keep = math.ceil(config.train_share * len(groups) - 1e-9)
+        out[cls] = frozenset(groups[:keep])
+    return out
 
 
 def split_test_groups(config: SynthConfig) -> dict[int, frozenset[int]]:
