@@ -19,7 +19,6 @@ methods at test time, where only it runs.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -42,6 +41,7 @@ from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, R
 from condi_pipe.stages.extract import EXTRACT
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
 from condi_pipe.storage import clip_outputs, staging, tables
+from condi_pipe.video.synth.benchmark import read_synth_config
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.manifests import VideoSet, class_names, load_videos
@@ -160,17 +160,6 @@ def cached_teacher(store: Store, name: str) -> ModelRef:
     return ModelRef(**record["config"]["teacher"])
 
 
-def _generated_benchmark(root: str) -> tuple[int, int] | None:
-    """(seed, videos) of the ``condi-pipe synth`` benchmark at ``root`` (its ``synth.json``, finished or not);
-    None for any other dataset."""
-    try:
-        with open(os.path.join(root, "synth.json"), encoding="utf-8") as file:
-            config = json.load(file)["config"]
-        return int(config["seed"]), int(config["videos"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def refuse_pretraining_clips(store: Store, teacher: ModelRef) -> None:
     """A one-line StageError when ``teacher`` is the shipped one and the store's videos are a generated benchmark
     sharing random streams with its training corpus: the teacher saw those clips, so its z would be in-sample while
@@ -178,10 +167,10 @@ def refuse_pretraining_clips(store: Store, teacher: ModelRef) -> None:
     if not is_shipped(teacher.weights_path):
         return
     root = (stage_record(store, EXTRACT.name).get("config") or {}).get("root")
-    generated = _generated_benchmark(root) if root else None
+    generated = read_synth_config(root, finished_only=False) if root else None  # an unfinished one counts too
     if generated is None:
         return
-    seed, videos = generated
+    seed, videos = generated.seed, generated.videos
     overlap = pretraining_corpus_overlap(seed, videos)
     if overlap is not None:
         raise StageError(f"{store.url}: refusing the shipped teacher: the store's videos come from `condi-pipe synth "

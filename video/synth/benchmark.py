@@ -201,11 +201,12 @@ def benchmark_is_complete(root: Path | str, videos: int, seed: int, length_profi
     return config == wanted
 
 
-def read_synth_config(root: Path | str) -> SynthConfig | None:
-    """The config of the complete benchmark under ``root``; None when there is none (absent, unfinished, damaged)."""
+def read_synth_config(root: Path | str, *, finished_only: bool = True) -> SynthConfig | None:
+    """The config of the benchmark under ``root`` (with ``finished_only``, only a complete one); None when there is
+    none (absent, unfinished, damaged)."""
     try:
         meta = json.loads((Path(root) / "synth.json").read_text())
-        if not meta.get("complete"):
+        if finished_only and not meta.get("complete"):
             return None
         return SynthConfig.from_json(meta["config"])
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, KeyError, TypeError, ValueError):
