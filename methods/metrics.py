@@ -1,16 +1,18 @@
 """Evaluation metrics on NumPy arrays (torch tensors are accepted and converted; ``softmax_entropy`` stays in torch).
 
 ``auroc`` and ``false_positive_rate`` judge a confidence score against the teacher's z (Eq. 1); the paper's Fig. 5
-plots the false-positive rate of z~ > 0.5.
+plots the false-positive rate of z~ > 0.5. ``auroc_per_video`` / ``within_video_auroc`` judge it among each video's
+own clips, which is the choice a clip selector makes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["auroc", "false_positive_rate", "top1_accuracy", "sigmoid", "softmax", "softmax_entropy"]
+__all__ = ["auroc", "auroc_per_video", "within_video_auroc", "WithinVideoAUROC", "false_positive_rate",
+           "top1_accuracy", "sigmoid", "softmax", "softmax_entropy"]
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -57,6 +59,66 @@ def auroc(scores: Any, labels: Any) -> float:
     rank_sum_positive = average_rank[inverse][positive].sum()
     u_statistic = rank_sum_positive - num_positive * (num_positive + 1) / 2.0
     return float(u_statistic / (num_positive * num_negative))
+
+
+def auroc_per_video(scores: Any, labels: Any, offsets: Any) -> np.ndarray:
+    """The AUROC of every video among its own clips: ``auroc(scores[a:b], labels[a:b])`` for each video, whose clips
+    are rows ``offsets[v]:offsets[v + 1]`` of the flat arrays; ``nan`` for a video without both classes.
+
+    One vectorised pass over all clips: sorted by (video, score), a run of equal scores within a video gets its
+    average rank within the video (ties worth one half, as in :func:`auroc`), and each video's rank sum of its
+    positives gives its Mann-Whitney U.
+
+    >>> auroc_per_video([0.9, 0.1, 0.5, 0.3, 0.3], [1, 0, 0, 1, 1], [0, 3, 5]).tolist()  # video 1: no z = 0
+    [1.0, nan]
+    """
+    scores, positive = _scores_and_binary_labels(scores, labels)
+    offsets = _as_numpy(offsets).astype(np.int64).ravel()
+    if offsets.size == 0 or offsets[0] != 0 or offsets[-1] != scores.size or (np.diff(offsets) < 0).any():
+        raise ValueError(f"offsets must rise from 0 to the {scores.size} clips, got {offsets.size} offsets")
+    clips = np.diff(offsets)
+    videos = clips.size
+    owner = np.repeat(np.arange(videos), clips)
+    order = np.lexsort((scores, owner))  # by video, then by score
+    sorted_scores, sorted_owner = scores[order], owner[order]
+    starts_run = np.ones(scores.size, dtype=bool)  # a run: equal scores within one video
+    starts_run[1:] = (sorted_owner[1:] != sorted_owner[:-1]) | (sorted_scores[1:] != sorted_scores[:-1])
+    run_id = np.cumsum(starts_run) - 1
+    run_start = np.flatnonzero(starts_run)
+    run_length = np.diff(np.append(run_start, scores.size))
+    # a run of `length` ties after `before` smaller scores of its video holds ranks before+1 .. before+length
+    before = run_start - offsets[sorted_owner[run_start]]
+    average_rank = (before + (run_length + 1) / 2.0)[run_id]
+    sorted_positive = positive[order]
+    rank_sum_positive = np.bincount(sorted_owner, weights=average_rank * sorted_positive, minlength=videos)
+    num_positive = np.bincount(owner, weights=positive, minlength=videos)
+    num_negative = clips - num_positive
+    pairs = num_positive * num_negative
+    u_statistic = rank_sum_positive - num_positive * (num_positive + 1) / 2.0
+    out = np.full(videos, np.nan)
+    np.divide(u_statistic, pairs, out=out, where=pairs > 0)
+    return out
+
+
+class WithinVideoAUROC(NamedTuple):
+    """``mean`` of the per-video AUROCs over the ``videos`` videos that have both classes (nan when none do)."""
+
+    mean: float
+    videos: int
+
+
+def within_video_auroc(scores: Any, labels: Any, offsets: Any) -> WithinVideoAUROC:
+    """The mean over videos with both classes of :func:`auroc_per_video`, and how many such videos there are.
+
+    Unlike the pooled :func:`auroc` it ignores how scores compare across videos: a score that only tells easy
+    videos from hard ones scores high pooled and 0.5 here.
+
+    >>> within_video_auroc([0.9, 0.1, 0.5, 0.2, 0.8, 0.2, 0.2], [1, 0, 0, 1, 0, 0, 1], [0, 3, 7])
+    WithinVideoAUROC(mean=0.625, videos=2)
+    """
+    per_video = auroc_per_video(scores, labels, offsets)
+    defined = np.isfinite(per_video)
+    return WithinVideoAUROC(float(per_video[defined].mean()) if defined.any() else float("nan"), int(defined.sum()))
 
 
 def false_positive_rate(scores: Any, labels: Any, threshold: float = 0.5) -> float:

@@ -3,7 +3,8 @@ accuracy that gives, and the measured time per video (:mod:`condi_pipe.methods.t
 
 A method is a builtin selection (Dense, Oracle, Random, Equidistant, Perfect z) or a score run whose loss the
 method registry (:mod:`condi_pipe.methods.registry`) describes. Rows keep every video's correctness so tables can
-add the paired bootstrap against Dense.
+add the paired bootstrap against Dense (:func:`versus_dense`) and between ConDi and each other method
+(:func:`versus_others`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from condi_pipe.methods import registry, samplers
+from condi_pipe.methods.context_rankings import OWN_RANKING, get_context_ranking
 from condi_pipe.methods.statistics import paired_bootstrap_ci
 from condi_pipe.methods.time_model import (TimeBreakdown, chunked_batch_seconds, mean_time, side_by_side_mean_time,
                                            timed)
@@ -34,10 +36,12 @@ BUILTIN_DISPLAY = {
 }
 BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant", "perfect-z")
 RANDOM_SEEDS = (0, 1, 2)  # Random and Perfect z (its ties): mean over these seeds
-BOOTSTRAP_RESAMPLES = 2000  # tables 3 and 4: paired bootstrap of the accuracy difference against Dense
+BOOTSTRAP_RESAMPLES = 2000  # tables 3, 4 and pairwise: paired bootstrap of accuracy differences
 BOOTSTRAP_SEED = 0
+CONDI_PREFIX = "condi-sr"  # ConDi rows: the ConDi-SR loss and its variants (condi-sr+consensus, condi-sr:<run>)
 
 Entry = Union[str, ScoreRunOutputs]  # a builtin method name or a score run
+CONTEXT_SUFFIX = "+context"  # `condi-sr+context`: the run ranked by the context ranking chosen on validation
 
 
 def registered_method(name: str) -> Optional[registry.Method]:
@@ -173,8 +177,11 @@ class Evaluator:
         """(ranks, order, seconds) of ``random`` or ``perfect-z`` for one seed (cached).
 
         Random ranks by counter-based draws keyed by (seed, video id, clip index): independent of the split's other
-        videos. Perfect z ranks by z + the same draw in [0, 1): the clips the teacher gets right come first, in
-        random order among themselves (the ceiling of any student that predicts z).
+        videos. Perfect z ranks by z + the same draw in [0, 1): the z-first selector, the clips the teacher gets
+        right first, in random order among themselves. It is not a bound on students: the prediction is the argmax
+        of the chosen clips' mean softmax, and z only says whether a clip's own argmax is right, not how far it
+        moves the mean. Where a video has fewer than K right clips, a student that fills the rest with wrong clips
+        that still put mass on the label (or prefers such a clip to a barely right one) can beat it.
         """
         inp = self.inp
         owner = inp.owner()
@@ -216,12 +223,22 @@ class Evaluator:
 
     # -- students --------------------------------------------------------------------------------------------
     def ranked_run(self, run: ScoreRunOutputs, ks: Sequence[int]) -> dict[int, ReportRow]:
-        """Type a: the top K clips by the run's rank_score go to the teacher."""
+        """Type a: the top K clips by the run's rank_score (or, for a context variant, by its context ranking of
+        the run's stored outputs) go to the teacher."""
         inp = self.inp
-        _, order, seconds = ranking(inp, f"scores/{run.run} rank_score", lambda: inp.run_column(run, "rank_score"))
-        student = student_seconds(inp, run)
-        return self._top_k(run.key, run.display, ks, order, seconds, student=student, run=run.run,
-                           ranking=run.meta.get("ranking"))
+        if run.context_ranking is None:
+            _, order, seconds = ranking(inp, f"scores/{run.run} rank_score",
+                                        lambda: inp.run_column(run, "rank_score"))
+            return self._top_k(run.key, run.display, ks, order, seconds, student=student_seconds(inp, run),
+                               run=run.run, ranking=run.meta.get("ranking"))
+        context = get_context_ranking(run.context_ranking)
+        rank_score, logits = inp.run_column(run, "rank_score"), inp.run_logits(run)
+        # the context scores are part of selecting, so they are inside the timed selection
+        _, order, seconds = inp.cached(("ranks", run.key), lambda: rank_timed(
+            inp, lambda: context.scores(rank_score, logits, inp.offsets)))
+        return self._top_k(run.key, run.display, ks, order, seconds, student=student_seconds(inp, run), run=run.run,
+                           ranking=run.context_ranking, chosen_on="validation",
+                           validation=run.meta.get("context_ranking"))
 
     def video_level(self, run: ScoreRunOutputs) -> dict[int, ReportRow]:
         """Fewer-frames / Uniform-k students: their stored video predictions at their own k."""
@@ -272,6 +289,9 @@ def resolve_methods(inputs: ReportInputs, requested: Sequence[str], *, builtins:
         if name in builtins:
             entries.append(name)
             continue
+        if name.endswith(CONTEXT_SUFFIX):
+            entries.extend(context_variants(inputs, name.removesuffix(CONTEXT_SUFFIX), notes))
+            continue
         matches = [r for r in inputs.runs if name in (normalised_name(r.key), r.loss, normalised_name(r.run))]
         if matches:
             entries.extend(matches)
@@ -286,6 +306,35 @@ def resolve_methods(inputs: ReportInputs, requested: Sequence[str], *, builtins:
         if not any(entry is other or entry == other for other in unique):
             unique.append(entry)
     return unique
+
+
+def context_variants(inputs: ReportInputs, name: str, notes: list[str]) -> list[ScoreRunOutputs]:
+    """``<method>+context``: each matching clip-level run ranked by the context ranking its score run chose on
+    validation (:mod:`condi_pipe.methods.context_rankings`), as a method of its own beside the run."""
+    matches = [r for r in inputs.runs if name in (normalised_name(r.key), r.loss, normalised_name(r.run))
+               and not r.video_level]
+    if not matches:
+        if name not in registry.method_names():
+            raise ValueError(f"unknown method '{name}{CONTEXT_SUFFIX}' (a clip-level method's name, then "
+                             f"'{CONTEXT_SUFFIX}')")
+        notes.append(f"{display_name(name)}{CONTEXT_SUFFIX}: no finished clip-level score run from teacher "
+                     f"'{inputs.teacher}' in {inputs.location}/scores; omitted.")
+    variants = []
+    for run in matches:
+        chosen = run.chosen_context_ranking()
+        if chosen is None:
+            notes.append(f"{run.display}{CONTEXT_SUFFIX}: scores/{run.run} judged no ranking on a validation part "
+                         "(scored before context rankings, or its student carved none); omitted.")
+            continue
+        record = run.meta["context_ranking"]
+        judged = ", ".join(f"{name} {100 * c['mean_accuracy']:.1f}" for name, c in record["candidates"].items())
+        notes.append(f"{run.display}+ctx = {run.display}'s student ranking clips by '{chosen}', the ranking "
+                     f"scores/{run.run} chose on the {record['videos']} validation videos carved from train "
+                     f"({record['criterion']}: {judged}); '{OWN_RANKING}' is the paper's z~ ranking.")
+        # one display name whatever was chosen, so tables over several stores (seeds, folds) line up
+        variants.append(replace(run, key=f"{run.key}{CONTEXT_SUFFIX}", display=f"{run.display}+ctx",
+                                context_ranking=None if chosen == OWN_RANKING else chosen))
+    return variants
 
 
 def entry_name(entry: Entry) -> str:
@@ -317,6 +366,38 @@ def versus_dense(ev: Evaluator, by_key: Mapping[Any, ReportRow]) -> dict[Any, Re
                                  seed=BOOTSTRAP_SEED)
         out[key] = replace(row, extra={**row.extra, "diff_vs_dense_pp": 100.0 * ci.difference,
                                        "ci95_vs_dense_pp": [100.0 * ci.low, 100.0 * ci.high]})
+    return out
+
+
+def is_condi(method: str) -> bool:
+    """Whether a row's method key is ConDi-SR or a variant of it (the rows the pairwise comparisons are for)."""
+    return method.startswith(CONDI_PREFIX)
+
+
+def versus_others(ev: Evaluator, results: Sequence[tuple[Entry, Mapping[Any, ReportRow]]]
+                  ) -> list[tuple[Entry, dict[Any, ReportRow]]]:
+    """``results`` with every ConDi row (:func:`is_condi`) given ``versus``: {other method: {"diff_pp", "ci95_pp"}},
+    the paired bootstrap 95% CI of its accuracy minus each other method's at the same K (and K_s), in percentage
+    points, with the resamples and seed of :func:`versus_dense`. Dense is left to :func:`versus_dense`."""
+    rows = [row for _, by_key in results for row in by_key.values()]
+    out = []
+    for entry, by_key in results:
+        compared = {}
+        for key, row in by_key.items():
+            if not is_condi(row.method):
+                compared[key] = row
+                continue
+            mine = ev.correct[(row.method, row.k, row.ks)]
+            versus = {}
+            for other in rows:
+                if other.method in (row.method, "dense") or (other.k, other.ks) != (row.k, row.ks):
+                    continue
+                ci = paired_bootstrap_ci(mine, ev.correct[(other.method, other.k, other.ks)],
+                                         resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+                versus[other.method] = {"diff_pp": 100.0 * ci.difference,
+                                        "ci95_pp": [100.0 * ci.low, 100.0 * ci.high]}
+            compared[key] = replace(row, extra={**row.extra, "versus": versus})
+        out.append((entry, compared))
     return out
 
 

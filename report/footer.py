@@ -3,15 +3,18 @@ notes of omitted methods. A number in a table is explained by its footer."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from condi_pipe.methods.time_model import curve_seconds
+from condi_pipe.methods.time_model import curve_seconds, side_by_side_mean_time
 from condi_pipe.report.evaluate import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from condi_pipe.report.render import format_seconds
 from condi_pipe.report.results import ReportRow
+from condi_pipe.storage import timings
 from condi_pipe.storage.report_inputs import ReportInputs, ScoreRunOutputs
+from condi_pipe.video.decode import DecodeOptions
 
 
 def footer_lines(inputs: ReportInputs, rows: Sequence[ReportRow], runs: Sequence[ScoreRunOutputs], notes: Sequence[str], *,
@@ -105,7 +108,31 @@ def side_by_side_line(inputs: ReportInputs, selection: str) -> str:
             "video-level students: a batch of their k clips) + the teacher's time for one batch of min(K_t, N) + "
             "clip-selection time measured in this report run, vectorised over all videos and amortised per "
             f"video{selection}; a video longer than {inputs.side_by_side.max_batch} clips runs in chunks of that "
-            "many. Mean over the split's videos.")
+            "many. Mean over the split's videos. " + decoding_sentence(inputs))
+
+
+def decoding_sentence(inputs: ReportInputs) -> str:
+    """What decoding would add to Dense's time per video, from the decode timing ``time-models`` stored beside the
+    models' (the table's times are model time only), or that it was not measured."""
+    side = inputs.side_by_side
+    decode = side.decode
+    if decode is None:
+        return (f"Decoding is excluded, and not measured for this store (timings/{inputs.teacher}/ were made before "
+                "`condi-pipe time-models` timed decoding; `--force` re-times with it).")
+    if decode.skipped:
+        return f"Decoding is excluded, and not measured for this store: {decode.skipped}."
+    per_clip = decode.seconds_per_clip
+    per_video = per_clip * float(inputs.clips.mean())
+    dense = side_by_side_mean_time(side.curves[timings.teacher_key(inputs.teacher)], inputs.clips, inputs.clips,
+                                   max_batch=side.max_batch).teacher
+    options = {**asdict(DecodeOptions()), **decode.how.get("options", {})}
+    shape = f"{options['clip_length']}x{options['crop']}x{options['crop']}"
+    return (f"Decoding is excluded: decoding these videos' {inputs.num_clips} clips to {shape} takes "
+            f"{1000 * per_clip:.2f} ms per clip here ({1000 * per_video:.1f} ms per video on average), "
+            f"{100 * per_video / dense:.1f}% of Dense's time per video (timings/{inputs.teacher}/"
+            f"{timings.DECODE_TABLE}: wall time of decoding {len(decode.path)} of the "
+            f"'{decode.how.get('split', '?')}' videos from their source files with extract's options, interleaved "
+            "with the repeats; seconds per clip over that sample x the split's mean clips per video).")
 
 
 def device_line(what: str, meta: Mapping[str, Any]) -> str:

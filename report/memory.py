@@ -25,7 +25,7 @@ from condi_pipe.storage.report_inputs import OutputUnavailable, ReportInputs, Sc
 class MemoryInputs(ReportInputs):
     """One split's videos (ids, labels, clip counts) with the teacher's logits per clip and measured seconds per
     video, and score runs as ``{run: {"loss", "logits", "rank_score", "confidence", "seconds"}}`` (per clip, per
-    clip, per clip, per video). Clips are in video order; times are costed per clip share (``share``)."""
+    clip, per clip, per video), optionally with the ``"context_ranking"`` record ``score`` chooses on validation. Clips are in video order; times are costed per clip share (``share``)."""
 
     def __init__(self, *, video_id: Sequence[int], labels: Sequence[int], clips: Sequence[int],
                  teacher_logits: Any, teacher_seconds: Sequence[float], runs: Optional[Mapping[str, dict]] = None,
@@ -50,7 +50,9 @@ class MemoryInputs(ReportInputs):
             raise ValueError(f"teacher_logits has {self._logits.shape[0]} rows for {self.offsets[-1]} clips")
         self.teacher_seconds = np.asarray(teacher_seconds, dtype=np.float64)
         self._runs = {name: dict(data) for name, data in (runs or {}).items()}
-        self.runs = [ScoreRunOutputs(name, data["loss"], {"run": name, "loss": data["loss"]})
+        # a run's "context_ranking" is the record `score` writes to its meta.json (the ranking chosen on validation)
+        self.runs = [ScoreRunOutputs(name, data["loss"], {"run": name, "loss": data["loss"],
+                                                          "context_ranking": data.get("context_ranking")})
                      for name, data in self._runs.items()]
 
     @property

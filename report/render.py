@@ -34,6 +34,13 @@ def time_accuracy_cell(row: Optional[ReportRow]) -> str:
     return text
 
 
+def difference_cell(difference_pp: Optional[float], interval_pp: Optional[Sequence[float]]) -> str:
+    """A paired difference in percentage points and its 95% CI: "+3.0 [+0.3, +5.7]" ("" when there is none)."""
+    if difference_pp is None or interval_pp is None:
+        return ""
+    return f"{difference_pp:+.1f} [{interval_pp[0]:+.1f}, {interval_pp[1]:+.1f}]"
+
+
 def number_cell(value: Optional[float], digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"

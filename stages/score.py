@@ -10,7 +10,11 @@ each video's clips as one timed batch (``pipeline.clip_inference``). ``scores/<r
   bce-conf, trivial-mt and st-conf (the order of z~ and c, without the ties of a saturated sigmoid), minus
   the entropy for st-ent);
 - ``videos.parquet``: video_id, split, clips, seconds (student time for all the video's clips as one batch);
-- ``meta.json``: run, student, width, loss, ranking, device, device_name, threads, teacher.
+- ``meta.json``: run, student, width, loss, ranking, device, device_name, threads, teacher, and
+  ``context_ranking``: for a clip-level run with a validation part, every ranking of
+  :mod:`condi_pipe.methods.context_rankings` (the run's own first) judged on the validation videos carved from
+  train (the student's own carve, scored here too but not stored per clip), and the one chosen. The report
+  shows the chosen ranking beside the run's own; nothing about it is chosen on the eval split.
 
 Video-level students (fewer-frames, uniform-k) predict once per video from its K equidistant clips:
 ``videos.parquet`` also has ``pred`` and ``k`` (clips the student saw), ``seconds`` is the student's time over
@@ -27,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from condi_pipe.methods.context_rankings import choose_on_validation
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
 from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
@@ -36,6 +41,7 @@ from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
 from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
+from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.pipeline.torch_runtime import (RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions, autocast, timed,
                                                to_runtime_layout)
@@ -43,7 +49,8 @@ from condi_pipe.pipeline.training import read_clips
 from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
-from condi_pipe.storage.manifests import eval_split, load_videos
+from condi_pipe.storage.manifests import VideoSet, eval_split, load_videos
+from condi_pipe.storage.report_inputs import positions
 from condi_pipe.storage.store import Store
 
 SCORE = define_stage(
@@ -148,15 +155,60 @@ def score(
                      fault_point="score.group", quiet=quiet, common=common)
         outputs = assemble_groups(store, stage_name, groups)
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
-        counts = _publish(store, request, student, split, videos, outputs, device, video_level, choice)
-        finish_staged(run, store, [stage_name], counts)
+        validation_stage = f"{stage_name}-validation"
+        context = None
+        if not video_level:
+            validation = validation_videos(store, student)
+            if validation is not None:
+                val_groups = group_videos(validation, request.clips_per_group)
+                # outputs only: one untimed pass per video
+                run_unstaged(store, validation_stage, val_groups, lambda g: g.key, infer_group, executor,
+                             desc=f"score {request.run} (validation)", fault_point="score.group", quiet=quiet,
+                             common=(store.url, ref, runtime, workers, validation_stage, 1))
+                context = choose_context_ranking(store, student, validation,
+                                                 assemble_groups(store, validation_stage, val_groups))
+                log(f"score {request.run}: on {len(validation.video_id)} validation videos the ranking chosen is "
+                    f"{context['chosen']!r} ({context['criterion']})")
+        counts = _publish(store, request, student, split, videos, outputs, device, video_level, choice, context)
+        finish_staged(run, store, [stage_name, validation_stage], counts)
     log(f"score {request.run}: {counts['videos']} videos, {counts['clips']} clips, accuracy {counts['accuracy']:.1%}, "
         f"{counts['ms_per_video']:.1f} ms/video on {device.get('device_name', '?')}")
     return counts
 
 
+def validation_videos(store: Store, student: dict) -> VideoSet | None:
+    """The validation part the student's distill run carved from train (None when it carved none)."""
+    fraction = float(student.get("val_fraction") or 0.0)
+    if fraction <= 0:
+        return None
+    splits = training_splits(store, fraction, int(student.get("val_seed", 0)), student.get("train_split", "train"))
+    return splits.validation
+
+
+def choose_context_ranking(store: Store, student: dict, validation: VideoSet, outputs: dict) -> dict:
+    """Judge the run's own ranking and every context ranking on the validation videos (the teacher's cached
+    softmax on their clips) and record which selects best."""
+    logits = outputs["logits"].astype(np.float32)
+    raw = outputs.get("confidence")
+    method = get_method(student["loss"])
+    teacher = clip_outputs.teacher_folder(student["teacher"])
+    teacher_ids = clip_outputs.read_clips(store, teacher, ["clip_id"]).column("clip_id").to_numpy()
+    rows = positions(teacher_ids, validation.clip_ids)
+    if (rows < 0).any():
+        raise StageError(f"{store.path(teacher)}: the teacher cache lacks validation clip "
+                         f"{int(validation.clip_ids[np.argmax(rows < 0)])}")
+    order = np.argsort(rows, kind="stable")  # array_rows wants sorted rows
+    teacher_logits = np.empty((len(rows), logits.shape[1]), np.float32)
+    teacher_logits[order] = clip_outputs.array_rows(store, teacher, "logits", rows[order])
+    record = choose_on_validation(method.rank_scores(logits, raw), logits,
+                                  softmax(teacher_logits.astype(np.float64)), validation.label, validation.offsets,
+                                  confidence_ranked=method.ranking == "confidence")
+    return {**record, "split": "validation", "val_fraction": student.get("val_fraction"),
+            "val_seed": student.get("val_seed")}
+
+
 def _publish(store: Store, request: ScoreRequest, student: dict, split: str, videos, outputs: dict, device: dict,
-             video_level: bool, choice: RuntimeChoice) -> dict:
+             video_level: bool, choice: RuntimeChoice, context: dict | None = None) -> dict:
     seconds = outputs.get("seconds", np.zeros(0, np.float64))
     video_columns = {"video_id": videos.video_id, "split": [split] * len(videos.video_id), "clips": videos.clips,
                      "seconds": seconds}
@@ -190,6 +242,7 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
         "teacher_weights_sha256": student.get("teacher_weights_sha256"),
         "device": device.get("device"), "device_name": device.get("device_name"), "threads": device.get("threads"),
         "bf16": choice.bf16, "layout": choice.layout, "runtime_choice": choice.to_json(), "split": split,
+        "context_ranking": context,
         "timing": ("wall time of one forward pass over each video's K equidistant clips as one batch" if video_level
                    else "wall time of one forward pass over each video's clips as one batch"),
     }

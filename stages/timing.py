@@ -9,12 +9,20 @@ included as in ``teacher-cache`` and ``score``. After one untimed warm-up pass o
 each repeat times, for each batch size, every model in turn, the order rotated between repeats, so slow spells
 of the machine fall on every model alike. Stored per (model, batch): the median, minimum and IQR over the repeats
 (``timings/<teacher>/``, :mod:`condi_pipe.storage.timings`); the report costs methods from these medians.
+
+Those times exclude decoding, so the same process also times decoding, interleaved with the repeats: up to
+``DECODE_SAMPLE_VIDEOS`` eval videos, spread over clip counts, are decoded from their source files into the clips
+the pipeline uses (``video.decode.stream_clips`` with the options extract recorded), each once: one untimed
+warm-up decode after the models' warm-up, then after each repeat's model timings the next share of the sample
+(video i after repeat i mod repeats). Stored per video: wall seconds and clips decoded; when the source files
+cannot be reached (moved, on another machine) or no longer decode as extract did, the reason instead.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -28,9 +36,10 @@ from condi_pipe.pipeline.torch_runtime import (RuntimeOptions, autocast, configu
                                                to_runtime_layout)
 from condi_pipe.storage import clip_outputs, timings
 from condi_pipe.storage.clip_array import open_clip_array
-from condi_pipe.storage.manifests import eval_split, load_videos
+from condi_pipe.storage.manifests import eval_split, load_videos, video_paths
 from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
+from condi_pipe.video.decode import DECODER_THREADS, DecodeError, DecodeOptions, stream_clips
 
 TIME_MODELS = define_stage(
     "time-models",
@@ -43,6 +52,11 @@ TIME_MODELS = define_stage(
 #: Interleaved repeats per (model, batch size). With a ~10 ms/clip teacher and four students at a fraction of
 #: that, batch sizes 1..12 take about 1 s per repeat on 2 cores: 7 repeats and a warm-up stay well under a minute.
 DEFAULT_REPEATS = 7
+
+#: Eval videos whose decoding is timed, each once. A UCF-101 video (320x240, ~7 s) decodes through extract's
+#: filter chain in ~0.1 s on one decoder thread, so the sample adds a few seconds to the stage.
+DECODE_SAMPLE_VIDEOS = 24
+DECODE_SAMPLE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,109 @@ def _timing_clips(store: Store) -> tuple[np.ndarray, dict]:
                    "largest_video_clips": int(videos.clips.max())}
 
 
+def spread_sample(clips: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of up to ``count`` videos spread over clip counts: the videos ordered by clip count (ties in
+    a seeded random order) and cut into ``count`` equal strata, one seeded random pick from each.
+
+    >>> spread_sample(np.array([5, 1, 9, 3]), 8, 0).tolist()
+    [0, 1, 2, 3]
+    """
+    clips = np.asarray(clips)
+    if len(clips) <= count:
+        return np.arange(len(clips))
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(clips)), clips))
+    edges = np.linspace(0, len(clips), count + 1).astype(np.int64)  # every stratum holds at least one video
+    return np.sort([order[rng.integers(lo, hi)] for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+@dataclass(frozen=True)
+class DecodeSample:
+    """Sampled eval videos, their source files under the dataset root extract read, and its decode options."""
+
+    root: str
+    video_id: np.ndarray  # int64 (S,)
+    path: tuple[str, ...]  # relative to ``root``
+    clips: np.ndarray  # int64 (S,): clips the store holds of each
+    options: DecodeOptions
+
+
+def decode_sample(store: Store, split: str) -> tuple[DecodeSample | None, dict, str]:
+    """(sample, how it was drawn, "") or (None, how, why the sources cannot be decoded here)."""
+    config = stage_record(store, "extract").get("config") or {}
+    recorded = config.get("decode") or {}
+    options = DecodeOptions(**{f.name: recorded[f.name] for f in fields(DecodeOptions) if f.name in recorded})
+    videos = load_videos(store, split)
+    sampled = videos.subset(spread_sample(videos.clips, DECODE_SAMPLE_VIDEOS, DECODE_SAMPLE_SEED))
+    root = config.get("root")
+    how = {"split": split, "videos": len(sampled.video_id), "of_videos": len(videos.video_id),
+           "sample": f"spread over clip counts, seed {DECODE_SAMPLE_SEED}", "root": root, "options": asdict(options),
+           "decoder_threads": DECODER_THREADS, "statistic": "wall seconds of video.decode.stream_clips per video, "
+           "once: ffmpeg's start, reading the file, decoding, the filter chain, the clips copied out",
+           "order": "one untimed warm-up decode after the models' warm-up; then after each repeat's model timings "
+           "the next share of the sample (video i after repeat i mod repeats)"}
+    if not root:
+        return None, how, "the extract stage recorded no dataset root"
+    if not os.path.isdir(root):
+        return None, how, f"the dataset root extract read ({root}) is not reachable from here"
+    paths = tuple(str(path) for path in video_paths(store, sampled))
+    gone = [path for path in paths if not os.path.isfile(os.path.join(root, path))]
+    if gone:
+        return None, how, f"{len(gone)} of the {len(paths)} sampled source files are gone from {root} (e.g. {gone[0]})"
+    return DecodeSample(root, sampled.video_id, paths, sampled.clips, options), how, ""
+
+
+class DecodeTimer:
+    """Times the decoding of a sample's videos in shares between the models' repeats (see the module)."""
+
+    def __init__(self, sample: DecodeSample | None, how: dict, skipped: str, repeats: int):
+        self.sample, self.how, self.skipped, self.repeats = sample, how, skipped, repeats
+        count = len(sample.path) if sample is not None else 0
+        self.seconds = np.full(count, np.nan)
+        self.clips = np.zeros(count, np.int64)
+
+    def _decode(self, video: int) -> tuple[int, float]:
+        sample = self.sample
+        kept: list[np.ndarray] = []  # the clips as a consumer holds them (stream_clips reuses its buffer)
+        started = time.perf_counter()
+        decoded = stream_clips(os.path.join(sample.root, sample.path[video]), sample.options,
+                               lambda clip: kept.append(clip.copy()))
+        return decoded.clips, time.perf_counter() - started
+
+    def _run(self, videos) -> None:
+        for video in videos:
+            if self.skipped:  # one unreadable file ends the timing: a partial sample is not the sample drawn
+                return
+            try:
+                self.clips[video], self.seconds[video] = self._decode(video)
+            except (DecodeError, OSError) as exc:
+                self.skipped = f"decoding a sampled source file failed here ({exc})"
+
+    def warm_up(self) -> None:
+        """Decode the shortest sampled video untimed: the first ffmpeg start loads its binary and libraries."""
+        if self.sample is not None and not self.skipped and len(self.sample.path):
+            self._run([int(np.argmin(self.sample.clips))])
+            self.clips[:] = 0
+            self.seconds[:] = np.nan
+
+    def after_repeat(self, repeat: int) -> None:
+        if self.sample is not None:
+            self._run(range(repeat, len(self.sample.path), self.repeats))
+
+    def result(self) -> timings.DecodeTimings:
+        sample = self.sample
+        if self.skipped or sample is None:
+            return timings.DecodeTimings.not_timed(self.skipped, self.how)
+        differs = np.flatnonzero(self.clips != sample.clips)
+        if len(differs):  # the files changed since extract, or another ffmpeg cuts them differently
+            first = int(differs[0])
+            return timings.DecodeTimings.not_timed(
+                f"{len(differs)} of the {len(sample.path)} sampled source files no longer decode as extract did "
+                f"(e.g. {sample.path[first]}: {int(self.clips[first])} clips, the store holds "
+                f"{int(sample.clips[first])})", self.how)
+        return timings.DecodeTimings(sample.video_id, sample.path, self.clips.copy(), self.seconds.copy(), self.how)
+
+
 def _forward(model, entry: TimedModel, device: torch.device) -> Callable[[torch.Tensor], object]:
     """One served forward pass, as ``teacher-cache`` / ``score`` time it: device transfer, preprocessing (a student
     may downsample inside it), layout, the model, and for video-level students the mean of features through the
@@ -153,8 +270,10 @@ def _forward(model, entry: TimedModel, device: torch.device) -> Callable[[torch.
     return forward
 
 
-def measure(store: Store, models: list[TimedModel], clips: np.ndarray, repeats: int) -> np.ndarray:
-    """Seconds of one forward pass, (models, batch sizes 1..len(clips), repeats), interleaved as the module says."""
+def measure(store: Store, models: list[TimedModel], clips: np.ndarray, repeats: int,
+            decode: DecodeTimer | None = None) -> np.ndarray:
+    """Seconds of one forward pass, (models, batch sizes 1..len(clips), repeats), interleaved as the module says;
+    ``decode`` times its share of the decoding after each repeat."""
     device = models[0].runtime.torch_device()
     forwards = []
     for entry in models:
@@ -164,12 +283,16 @@ def measure(store: Store, models: list[TimedModel], clips: np.ndarray, repeats: 
     for batch in batches:  # warm-up: oneDNN builds its kernels per shape on the first call
         for forward in forwards:
             forward(batch)
+    if decode is not None:
+        decode.warm_up()
     seconds = np.empty((len(models), len(batches), repeats))
     for repeat in range(repeats):
         order = [(repeat + i) % len(models) for i in range(len(models))]
         for b, batch in enumerate(batches):
             for m in order:
                 seconds[m, b, repeat] = timed(lambda: forwards[m](batch), device).seconds
+        if decode is not None:
+            decode.after_repeat(repeat)
     return seconds
 
 
@@ -203,9 +326,11 @@ def time_models(
             return run.previous.get("counts", {})
         runtime = RuntimeOptions(device=request.device, threads=request.threads)
         threads = configure_threads(runtime, 1)
+        decode = DecodeTimer(*decode_sample(store, source["split"]), request.repeats)
         started = time.perf_counter()
-        seconds = measure(store, models, clips, request.repeats)
+        seconds = measure(store, models, clips, request.repeats, decode)
         took = time.perf_counter() - started
+        decoded = decode.result()
         summary = robust_summary(seconds)
         rows = [{"model": entry.key, "batch": b + 1, "median_s": float(summary.median[m, b]),
                  "min_s": float(summary.minimum[m, b]), "iqr_s": float(summary.iqr[m, b]), "repeats": request.repeats}
@@ -217,14 +342,18 @@ def time_models(
                 "percentile)", "order": "after one warm-up pass: per repeat, per batch size, every model in turn, "
                 "the order rotated by one model per repeat", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "seconds": round(took, 3), "clips": source, "models": [entry.describe() for entry in models]}
-        timings.write_timings(store, request.teacher, rows, meta)
+        timings.write_timings(store, request.teacher, rows, meta, decoded)
         largest = len(clips)
         per_clip = {entry.key: 1000 * float(summary.median[m, -1]) / largest for m, entry in enumerate(models)}
+        decode_per_clip = decoded.seconds_per_clip
         counts = {"models": len(models), "batches": largest, "repeats": request.repeats, "seconds": round(took, 2),
-                  "teacher_ms_per_clip": round(per_clip[models[0].key], 3)}
+                  "teacher_ms_per_clip": round(per_clip[models[0].key], 3),
+                  "decode_ms_per_clip": round(1000 * decode_per_clip, 3) if decode_per_clip is not None else None}
         run.done(counts)
     students = ", ".join(f"{key.split('/', 1)[1]} {ms:.2f}" for key, ms in list(per_clip.items())[1:])
     log(f"time-models {request.teacher}: {len(models)} models x batch sizes 1..{largest} x {request.repeats} "
         f"interleaved repeats in {took:.1f} s on {meta['device_name']} ({threads} threads); ms/clip at batch "
-        f"{largest}: teacher {per_clip[models[0].key]:.2f}" + (f", students: {students}" if students else ""))
+        f"{largest}: teacher {per_clip[models[0].key]:.2f}" + (f", students: {students}" if students else "")
+        + (f"; decoding {1000 * decode_per_clip:.2f} ms/clip over {len(decoded.path)} eval videos"
+           if decode_per_clip is not None else f"; decoding not timed: {decoded.skipped}"))
     return counts

@@ -59,10 +59,12 @@ def teacher_meta(store: Store, name: str) -> dict:
 
 @dataclass(frozen=True)
 class SideBySideTimings:
-    """Curves of ``condi-pipe time-models`` covering the teacher and every score run: {model: curve}, and its meta."""
+    """Curves of ``condi-pipe time-models`` covering the teacher and every score run: {model: curve}, its meta, and
+    the decoding it timed beside them (None: unknown, timings made before decoding was timed)."""
 
     curves: dict
     meta: dict
+    decode: Optional[timings.DecodeTimings] = None
 
     @property
     def max_batch(self) -> int:
@@ -80,6 +82,12 @@ class ScoreRunOutputs:
     video_level: bool = False
     key: str = ""  # method key in the results: the loss, or "loss:run" when several runs share a loss
     display: str = ""
+    context_ranking: Optional[str] = None  # a variant ranked by this context ranking instead of rank_score
+
+    def chosen_context_ranking(self) -> Optional[str]:
+        """The context ranking ``score`` chose on validation ("own": the run's rank_score); None when not judged."""
+        record = self.meta.get("context_ranking") or {}
+        return record.get("chosen")
 
     @property
     def folder(self) -> str:
@@ -250,7 +258,8 @@ class ReportInputs:
                 return None, f"timings/{self.teacher}/ has no timing of {model}"
             if digests[model] != digest:
                 return None, f"timings/{self.teacher}/ timed other weights of {model} than its outputs were made with"
-        side = SideBySideTimings({model: curves[model] for model in wanted}, meta)
+        side = SideBySideTimings({model: curves[model] for model in wanted}, meta,
+                                 timings.read_decode_timings(self.store, self.teacher))
         needed = int(min(self.clips.max(), side.max_batch)) if len(self.clips) else 0
         if any(curve["batch"][-1] < needed for curve in side.curves.values()):
             return None, f"timings/{self.teacher}/ stops below batch {needed} (the longest video of '{self.split}')"

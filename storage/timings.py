@@ -2,15 +2,21 @@
 
 - ``timings.parquet``: one row per (model, batch): ``model`` (``teacher/<name>`` or ``scores/<run>``), ``batch``
   (clips in one forward pass), ``median_s``, ``min_s``, ``iqr_s`` (seconds over the repeats) and ``repeats``;
-- ``meta.json``: device, threads, repeats, when, and every model with its weights digest; written last, so its
-  presence marks the folder complete.
+- ``decode.parquet``: one row per sampled eval video whose decoding was timed beside the models: ``video_id``,
+  ``path`` (relative to the dataset root), ``clips`` (clips decoded) and ``seconds`` (wall time, once);
+- ``meta.json``: device, threads, repeats, when, and every model with its weights digest; ``decode``: how the
+  decoding was sampled and timed, with ``skipped`` (why nothing was timed, e.g. the source files are gone) or
+  null. Timings written before decoding was timed have no ``decode`` entry: decode time unknown. Written last, so
+  its presence marks the folder complete.
 """
 
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 
 from condi_pipe.storage.errors import StoreError
@@ -19,6 +25,7 @@ from condi_pipe.storage.store import Store
 TIMINGS_ROOT = "timings"
 TABLE = "timings.parquet"
 META = "meta.json"
+DECODE_TABLE = "decode.parquet"
 
 SCHEMA = pa.schema([
     ("model", pa.string()),
@@ -28,6 +35,37 @@ SCHEMA = pa.schema([
     ("iqr_s", pa.float64()),
     ("repeats", pa.int32()),
 ])
+
+
+DECODE_SCHEMA = pa.schema([
+    ("video_id", pa.int64()),
+    ("path", pa.string()),
+    ("clips", pa.int64()),
+    ("seconds", pa.float64()),
+])
+
+
+@dataclass(frozen=True)
+class DecodeTimings:
+    """Wall seconds of decoding sampled eval videos from their source files into clips, one per video, or why
+    none were timed (``skipped``; then the arrays are empty)."""
+
+    video_id: np.ndarray  # int64 (S,)
+    path: tuple[str, ...]  # relative to the dataset root
+    clips: np.ndarray  # int64 (S,): clips decoded
+    seconds: np.ndarray  # float64 (S,)
+    how: dict = field(default_factory=dict)  # split, sample, decode options, order of the timing
+    skipped: str = ""  # why nothing was timed; "" when timed
+
+    @classmethod
+    def not_timed(cls, why: str, how: dict | None = None) -> "DecodeTimings":
+        return cls(np.zeros(0, np.int64), (), np.zeros(0, np.int64), np.zeros(0), dict(how or {}), why)
+
+    @property
+    def seconds_per_clip(self) -> float | None:
+        """Seconds per decoded clip over the whole sample (total seconds / total clips); None when not timed."""
+        total = int(self.clips.sum())
+        return float(self.seconds.sum()) / total if total and not self.skipped else None
 
 
 def timings_folder(teacher: str) -> str:
@@ -44,13 +82,22 @@ def run_key(run: str) -> str:
     return posixpath.join("scores", run)
 
 
-def write_timings(store: Store, teacher: str, rows: Iterable[Mapping], meta: dict) -> None:
-    """Replace ``timings/<teacher>/`` with ``rows`` (dicts with SCHEMA's columns) and ``meta``."""
+def write_timings(store: Store, teacher: str, rows: Iterable[Mapping], meta: dict,
+                  decode: DecodeTimings | None = None) -> None:
+    """Replace ``timings/<teacher>/`` with ``rows`` (dicts with SCHEMA's columns), ``meta`` and ``decode`` (None:
+    decoding not timed, read back as unknown)."""
     folder = timings_folder(teacher)
     store.remove(folder, META)
+    store.remove(folder, DECODE_TABLE)  # an earlier run's sample must not outlive this run's meta
     rows = list(rows)
     table = pa.Table.from_pydict({name: [row[name] for row in rows] for name in SCHEMA.names}, schema=SCHEMA)
     store.write_table(posixpath.join(folder, TABLE), table)
+    if decode is not None:
+        meta = {**meta, "decode": {**decode.how, "skipped": decode.skipped or None}}
+        if not decode.skipped:
+            store.write_table(posixpath.join(folder, DECODE_TABLE), pa.Table.from_pydict(
+                {"video_id": decode.video_id, "path": list(decode.path), "clips": decode.clips,
+                 "seconds": decode.seconds}, schema=DECODE_SCHEMA))
     store.write_json(posixpath.join(folder, META), meta)
 
 
@@ -65,6 +112,28 @@ def read_timings(store: Store, teacher: str) -> tuple[pa.Table, dict] | None:
     if missing:
         raise StoreError(f"{store.path(folder, TABLE)}: missing column(s) {', '.join(missing)}")
     return table, meta
+
+
+def read_decode_timings(store: Store, teacher: str) -> DecodeTimings | None:
+    """The decode timing stored beside ``timings/<teacher>/``'s model timings; None when unknown (no timings, or
+    timings written before decoding was timed)."""
+    folder = timings_folder(teacher)
+    if not store.exists(folder, META):
+        return None
+    how = store.read_json(posixpath.join(folder, META)).get("decode")
+    if not isinstance(how, dict):
+        return None
+    how = dict(how)
+    skipped = how.pop("skipped", None)
+    if skipped:
+        return DecodeTimings.not_timed(str(skipped), how)
+    table = store.read_table(posixpath.join(folder, DECODE_TABLE))
+    missing = [name for name in DECODE_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise StoreError(f"{store.path(folder, DECODE_TABLE)}: missing column(s) {', '.join(missing)}")
+    return DecodeTimings(table.column("video_id").to_numpy().astype(np.int64), tuple(table.column("path").to_pylist()),
+                         table.column("clips").to_numpy().astype(np.int64),
+                         table.column("seconds").to_numpy().astype(np.float64), how)
 
 
 def curves(table: pa.Table) -> dict[str, dict[str, list]]:

@@ -7,3 +7,4 @@ from condi_pipe.report.tables import confidence  # noqa: F401,I001
 from condi_pipe.report.tables import sgs  # noqa: F401,I001
 from condi_pipe.report.tables import kinds  # noqa: F401,I001
 from condi_pipe.report.tables import sweep  # noqa: F401,I001
+from condi_pipe.report.tables import pairwise  # noqa: F401,I001  (ConDi against each method of 3)

@@ -27,6 +27,9 @@ CASES = {
     "table3_curve_all_methods": dict(table="3", teacher_time="curve", k="1,2,4",
                                      methods="condi-sr,bce-conf,st-ent,st-conf,trivial-mt,uniform-k,random,oracle,"
                                              "perfect-z,equidistant"),
+    "pairwise": dict(table="pairwise"),
+    "pairwise_all_methods": dict(table="pairwise", teacher_time="share", k="1,3",
+                                 methods="condi-sr,equidistant,uniform-k,random,perfect-z"),
     "table4": dict(table="4"),
     "table4_ks": dict(table="4", k="2,6", ks="0,2,4", teacher_time="share"),
     "accuracy": dict(table="accuracy"),

@@ -161,3 +161,36 @@ def test_sigkill_then_resume_through_dask_matches_the_inline_run(scored, tmp_pat
                                clip_outputs.read_array(Store(str(scored)), "scores/conf", "logits"),
                                rtol=1e-4, atol=1e-5)
     assert not math.isnan(pq.read_table(store_dir / "scores" / "conf" / "videos.parquet").column("seconds")[0].as_py())
+
+
+def test_the_context_ranking_is_chosen_on_the_students_validation_part(validation_teacher_store, distill_and_score,
+                                                                        tmp_path):
+    """A student with a validation carve: score judges every context ranking on those videos (the teacher's cached
+    softmax, the student's own outputs) and records the choice; the eval split's clips are all it stores."""
+    from condi_pipe.methods.context_rankings import choose_on_validation
+    from condi_pipe.methods.metrics import softmax
+    from condi_pipe.pipeline.splits import training_splits
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(validation_teacher_store, store_dir)
+    distill_and_score(store_dir, "conf", "condi-sr")
+    store, clips, _, meta = _scores(store_dir, "conf")
+    record = meta["context_ranking"]
+    validation = training_splits(store, 0.1, 0).validation
+    assert record["videos"] == len(validation.video_id) == 10 and record["split"] == "validation"
+    assert set(clips.split) == {"test"} and not set(clips.video_id) & set(validation.video_id.tolist())
+
+    model = _student(store_dir, "conf")
+    with torch.no_grad():
+        out = model(model.preprocess(read_clips(open_clip_array(store), validation.clip_ids)))
+    teacher = clip_outputs.read_clips(store, "teacher/resnet10_3d_small", ["clip_id"]).column("clip_id").to_numpy()
+    rows = np.searchsorted(teacher, validation.clip_ids)
+    teacher_logits = clip_outputs.read_array(store, "teacher/resnet10_3d_small", "logits")[rows]
+    expected = choose_on_validation(out.confidence.numpy().ravel(), out.logits.numpy(),
+                                    softmax(teacher_logits.astype(np.float64)), validation.label, validation.offsets,
+                                    confidence_ranked=True)
+    assert record["chosen"] == expected["chosen"]
+    assert set(record["candidates"]) == {"own", "consensus", "z-consensus"}
+    for name, judged in expected["candidates"].items():
+        assert record["candidates"][name]["accuracy"] == pytest.approx(judged["accuracy"], abs=1e-9)
+    assert not (store_dir / "staging").exists()

@@ -18,11 +18,13 @@ from condi_pipe.methods.time_model import (chunked_batch_seconds, robust_summary
 from condi_pipe.pipeline.clip_inference import MAX_BATCH
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.report import build_report
-from condi_pipe.stages.timing import TimingRequest, time_models
+from condi_pipe.stages.timing import (DECODE_SAMPLE_VIDEOS, DecodeSample, DecodeTimer, TimingRequest, decode_sample,
+                                      spread_sample, time_models)
 from condi_pipe.storage import timings
-from condi_pipe.storage.manifests import load_videos
-from condi_pipe.storage.run_state import stage_record
+from condi_pipe.storage.manifests import load_videos, video_paths
+from condi_pipe.storage.run_state import set_stage, stage_record
 from condi_pipe.storage.store import Store
+from condi_pipe.video.decode import DecodeOptions
 
 TEACHER = "resnet10_3d_small"
 QUIET = dict(quiet=True, log=lambda message: None)
@@ -150,6 +152,115 @@ def test_cli_time_models_and_status(scored, tmp_path):
     assert json.loads(status.output)["stages"][f"time-models/{TEACHER}"]["state"] == "done"
     missing = runner.invoke(cli, ["time-models", "--store", str(store_dir), "--teacher", TEACHER, "--runs", "nope"])
     assert missing.exit_code == 2 and "nope" in missing.output
+
+
+# -- decoding, timed beside the models -------------------------------------------------------------------------
+
+
+def _time_line(report) -> str:
+    return next(line for line in report.footer if line.startswith("Time per video: measured side by side"))
+
+
+def test_decode_of_sampled_eval_videos_is_stored_beside_the_model_timings(timed_store):
+    store = Store(str(timed_store))
+    decode = timings.read_decode_timings(store, TEACHER)
+    assert decode is not None and decode.skipped == ""
+    videos = load_videos(store, "test")
+    assert len(decode.video_id) == min(DECODE_SAMPLE_VIDEOS, len(videos.video_id)) > 0
+    where = np.searchsorted(videos.video_id, decode.video_id)
+    assert (videos.video_id[where] == decode.video_id).all()
+    # decoded with extract's recorded options from extract's dataset root: the store's clip counts and paths
+    assert decode.clips.tolist() == videos.clips[where].tolist()
+    assert list(decode.path) == video_paths(store, videos.subset(where)).tolist()
+    extract_config = stage_record(store, "extract")["config"]
+    assert decode.how["options"] == extract_config["decode"] and decode.how["root"] == extract_config["root"]
+    assert np.isfinite(decode.seconds).all() and (decode.seconds > 0).all()
+    counts = stage_record(store, f"time-models/{TEACHER}")["counts"]
+    assert counts["decode_ms_per_clip"] == round(1000 * decode.seconds.sum() / decode.clips.sum(), 3)
+
+
+def test_footer_decode_share_is_computed_from_the_stored_numbers(timed_store):
+    store = Store(str(timed_store))
+    report = build_report(store, "3", k=[1])
+    decode = timings.read_decode_timings(store, TEACHER)
+    clips = load_videos(store, "test").clips
+    per_clip = decode.seconds.sum() / decode.clips.sum()
+    per_video = per_clip * clips.mean()
+    teacher = _curves(store)[f"teacher/{TEACHER}"]
+    dense = np.asarray(teacher["seconds"])[clips - 1].mean()  # every eval video fits one batch here
+    assert next(r for r in report.rows if r.method == "dense").time_per_video_s == pytest.approx(dense, rel=1e-12)
+    assert (f"Decoding is excluded: decoding these videos' {clips.sum()} clips to 16x112x112 takes "
+            f"{1000 * per_clip:.2f} ms per clip here ({1000 * per_video:.1f} ms per video on average), "
+            f"{100 * per_video / dense:.1f}% of Dense's time per video") in _time_line(report)
+
+
+def test_sources_gone_record_why_and_the_footer_says_not_measured(scored, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(scored, store_dir)
+    store = Store(str(store_dir))
+    extract_record = stage_record(store, "extract")
+    gone = tmp_path / "moved-away"
+    set_stage(store, "extract", config={**extract_record["config"], "root": str(gone)})
+    time_models(store, TimingRequest(TEACHER, repeats=1, threads=2), **QUIET)
+    decode = timings.read_decode_timings(store, TEACHER)
+    assert decode is not None and len(decode.seconds) == 0 and str(gone) in decode.skipped
+    assert not store.exists(timings.timings_folder(TEACHER), timings.DECODE_TABLE)
+    assert stage_record(store, f"time-models/{TEACHER}")["counts"]["decode_ms_per_clip"] is None
+    line = _time_line(build_report(store, "3", k=[1]))
+    assert f"Decoding is excluded, and not measured for this store: {decode.skipped}." in line
+    assert "ms per clip" not in line
+
+
+def test_a_sampled_file_gone_from_the_dataset_root_is_named(synth_scored_store, synth_root, tmp_path):
+    store_dir, root = tmp_path / "store", tmp_path / "data"
+    shutil.copytree(synth_scored_store, store_dir)
+    shutil.copytree(synth_root, root)
+    store = Store(str(store_dir))
+    set_stage(store, "extract", config={**stage_record(store, "extract")["config"], "root": str(root)})
+    sample, how, why = decode_sample(store, "test")
+    assert why == "" and sample.root == str(root) and how["videos"] == len(sample.path)
+    (root / sample.path[-1]).unlink()
+    sample, how, why = decode_sample(store, "test")
+    assert sample is None and f"1 of the {how['videos']} sampled source files are gone" in why
+    assert str(root) in why and any(path in why for path in video_paths(store, load_videos(store, "test")).tolist())
+
+
+def test_timings_made_before_decode_timing_read_as_unknown(timed_store, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(timed_store, store_dir)
+    store = Store(str(store_dir))
+    table, meta = timings.read_timings(store, TEACHER)
+    del meta["decode"]
+    timings.write_timings(store, TEACHER, table.to_pylist(), meta)  # as time-models wrote them before
+    assert timings.read_decode_timings(store, TEACHER) is None
+    line = _time_line(build_report(store, "3", k=[1]))
+    assert "Decoding is excluded, and not measured for this store (timings/" in line and "ms per clip" not in line
+
+
+def test_a_source_that_no_longer_decodes_as_extract_did_is_not_timed(tiny_videos):
+    video = tiny_videos[".mp4"]  # 20 frames: two clips
+    def timer(store_clips: int) -> DecodeTimer:
+        sample = DecodeSample(str(video.parent), np.array([3]), (video.name,), np.array([store_clips]),
+                              DecodeOptions())
+        decode = DecodeTimer(sample, {"split": "test"}, "", repeats=2)
+        decode.warm_up()
+        for repeat in range(2):
+            decode.after_repeat(repeat)
+        return decode
+
+    timed = timer(2).result()
+    assert timed.skipped == "" and timed.clips.tolist() == [2] and timed.seconds[0] > 0
+    changed = timer(3).result()
+    assert len(changed.seconds) == 0 and "no longer decode as extract did" in changed.skipped
+    assert f"{video.name}: 2 clips, the store holds 3" in changed.skipped
+
+
+def test_spread_sample_takes_one_video_per_clip_count_stratum():
+    clips = np.random.default_rng(5).permutation(np.repeat(np.arange(1, 11), 10))  # 100 videos, 1..10 clips
+    picked = spread_sample(clips, 10, seed=0)
+    assert sorted(clips[picked].tolist()) == list(range(1, 11))
+    assert picked.tolist() == spread_sample(clips, 10, seed=0).tolist()
+    assert spread_sample(clips[:7], 10, seed=0).tolist() == list(range(7))
 
 
 # -- the arithmetic, on plain arrays ---------------------------------------------------------------------------

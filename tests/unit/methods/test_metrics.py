@@ -88,3 +88,50 @@ def test_softmax_entropy_is_finite_for_saturated_inputs():
     assert softmax_entropy(np.array([1.0, 0.0, 0.0]), from_logits=False) == 0.0
     assert torch.isfinite(softmax_entropy(torch.tensor([[1e4, -1e4]]))).all()
     assert softmax_entropy(torch.tensor([1.0, 0.0]), from_logits=False).item() == 0.0
+
+
+# ------------------------------------------------------------------ AUROC within videos
+
+
+def test_auroc_per_video_by_hand():
+    # video 0: the positive 0.9 above both negatives -> 1. Video 1: positives 0.2, 0.2 against negatives 0.8 (lost
+    # twice) and 0.2 (tied twice, 1/2 each) -> 1 / 4. Video 2: only z = 1; video 3: no clips; video 4: only z = 0.
+    scores = [0.9, 0.1, 0.5, 0.2, 0.8, 0.2, 0.2, 0.7, 0.6, 0.4]
+    labels = [1, 0, 0, 1, 0, 0, 1, 1, 1, 0]
+    offsets = [0, 3, 7, 9, 9, 10]
+    per_video = metrics.auroc_per_video(scores, labels, offsets)
+    assert per_video[:2].tolist() == [1.0, 0.25] and np.isnan(per_video[2:]).all()
+    assert metrics.within_video_auroc(scores, labels, offsets) == (0.625, 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auroc_per_video_equals_auroc_of_each_video(seed):
+    rng = np.random.default_rng(seed)
+    clips = rng.integers(0, 12, size=40)
+    offsets = np.concatenate([[0], np.cumsum(clips)])
+    labels = rng.random(offsets[-1]) < 0.5
+    scores = rng.integers(0, 4, size=offsets[-1]).astype(float)  # few values: ties within and across videos
+    scores[::7] = [np.inf, -np.inf][seed % 2]
+    expected = [auroc(scores[a:b], labels[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    np.testing.assert_allclose(metrics.auroc_per_video(scores, labels, offsets), expected, atol=1e-12)
+    defined = np.isfinite(expected)
+    assert metrics.within_video_auroc(scores, labels, offsets) == (pytest.approx(np.mean(np.array(expected)[defined])),
+                                                                 defined.sum())
+
+
+def test_within_video_auroc_ignores_what_separates_videos():
+    # an easy video (z mostly 1, high scores) and a hard one (z mostly 0, low scores); inside each the score is
+    # backwards: pooled it looks good, within the videos it is always wrong
+    scores = [0.9, 0.8, 0.85, 0.95, 0.1, 0.2, 0.15, 0.05]
+    labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    assert auroc(scores, labels) == 9 / 16  # each easy-video positive above the three hard-video negatives
+    assert metrics.within_video_auroc(scores, labels, [0, 4, 8]) == (0.0, 2)
+
+
+def test_within_video_auroc_refuses_bad_inputs():
+    assert metrics.within_video_auroc([0.1, 0.2], [1, 1], [0, 2]).videos == 0
+    assert np.isnan(metrics.within_video_auroc([0.1, 0.2], [1, 1], [0, 2]).mean)
+    with pytest.raises(ValueError, match="offsets"):
+        metrics.auroc_per_video([0.1, 0.2], [0, 1], [0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auroc_per_video([0.1, np.nan], [0, 1], [0, 2])

@@ -833,7 +833,8 @@ def test_oracle_table_perfect_z_random_and_gap_share(random_store):
                                                                                           "random")))
     assert first[4] == f"{condi.accuracy:.2f} ({condi.extra['gap_share']:.2f})"
     assert report.cells[-1][:2] == ("All", f"{row_of(report, 'dense', None).accuracy:.2f}")
-    assert any("Perfect z: the clips the teacher classifies right first" in line for line in report.footer)
+    assert any("Perfect z: the z-first selector, the clips the teacher classifies right first" in line
+               and "not a ceiling" in line for line in report.footer)
     # no gap when K covers every clip: the share is undefined, not a division by zero
     full = build_report(store, "oracle", k=[9])
     assert json.loads(render(full, "json"))[-1]["gap_share"] is None and "n/a" in full.cells[0][4]

@@ -52,6 +52,20 @@ def test_confidence_table_from_arrays():
     assert good.extra["auroc"] == pytest.approx(1.0)
 
 
+def test_confidence_table_auroc_within_videos():
+    table = build_table(inputs(), "confidence")
+    good, bad = (next(r for r in table.rows if r.method == m) for m in ("condi-sr", "st-conf"))
+    # only video 7 (z = [1, 0, 0]) has both classes; video 9's lone clip has z = 1
+    assert (good.extra["auroc_within_videos"], good.extra["auroc_within_videos_count"]) == (1.0, 1)
+    # bad ranks video 7's clips [0.1, 0.5, 2.0]: its one positive below both negatives. Pooled, video 9's clip
+    # (1.0, z = 1) still beats the 0.5 negative: 1 of 4 pairs
+    assert (bad.extra["auroc_within_videos"], bad.extra["auroc_within_videos_count"]) == (0.0, 1)
+    assert bad.extra["auroc"] == pytest.approx(0.25)
+    assert table.columns[3:5] == ("AUROC", "AUROC within videos")
+    assert table.cells[0][3:5] == ("1.0000", "1.0000")
+    assert any("averaged over the 1 of 2 videos that have both z = 0 and z = 1 clips" in line for line in table.footer)
+
+
 def test_student_entropy_is_the_entropy_of_its_softmax():
     data = inputs()
     run = next(r for r in data.runs if r.run == "good")
