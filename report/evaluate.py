@@ -10,7 +10,7 @@ add the paired bootstrap against Dense (:func:`versus_dense`) and between ConDi 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -226,16 +226,10 @@ class Evaluator:
         """Type a: the top K clips by the run's rank_score (or, for a context variant, by its context ranking of
         the run's stored outputs) go to the teacher."""
         inp = self.inp
+        _, order, seconds = run_ranking(inp, run)
         if run.context_ranking is None:
-            _, order, seconds = ranking(inp, f"scores/{run.run} rank_score",
-                                        lambda: inp.run_column(run, "rank_score"))
             return self._top_k(run.key, run.display, ks, order, seconds, student=student_seconds(inp, run),
                                run=run.run, ranking=run.meta.get("ranking"))
-        context = get_context_ranking(run.context_ranking)
-        rank_score, logits = inp.run_column(run, "rank_score"), inp.run_logits(run)
-        # the context scores are part of selecting, so they are inside the timed selection
-        _, order, seconds = inp.cached(("ranks", run.key), lambda: rank_timed(
-            inp, lambda: context.scores(rank_score, logits, inp.offsets)))
         return self._top_k(run.key, run.display, ks, order, seconds, student=student_seconds(inp, run), run=run.run,
                            ranking=run.context_ranking, chosen_on="validation",
                            validation=run.meta.get("context_ranking"))
@@ -306,6 +300,27 @@ def resolve_methods(inputs: ReportInputs, requested: Sequence[str], *, builtins:
         if not any(entry is other or entry == other for other in unique):
             unique.append(entry)
     return unique
+
+
+def run_scores(inputs: ReportInputs, run: ScoreRunOutputs) -> Callable[[], np.ndarray]:
+    """What the run ranks its clips by, as a function to time: its stored rank_score, or for a context variant
+    its context ranking of the stored rank_score and student logits (read before the function is called)."""
+    rank_score = inputs.run_column(run, "rank_score")
+    if run.context_ranking is None:
+        return lambda: rank_score
+    if np.isnan(rank_score).any():
+        raise OutputUnavailable(f"scores/{run.run}: {int(np.isnan(rank_score).sum())} clips have no score (NaN)")
+    context, logits = get_context_ranking(run.context_ranking), inputs.run_logits(run)
+    return lambda: context.scores(rank_score, logits, inputs.offsets)
+
+
+def run_ranking(inputs: ReportInputs, run: ScoreRunOutputs) -> tuple[np.ndarray, np.ndarray, float]:
+    """(ranks, order, seconds) of a run's clips (memoised): by its rank_score, or for a context variant by its
+    context ranking, whose computation is part of selecting and so inside the timed seconds."""
+    if run.context_ranking is None:
+        return ranking(inputs, f"scores/{run.run} rank_score", lambda: inputs.run_column(run, "rank_score"))
+    scores = run_scores(inputs, run)
+    return inputs.cached(("ranks", f"scores/{run.run} {run.context_ranking}"), lambda: rank_timed(inputs, scores))
 
 
 def context_variants(inputs: ReportInputs, name: str, notes: list[str]) -> list[ScoreRunOutputs]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from condi_pipe.methods import metrics, samplers
-from condi_pipe.report.evaluate import RANDOM_SEEDS, Evaluator, OutputUnavailable, resolve_methods
+from condi_pipe.report.evaluate import (CONTEXT_SUFFIX, RANDOM_SEEDS, Evaluator, OutputUnavailable, resolve_methods,
+                                        run_ranking, run_scores)
 from condi_pipe.report.footer import footer_lines
 from condi_pipe.report.predictions import ranking, teacher_probs
 from condi_pipe.report.registry import TableRequest, register_table
@@ -65,7 +66,9 @@ def kinds_table(request: TableRequest) -> ReportTable:
               (f"z rate, {inputs.split}", inputs.teacher, *(number_cell(v, 2) for v in z_eval), "")]
 
     # each clip-level score run: its mean z~ per kind, and how well its ranking tells informative clips apart
-    entries = resolve_methods(inputs, methods, builtins=(), notes=notes) if methods else list(inputs.runs)
+    # (by default every run, and ConDi-SR's student ranked by the context ranking its validation chose)
+    entries = resolve_methods(inputs, methods or [r.key for r in inputs.runs] + [f"condi-sr{CONTEXT_SUFFIX}"],
+                              builtins=(), notes=notes)
     informative = kinds == names.index("informative") if "informative" in names else np.zeros(len(kinds), bool)
     used, run_ranks = [], []
     for run in entries:
@@ -74,8 +77,8 @@ def kinds_table(request: TableRequest) -> ReportTable:
             continue
         try:
             confidence = inputs.run_column(run, "confidence")
-            rank_score = inputs.run_column(run, "rank_score")
-            ranks = ranking(inputs, f"scores/{run.run} rank_score", lambda: rank_score)[0]
+            rank_score = run_scores(inputs, run)()  # a context variant's own ranking
+            ranks = run_ranking(inputs, run)[0]
         except OutputUnavailable as exc:
             notes.append(f"{run.display}: {exc}; omitted.")
             continue
