@@ -11,10 +11,10 @@ import click
 from condi_pipe.cli_options import (RegistryChoice, bf16_option, common_stage_options, executor_options, layout_option,
                                     fine_tuning_options, model_errors, one_line_errors, option, runtime_options,
                                     sgs_from, sgs_options, train_options)
-from condi_pipe.methods.registry import method_names
-from condi_pipe.pipeline.demo import DEMO_SEED, DEMO_VIDEOS
+from condi_pipe.methods.registry import default_method_names, method_names
+from condi_pipe.pipeline.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_SEED, DEMO_TRAIN_SHARE, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
-from condi_pipe.pipeline.pretrain import PRETRAIN_SEED
+from condi_pipe.pipeline.pretrain import PRETRAIN_SEED, PRETRAIN_VIDEOS
 from condi_pipe.pipeline.stage import ensure_store
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.stages.distill_request import DEFAULT_LOSS, DISTILL_OPTIONS
@@ -25,6 +25,7 @@ from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS
 from condi_pipe.stages.timing import TIMING_OPTIONS
 from condi_pipe.storage.clip_array import ZSTD_LEVELS
 from condi_pipe.video.sources import SOURCES
+from condi_pipe.video.synth.config import DEFAULT_LENGTH_PROFILE, LENGTH_PROFILES
 
 
 def _table_names():
@@ -70,15 +71,22 @@ def main(ctx):
 @click.option("--videos", type=click.IntRange(min=10), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--length-profile", type=click.Choice(list(LENGTH_PROFILES)), default=DEFAULT_LENGTH_PROFILE,
+              show_default=True, help="Video lengths: " + "; ".join(f"{p.name}: {p.about}"
+                                                                     for p in LENGTH_PROFILES.values()) + ".")
+@click.option("--train-share", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Share of each class's train groups to write (the test split is always written whole).")
 @one_line_errors
-def synth(root, videos, seed, workers):
+def synth(root, videos, seed, workers, length_profile, train_share):
     """Generate the embedded benchmark: a 10-class motion dataset as H.264 files in the UCF-101 layout."""
     from pathlib import Path
 
     from condi_pipe.video.synth import generate_benchmark
 
-    summary = generate_benchmark(Path(root), videos=videos, seed=seed, workers=workers)
-    click.echo(f"synth: wrote {summary.videos} videos to {root} (seed {seed})")
+    summary = generate_benchmark(Path(root), videos=videos, seed=seed, workers=workers, length_profile=length_profile,
+                                 train_share=train_share)
+    click.echo(f"synth: wrote {summary.videos} videos ({summary.clips} clips, profile {length_profile}) to {root} "
+               f"(seed {seed})")
 
 
 @main.command()
@@ -422,19 +430,36 @@ def sweep(config_path, quiet):
               help="Folder for the store (the generated videos go to its synth/ subfolder).")
 @click.option("--videos", type=click.IntRange(min=20), default=DEMO_VIDEOS, show_default=True)
 @click.option("--seed", type=int, default=DEMO_SEED, show_default=True,
-              help=f"Any seed but {PRETRAIN_SEED} (the shipped teacher's training corpus).")
+              help=f"Any seed but {PRETRAIN_SEED} + k*2**32 with 0 <= k < {PRETRAIN_VIDEOS} (numpy gives those seeds "
+                   "random streams of the shipped teacher's training corpus).")
+@click.option("--seeds", default=None,
+              help="Several seeds, comma-separated: one store per seed (STORE/seed-S) and Table 3 as the mean and "
+                   "spread over them beside each seed's own.")
+@click.option("--length-profile", type=click.Choice(list(LENGTH_PROFILES)), default=DEMO_LENGTH_PROFILE,
+              show_default=True, help="Video lengths (see `condi-pipe synth --help`).")
+@click.option("--train-share", type=click.FloatRange(0, 1, min_open=True), default=DEMO_TRAIN_SHARE,
+              show_default=True, help="Share of each class's train groups generated (the test split is whole).")
+@click.option("--all-students", is_flag=True,
+              help=f"Train every default method ({', '.join(default_method_names())}), not only Table 3's "
+                   f"({', '.join(DEMO_LOSSES)}).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--sgs", is_flag=True, help="Also fine-tune the teacher with SGS inserted (ATFR), cache it, and print "
                                           "the table comparing it with the plain teacher (about 1.5 more minutes).")
 @one_line_errors
-def demo(store_dir, videos, seed, quiet, sgs):
+def demo(store_dir, videos, seed, seeds, length_profile, train_share, all_students, quiet, sgs):
     """Generate the embedded benchmark, run the whole pipeline on it, and print Table 3."""
-    from condi_pipe.pipeline.demo import run_demo
+    from condi_pipe.pipeline.demo import run_demo, run_demo_seeds
+    from condi_pipe.report.build import parse_int_list
 
-    rendered = run_demo(store_dir, videos=videos, seed=seed, quiet=quiet, sgs=sgs)
-    click.echo(rendered["3"])
-    if "sgs" in rendered:
-        click.echo(rendered["sgs"])
+    options = dict(videos=videos, quiet=quiet, sgs=sgs, all_students=all_students, length_profile=length_profile,
+                   train_share=train_share)
+    if seeds is not None:
+        click.echo(run_demo_seeds(store_dir, parse_int_list(seeds, "--seeds"), **options))
+        return
+    rendered = run_demo(store_dir, seed=seed, **options)
+    for table in ("3", "pairwise", "sgs"):  # Table 3, ConDi against each baseline, and with --sgs the SGS teacher
+        if table in rendered:
+            click.echo(rendered[table])
 
 
 @main.command("pretrain-teacher")
