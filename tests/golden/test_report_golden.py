@@ -3,7 +3,9 @@
 The store under ``report_store/`` was written once by ``make_report_store.py`` and is committed as bytes, so only
 the report code can move these files. Clip-selection time is the one measured quantity; a stepping clock makes it
 a constant here. Regenerate the expected files (after a deliberate change) with
-``CONDI_PIPE_UPDATE_GOLDEN=1 pytest tests/golden``, and say why in the commit.
+``CONDI_PIPE_UPDATE_GOLDEN=1 pytest tests/golden``: that run rewrites every expected file and reports each case
+as *skipped* (never passed), since a rewritten file matches by construction. Review the diff of ``report/``,
+run ``pytest tests/golden`` without the variable to see the cases pass, and say why in the commit.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def test_report_matches_the_golden_files(golden_store, case):
     options = {key: value.format(store=golden_store) if isinstance(value, str) else value
                for key, value in CASES[case].items()}
     report = build_report(str(golden_store), **options)
-    for fmt in ("json", "md"):
-        text = render(report, fmt).replace(str(golden_store), "<store>")
-        path = EXPECTED / f"{case}.{fmt}"
-        if os.environ.get("CONDI_PIPE_UPDATE_GOLDEN"):
-            EXPECTED.mkdir(exist_ok=True)
+    texts = {EXPECTED / f"{case}.{fmt}": render(report, fmt).replace(str(golden_store), "<store>")
+             for fmt in ("json", "md")}
+    if os.environ.get("CONDI_PIPE_UPDATE_GOLDEN"):
+        EXPECTED.mkdir(exist_ok=True)
+        for path, text in texts.items():
             path.write_text(text, encoding="utf-8")
+        pytest.skip(f"CONDI_PIPE_UPDATE_GOLDEN is set: rewrote {', '.join(sorted(p.name for p in texts))}; "
+                    "review the diff of tests/golden/report/ and rerun without the variable (nothing was checked)")
+    for path, text in texts.items():
         assert text == path.read_text(encoding="utf-8"), f"{path.name} changed"

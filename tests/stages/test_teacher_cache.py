@@ -16,6 +16,8 @@ import torch
 from condi_pipe.models import build_model
 from condi_pipe.pipeline.clip_inference import LATENCY_BATCHES, ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.runtime_choice import NCDHW
+from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
@@ -38,10 +40,15 @@ def _weights(path: Path, poison: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def cached(synth_store, tmp_path_factory):
+    """The reference cache. Its runtime is pinned (NCDHW, fp32: nothing timed), so every run of this request, with
+    any thread count, in this process or on a cluster worker, computes the same thing: with ``layout="auto"`` the
+    layout is timed per (machine, thread count) and a close race can pick channels-last for one and NCDHW for the
+    other, whose logits differ in the last bits. (The timed choice itself: test_runtime_choice_recorded.py.)"""
     work = tmp_path_factory.mktemp("cache")
     store_dir = work / "store"
     shutil.copytree(synth_store, store_dir)
-    request = TeacherCacheRequest(ModelRef(TEACHER, 10, weights_path=str(_weights(work / "w.pt"))), clips_per_group=16)
+    request = TeacherCacheRequest(ModelRef(TEACHER, 10, weights_path=str(_weights(work / "w.pt"))),
+                                  runtime=RuntimeOptions(bf16=False, layout=NCDHW), clips_per_group=16)
     counts = teacher_cache(Store(str(store_dir)), request, ExecutorOptions(workers=0), **QUIET)
     return store_dir, request, counts
 
@@ -123,6 +130,9 @@ def test_existing_dask_cluster_gives_the_same_cache(dask_cluster, cached, synth_
     shutil.copytree(synth_store, store_dir)
     teacher_cache(Store(str(store_dir)), request, ExecutorOptions(scheduler_address=dask_cluster), **QUIET)
     meta = clip_outputs.read_meta(Store(str(store_dir)), clip_outputs.teacher_folder(TEACHER))
+    reference = clip_outputs.read_meta(Store(str(reference_dir)), clip_outputs.teacher_folder(TEACHER))
     assert meta["threads"] == 1  # ran on a one-thread cluster worker, not in this process
+    # the same computation on both sides: the pinned layout and dtype, not two timed choices
+    assert (meta["layout"], meta["bf16"]) == (reference["layout"], reference["bf16"]) == (NCDHW, False)
     for name in ("clips.parquet", "logits.zarr/c/0/0", "features.zarr/c/0/0"):
         assert _digest(store_dir / "teacher" / TEACHER / name) == _digest(reference_dir / "teacher" / TEACHER / name)

@@ -148,7 +148,7 @@ def test_cli_time_models_and_status(scored, tmp_path):
                                  "--repeats", "1", "--threads", "2"])
     assert result.exit_code == 0, result.output
     assert set(_curves(Store(str(store_dir)))) == {f"teacher/{TEACHER}", "scores/conf"}
-    status = runner.invoke(cli, ["status", str(store_dir), "--json"])
+    status = runner.invoke(cli, ["status", "--store", str(store_dir), "--json"])
     assert json.loads(status.output)["stages"][f"time-models/{TEACHER}"]["state"] == "done"
     missing = runner.invoke(cli, ["time-models", "--store", str(store_dir), "--teacher", TEACHER, "--runs", "nope"])
     assert missing.exit_code == 2 and "nope" in missing.output
@@ -271,8 +271,10 @@ def test_robust_summary_ignores_one_slow_repeat():
     summary = robust_summary(samples)
     assert summary.median[0, 0] == 1.1 and summary.minimum[0, 0] == 1.0
     assert summary.iqr[0, 0] == pytest.approx(1.2 - 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one repeat and finite seconds"):
         robust_summary(np.zeros((2, 0)))
+    with pytest.raises(ValueError, match="at least one repeat and finite seconds"):
+        robust_summary(np.array([[1.0, np.nan, 1.1]]))
 
 
 def test_chunked_batches_and_side_by_side_parts():

@@ -372,7 +372,8 @@ def test_fewer_frames_matches_plain_formula(seed, classes):
 
 
 def test_fewer_frames_needs_projection_for_width_mismatch():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"student features \(2, 4\) \(after projection\) must match teacher features "
+                                         r"\(2, 8\) with batch 2; pass a projection when the widths differ"):
         fewer_frames_loss(torch.zeros(2, 4), torch.zeros(2, 8), torch.zeros(2, 3), torch.full((2, 3), 1 / 3),
                           torch.tensor([0, 1]))
 

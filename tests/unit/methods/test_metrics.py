@@ -45,9 +45,9 @@ def test_auroc_extremes_and_inputs():
 def test_auroc_is_nan_when_one_class_is_absent():
     assert math.isnan(auroc([0.1, 0.4], [1, 1]))
     assert math.isnan(auroc([0.1, 0.4], [0, 0]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scores contain NaN"):
         auroc([0.1, np.nan], [0, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels must be binary \(0/1 or bool\)"):
         auroc([0.1, 0.2], [0, 2])
 
 
@@ -65,7 +65,7 @@ def test_top1_accuracy():
     assert top1_accuracy([2, 1, 0, 1], [2, 1, 1, 1]) == 0.75
     assert top1_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), [1, 1]) == 0.5
     assert top1_accuracy(torch.tensor([[0.1, 0.9]]), torch.tensor([1])) == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 predictions for 1 labels"):
         top1_accuracy([1, 2], [1])
 
 

@@ -96,9 +96,9 @@ def test_equidistant_is_segment_centres():
 def test_k_must_be_positive(selector):
     video = random_flat(0, num_videos=1).video(0)
     for bad in (0, -1):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"k must be >= 1, got {bad}"):
             selector.select(video, bad)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="k must be an integer, got float"):
         selector.select(video, 1.5)
 
 
@@ -124,9 +124,9 @@ def test_ties_go_to_the_lower_clip_index():
 
 
 def test_nan_scores_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scores contain NaN"):
         top_k_indices(np.array([0.1, np.nan]), 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scores contain NaN"):
         rank_within_videos(np.array([0.1, np.nan]), np.array([0, 2]))
 
 
@@ -205,7 +205,7 @@ def test_division_equals_hand_computation():
     assert predict_video_division(teacher, student, z_scores, k=2, ks=2) == (student_only, 0, 2)
     # budgets beyond N use all clips of each list
     assert predict_video_division(teacher, student, z_scores, k=9, ks=3)[1:] == (4, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"ks must be an integer in \[0, k=2\], got 3"):
         predict_video_division(teacher, student, z_scores, k=2, ks=3)
 
 
@@ -276,7 +276,7 @@ def test_predictions_reject_videos_without_selected_clips():
     flat = random_flat(0, num_videos=3)
     mask = np.zeros(flat.num_clips, dtype=bool)
     mask[0] = True
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="every video needs at least one selected clip"):
         predict_videos(flat.teacher_probs, flat.offsets, mask)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no clip selected"):
         predict_video(flat.teacher_probs, [])

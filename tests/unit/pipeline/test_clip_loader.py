@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -211,16 +212,81 @@ def _loader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)]
 
 
+class GatedLoad:
+    """A load that records when each spec starts and ends, and ends only once that spec's gate is open, so the
+    test, not the scheduler, decides which loads are running and which are still queued. A gate left shut past
+    ``timeout`` fails the load (a bounded failure, never a hang); open gates never wait."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self.lock = threading.Lock()
+        self.started: list[int] = []
+        self.finished: list[int] = []
+        self.threads: set[str] = set()
+        self.starts: dict[int, threading.Event] = {}
+        self.gates: dict[int, threading.Event] = {}
+
+    def _event(self, events: dict[int, threading.Event], index: int) -> threading.Event:
+        with self.lock:
+            return events.setdefault(index, threading.Event())
+
+    def open(self, *indices: int) -> None:
+        for index in indices:
+            self._event(self.gates, index).set()
+
+    def wait_started(self, index: int) -> None:
+        assert self._event(self.starts, index).wait(self.timeout), f"load {index} never started"
+
+    def __call__(self, index: int) -> int:
+        with self.lock:
+            self.started.append(index)
+            self.threads.add(threading.current_thread().name)
+        self._event(self.starts, index).set()
+        if not self._event(self.gates, index).wait(self.timeout):
+            raise TimeoutError(f"load {index}: its gate stayed shut")
+        with self.lock:
+            self.finished.append(index)
+        return index
+
+
+class FutureWatchingLoader(ClipLoader):
+    """ClipLoader that keeps each spec's future (test-only view of ``_submit``), so the test can act on a queued
+    batch's cancellation as it happens instead of sleeping."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.futures: dict[int, Future] = {}
+
+    def _submit(self, pool, spec, ring):
+        future, slot = super()._submit(pool, spec, ring)
+        self.futures[spec] = future
+        return future, slot
+
+
 def test_closing_the_generator_early_stops_its_workers():
-    load = Instrumented(seconds=0.02)
-    batches = ClipLoader(load, 2, depth=3).map(range(100))
+    load = GatedLoad()
+    load.open(0, 1)
+    loader = FutureWatchingLoader(load, 2, depth=3)
+    batches = loader.map(range(100))
     assert [next(batches), next(batches)] == [0, 1]
+    # Handing over batch 1 topped the queue up to depth 3 past it: specs 2 and 3 occupy both workers (their gates
+    # shut) and spec 4 waits in the pool's queue, unstarted. Wait for that state rather than for time to pass.
+    load.wait_started(2)
+    load.wait_started(3)
+    assert sorted(loader.futures) == [0, 1, 2, 3, 4] and sorted(load.started) == [0, 1, 2, 3]
     assert _loader_threads()
+    # The running loads may end only once close has cancelled the queued one: closing must cancel spec 4 first,
+    # and then wait for 2 and 3, which the cancellation releases (a close that does not cancel fails the gates'
+    # timeout with spec 4 started).
+    loader.futures[4].add_done_callback(lambda future: load.open(2, 3))
     batches.close()
+    assert loader.futures[4].cancelled()
+    assert sorted(load.finished) == [0, 1, 2, 3]  # the running loads were waited for: none is still running
+    assert sorted(load.started) == [0, 1, 2, 3]  # the queued spec never started, and none was submitted past depth
+    assert sorted(loader.futures) == [0, 1, 2, 3, 4]
+    # Every load ran on a loader thread, and none of them is left: nothing can start a load after close.
+    assert load.threads and all(name.startswith(THREAD_NAME_PREFIX) for name in load.threads)
     assert not _loader_threads()
-    started = len(load.ahead)
-    time.sleep(0.1)
-    assert len(load.ahead) == started <= 2 + 3  # the two taken and at most depth ahead: none started since
 
 
 def test_bad_settings_are_refused_and_the_default_is_one_worker_on_a_cpu():
