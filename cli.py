@@ -8,14 +8,15 @@ import sys
 
 import click
 
-from condi_pipe.cli_options import (RegistryChoice, bf16_option, common_stage_options, executor_options, layout_option,
-                                    fine_tuning_options, model_errors, one_line_errors, option, runtime_options,
-                                    sgs_from, sgs_options, train_options)
+from condi_pipe.cli_options import (STORE_HELP, RegistryChoice, StoreCommand, bf16_option, common_stage_options,
+                                    executor_options, layout_option, fine_tuning_options, model_errors,
+                                    one_line_errors, option, runtime_options, sgs_from, sgs_options, train_options)
 from condi_pipe.methods.registry import default_method_names, method_names
 from condi_pipe.pipeline.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_SEED, DEMO_TRAIN_SHARE, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.pretrain import PRETRAIN_SEED, PRETRAIN_VIDEOS
-from condi_pipe.pipeline.stage import ensure_store
+from condi_pipe.pipeline.stage import ensure_store, open_store
+from condi_pipe.pipeline.status import TIME_HELP as STATUS_TIME_HELP
 from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.stages.distill_request import DEFAULT_LOSS, DISTILL_OPTIONS
 from condi_pipe.stages.extract import EXTRACT_OPTIONS
@@ -113,12 +114,13 @@ def extract(store, strict, workers, scheduler_address, force, quiet, **options):
                 force=force, strict=strict, quiet=quiet)
 
 
-@main.command()
-@click.argument("store")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@main.command(cls=StoreCommand, help=f"Each stage's state, time and counts.\n\n{STATUS_TIME_HELP}")
+@click.option("--store", required=True, help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output (per stage also seconds, started_at, finished_at, runs: null where not "
+                   "known).")
 @one_line_errors
 def status(store, as_json):
-    """Each stage's state and counts."""
     from condi_pipe.pipeline.status import format_status, store_status
 
     report = store_status(store)
@@ -181,6 +183,7 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
     from condi_pipe.report import build_report, plot_report, render
     from condi_pipe.report.folds import build_fold_report
 
+    stores = [open_store(store) for store in stores]
     options = dict(teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods, teacher_time=teacher_time,
                    sgs_teacher=sgs_teacher, clip_kinds=clip_kinds)
     if len(stores) > 1:
@@ -227,7 +230,7 @@ def teacher_train(store, force, quiet, **options):
     from condi_pipe.stages.teacher_train import teacher_train as run_teacher_train
 
     request = TEACHER_TRAIN_OPTIONS.request(**sgs_from(options))
-    run_teacher_train(ensure_store(store), request, force=force, quiet=quiet)
+    run_teacher_train(open_store(store), request, force=force, quiet=quiet)
 
 
 @main.command("teacher-cache")
@@ -258,7 +261,7 @@ def teacher_cache(store, workers, scheduler_address, force, quiet, **options):
     from condi_pipe.stages.teacher_cache import teacher_cache as run_teacher_cache
 
     request = TEACHER_CACHE_OPTIONS.request(**sgs_from(options))  # the stage resolves the teacher's weights
-    run_teacher_cache(ensure_store(store), request, ExecutorOptions(workers, scheduler_address), force=force,
+    run_teacher_cache(open_store(store), request, ExecutorOptions(workers, scheduler_address), force=force,
                       quiet=quiet)
 
 
@@ -320,7 +323,8 @@ def distill(store, force, quiet, **options):
     """
     from condi_pipe.stages.distill import distill as run_distill
 
-    run_distill(ensure_store(store), DISTILL_OPTIONS.request(**options), force=force, quiet=quiet)
+    request = DISTILL_OPTIONS.request(**options)  # the options' errors first, then the store's
+    run_distill(open_store(store), request, force=force, quiet=quiet)
 
 
 @main.command()
@@ -337,8 +341,8 @@ def score(store, workers, scheduler_address, force, quiet, **options):
     """Score every eval clip with a trained student: predictions, confidence, ranking score, timings."""
     from condi_pipe.stages.score import score as run_score
 
-    run_score(ensure_store(store), SCORE_OPTIONS.request(**options), ExecutorOptions(workers, scheduler_address),
-              force=force, quiet=quiet)
+    request = SCORE_OPTIONS.request(**options)
+    run_score(open_store(store), request, ExecutorOptions(workers, scheduler_address), force=force, quiet=quiet)
 
 
 @main.command("time-models")
@@ -356,7 +360,8 @@ def time_models(store, runs, force, quiet, **options):
     from condi_pipe.stages.timing import time_models as run_timing
 
     names = None if runs is None else tuple(r.strip() for r in runs.split(",") if r.strip())
-    run_timing(ensure_store(store), TIMING_OPTIONS.request(runs=names, **options), force=force)
+    request = TIMING_OPTIONS.request(runs=names, **options)
+    run_timing(open_store(store), request, force=force)
 
 
 @main.command()
@@ -380,7 +385,7 @@ def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, layo
     """Classify new videos: student over every clip, top-K to the teacher; print top-5 and time per step."""
     from condi_pipe.stages.infer import infer as run_infer
 
-    results = run_infer(ensure_store(store), list(videos), teacher=teacher, method=method, student_run=student_run,
+    results = run_infer(open_store(store), list(videos), teacher=teacher, method=method, student_run=student_run,
                         k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16, layout=layout),
                         log=lambda message: click.echo(message, err=True))  # stdout may be --json
     if as_json:
@@ -487,26 +492,26 @@ def _list_problems(problems, prefix: str = "") -> None:
         sys.exit(1)
 
 
-@main.command()
-@click.argument("store")
+@main.command(cls=StoreCommand)
+@click.option("--store", required=True, help=STORE_HELP)
 @one_line_errors
 def verify(store):
     """Check every finished stage's files against recorded checksums and the manifests' counts."""
     from condi_pipe.pipeline.verify import verify_store
 
-    problems = verify_store(ensure_store(store))
+    problems = verify_store(open_store(store))
     click.echo(f"verify: {len(problems)} problems" if problems else "verify: all outputs intact")
     _list_problems(problems)
 
 
-@main.command()
-@click.argument("store")
+@main.command(cls=StoreCommand)
+@click.option("--store", required=True, help=STORE_HELP)
 @one_line_errors
 def repair(store):
     """Redo only what verify finds damaged (clip shards in place; other outputs by clearing their stage)."""
     from condi_pipe.pipeline.verify import repair_store
 
-    _list_problems(repair_store(ensure_store(store)), prefix="still damaged: ")
+    _list_problems(repair_store(open_store(store)), prefix="still damaged: ")
 
 
 def entry_point() -> None:

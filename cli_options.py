@@ -48,6 +48,42 @@ def model_errors(fn):
     return wrapper
 
 
+STORE_HELP = "Store path or fsspec URL."
+
+
+def _first_positional(command: click.Command, ctx: click.Context, args: list[str]) -> int | None:
+    """Index in ``args`` of the first argument that is neither an option nor an option's value (None: none)."""
+    takes_value = {opt for param in command.get_params(ctx) if isinstance(param, click.Option)
+                   and not param.is_flag and not param.count for opt in param.opts}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return i + 1 if i + 1 < len(args) else None
+        if not arg.startswith("-") or arg == "-":
+            return i
+        i += 2 if arg in takes_value else 1
+    return None
+
+
+class StoreCommand(click.Command):
+    """A command that takes its store as ``--store`` (required), as every command does, and for one release still
+    as the one positional argument it took before (``condi-pipe verify STORE``): that form is rewritten to
+    ``--store STORE`` with a deprecation warning on stderr, so that scripts keep working but are told."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        if not any(arg == "--store" or arg.startswith("--store=") for arg in args):
+            i = _first_positional(self, ctx, args)
+            if i is not None:
+                store = args.pop(i)
+                name = f"condi-pipe {ctx.info_name}"
+                click.echo(f"warning: `{name} STORE` is deprecated and will be removed in the next release; use "
+                           f"`{name} --store STORE`", err=True)
+                args = ["--store", store, *args]
+        return super().parse_args(ctx, args)
+
+
 class RegistryChoice(click.Choice):
     """A choice whose values a registry gives when the command runs (or prints its help), so that a table or method
     registered after this module was imported is offered too."""

@@ -6,14 +6,15 @@ re-run with the same configuration is a no-op that says so; a different configur
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from condi_pipe.storage.checksums import record_checksums
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.lock import store_lock
-from condi_pipe.storage.run_state import read_run, set_stage
+from condi_pipe.storage.run_state import RUN_FILE, read_run, set_stage, utc_now
 from condi_pipe.storage.store import Store
 
 
@@ -105,6 +106,7 @@ class StageRun:
     record_key: str
     skip: bool
     previous: dict
+    started: float = field(default_factory=time.monotonic)  # when this run began (time.monotonic)
 
     @property
     def outputs(self) -> list[str]:
@@ -113,9 +115,12 @@ class StageRun:
         return [w.format(key=name) for w in self.spec.writes if not w.startswith("staging")]
 
     def done(self, counts: dict[str, Any], **fields: Any) -> None:
-        """Record the outputs' checksums, then mark the stage finished with its counts (shown by ``status``)."""
+        """Record the outputs' checksums, then mark the stage finished with its counts and the wall seconds this
+        run took from its start (or resume) to here (both shown by ``status``)."""
         record_checksums(self.store, self.record_key, self.outputs)
-        set_stage(self.store, self.record_key, state="done", counts=counts, **fields)
+        seconds = round(time.monotonic() - self.started, 3)
+        set_stage(self.store, self.record_key, state="done", counts=counts, finished_at=utc_now(), seconds=seconds,
+                  **fields)
 
 
 def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -144,6 +149,10 @@ def stage_run(
     """Lock the store, check inputs and state, and mark the stage running; yield a :class:`StageRun`.
 
     ``record_key`` names the record in run.json when one stage runs several times (``teacher-cache/r3d_18``).
+
+    The record keeps this run's timing: ``started_at`` (ISO UTC) now, ``finished_at`` and ``seconds`` (wall time of
+    this run) once :meth:`StageRun.done`; ``runs`` counts the runs it took (a resumed stage: more than one, and its
+    ``seconds`` are the last run's, since an interrupted run's end is not known).
     """
     key = record_key or spec.name
     with store_lock(store, key, log=log):
@@ -168,17 +177,49 @@ def stage_run(
                 yield StageRun(store, spec, key, True, previous)
                 return
             log(f"{key}: resuming an interrupted run")
+        resumed = bool(previous) and not force and previous.get("state") != "done"
         if force:
             for rel in spec.writes:
                 store.remove(rel.format(key=key.split("/", 1)[-1]))
-        set_stage(store, key, state="running", config=config)
-        yield StageRun(store, spec, key, False, previous)
+        started = time.monotonic()
+        runs = int(previous.get("runs") or 1) + 1 if resumed else 1
+        set_stage(store, key, state="running", config=config, started_at=utc_now(), finished_at=None, seconds=None,
+                  runs=runs)
+        yield StageRun(store, spec, key, False, previous, started)
+
+
+def _store_at(url: str) -> Store:
+    try:
+        return Store(url)
+    except (ValueError, ImportError) as exc:
+        raise StoreError(f"{url}: cannot open store ({exc})") from None
 
 
 def ensure_store(url: str) -> Store:
-    try:
-        store = Store(url)
-    except (ValueError, ImportError) as exc:
-        raise StoreError(f"{url}: cannot open store ({exc})") from None
+    """The store at ``url`` for a command that may create it (extract, run, sweep, demo, pretrain-teacher): it need
+    not exist yet. Commands that read a store use :func:`open_store`."""
+    store = _store_at(url)
     read_run(store)  # refuses a store from a newer format version
+    return store
+
+
+def open_store(url: str) -> Store:
+    """The existing store at ``url``, for every command that reads one (all but those that create a store).
+
+    A path that is not a store is a :class:`StoreError` naming it and why: it does not exist, it is a file, it holds
+    no run.json, its run.json records no stage, or it is of a newer format. Only reads: a mistyped path never leaves
+    an empty store folder behind.
+    """
+    store = _store_at(url)
+    if not store.exists(RUN_FILE):
+        if not store.exists():
+            why = "the path does not exist"
+        elif not store.fs.isdir(store.root):
+            why = "it is a file, not a store folder"
+        else:
+            why = f"it holds no {RUN_FILE} (`condi-pipe extract` makes a store)"
+        raise StoreError(f"{url}: not a store: {why}")
+    run = read_run(store)  # refuses a store from a newer format version, or a run.json not ours
+    if not run["stages"]:
+        raise StoreError(f"{url}: not a store: its {RUN_FILE} records no stage (`condi-pipe extract` makes a store)")
     return store

@@ -1,18 +1,34 @@
-"""``condi-pipe status``: what each stage has done on a store."""
+"""``condi-pipe status``: what each stage has done on a store, and how long each finished stage took."""
 
 from __future__ import annotations
 
 import math
 
+from condi_pipe.pipeline.stage import open_store
 from condi_pipe.storage.lock import LOCK_FILE
 from condi_pipe.storage.run_state import read_run
-from condi_pipe.storage.store import Store
+
+# What the time of a stage means, for ``condi-pipe status --help`` and the footnote under a resumed stage.
+TIME_HELP = ("TIME is a finished stage's wall time from the start of the run that finished it to its finish; a stage "
+             "resumed after an interruption (marked *) shows that last run only, since an interrupted run's end is "
+             "not recorded. '-': not finished, or finished before condi-pipe recorded times.")
+RESUMED_NOTE = "* resumed: the time of its last run only (the interrupted runs before it are not counted)"
+
+
+def _timing(record: dict, finished: bool) -> dict:
+    """A stage's timing for the report: ``seconds`` (wall time of the run that finished it), ``started_at`` and
+    ``finished_at`` (ISO UTC) and ``runs`` (runs it took); None where the record does not hold them (a stage not
+    finished, or recorded before condi-pipe kept times)."""
+    seconds = record.get("seconds") if finished else None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        seconds = None
+    return {"seconds": seconds, "started_at": record.get("started_at"),
+            "finished_at": record.get("finished_at") if finished else None, "runs": record.get("runs")}
 
 
 def store_status(url: str) -> dict:
-    store = Store(url)
-    if not store.exists():
-        raise FileNotFoundError(f"{url}: no such store")
+    """Each stage's state, counts and timing on the store at ``url`` (a StoreError if it is not a store)."""
+    store = open_store(url)
     run = read_run(store)
     holder = store.read_json(LOCK_FILE) if store.exists(LOCK_FILE) else None
     stages = {}
@@ -20,7 +36,8 @@ def store_status(url: str) -> dict:
         state = record.get("state", "unknown")
         if state == "running" and holder is None:
             state = "interrupted"  # nobody holds the lock: the run was killed; re-running resumes it
-        stages[name] = {"state": state, "counts": record.get("counts", {}), "updated": record.get("updated")}
+        stages[name] = {"state": state, "counts": record.get("counts", {}), "updated": record.get("updated"),
+                        **_timing(record, state == "done")}
     return {"store": url, "format_version": run["format_version"], "locked_by": holder, "stages": stages}
 
 
@@ -56,9 +73,30 @@ def format_count(key: str, value) -> str:
     return _significant(value, 4)  # AUROC, selection values, mean bins: unitless
 
 
+def format_duration(seconds) -> str:
+    """A stage's wall time, compact: ``0.41s``, ``12.35s``, ``4m05s``, ``2h03m``; ``-`` when not known."""
+    if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    if round(seconds, 2) < 60:
+        return f"{seconds:.2f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _time_text(info: dict) -> str:
+    text = format_duration(info.get("seconds"))
+    resumed = text != "-" and isinstance(info.get("runs"), int) and info["runs"] > 1
+    return text + ("*" if resumed else "")
+
+
 def format_status(report: dict) -> list[str]:
-    """The lines ``condi-pipe status`` prints for ``store_status``'s report: one row per stage, its name, state
-    and counts each starting at the same column whatever the names' lengths."""
+    """The lines ``condi-pipe status`` prints for ``store_status``'s report: one row per stage, its name, state,
+    time (:data:`TIME_HELP`) and counts each starting at the same column whatever the names' lengths; under them,
+    what a resumed stage's time means when one is shown."""
     lines = [f"store {report['store']} (format {report['format_version']})"]
     holder = report.get("locked_by")
     if holder:
@@ -70,7 +108,12 @@ def format_status(report: dict) -> list[str]:
         return lines
     name_width = max(len(name) for name in stages)
     state_width = max(len(info["state"]) for info in stages.values())
+    times = {name: _time_text(info) for name, info in stages.items()}
+    time_width = max(len(text) for text in times.values())
     for name, info in stages.items():
         counts = ", ".join(f"{k} {format_count(k, v)}" for k, v in info.get("counts", {}).items())
-        lines.append(f"  {name:<{name_width}}  {info['state']:<{state_width}}  {counts}".rstrip())
+        lines.append(f"  {name:<{name_width}}  {info['state']:<{state_width}}  {times[name]:>{time_width}}  "
+                     f"{counts}".rstrip())
+    if any(text.endswith("*") for text in times.values()):
+        lines.append(f"  {RESUMED_NOTE}")
     return lines

@@ -32,16 +32,25 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def utc_now() -> str:
+    """The current time as run.json writes it: ISO 8601, UTC, whole seconds (``2024-05-01T12:00:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def read_run(store: Store) -> dict[str, Any]:
     run = store.read_json(RUN_FILE, default=None)
     if run is None:
         return {"format_version": FORMAT_VERSION, "stages": {}}
+    if not isinstance(run, dict):
+        raise StoreError(f"{store.path(RUN_FILE)}: not a condi-pipe run file (not a JSON object)")
     version = run.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise StoreFormatError(
             f"{store.path(RUN_FILE)}: store format version {version!r} is newer than this condi-pipe "
             f"understands ({FORMAT_VERSION}); upgrade condi-pipe"
         )
+    if not isinstance(run.get("stages"), dict):
+        raise StoreError(f"{store.path(RUN_FILE)}: not a condi-pipe run file (no stage records)")
     return run
 
 
@@ -54,7 +63,7 @@ def set_stage(store: Store, stage: str, **fields: Any) -> dict[str, Any]:
     run = read_run(store)
     record = dict(run["stages"].get(stage, {}))
     record.update(fields)
-    record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record["updated"] = utc_now()
     run["stages"][stage] = record
     run["format_version"] = FORMAT_VERSION
     run["versions"] = software_versions()

@@ -24,7 +24,7 @@ def _copy(synth_store, tmp_path):
 def test_intact_store_verifies(synth_store, tmp_path):
     store_dir = _copy(synth_store, tmp_path)
     assert verify_store(Store(str(store_dir))) == []
-    result = CliRunner().invoke(cli, ["verify", str(store_dir)])
+    result = CliRunner().invoke(cli, ["verify", "--store", str(store_dir)])
     assert result.exit_code == 0 and "all outputs intact" in result.output
 
 
@@ -38,7 +38,7 @@ def test_flipped_byte_in_a_shard_is_named_and_repaired_to_the_same_bytes(synth_s
     other_shard = store_dir / "clips.zarr/c/0/0/0/0/0"
     other_mtime = other_shard.stat().st_mtime_ns
 
-    result = CliRunner().invoke(cli, ["verify", str(store_dir)])
+    result = CliRunner().invoke(cli, ["verify", "--store", str(store_dir)])
     assert result.exit_code == 1 and f"extract: {SHARD}: content changed" in result.output
 
     assert repair_store(Store(str(store_dir)), log=lambda m: None) == []

@@ -224,6 +224,6 @@ def test_other_commands_refuse_to_run_under_torchrun(cached_store):
 
     from condi_pipe.cli import main
 
-    result = CliRunner().invoke(main, ["status", str(cached_store)], env={"WORLD_SIZE": "2", "RANK": "0"})
+    result = CliRunner().invoke(main, ["status", "--store", str(cached_store)], env={"WORLD_SIZE": "2", "RANK": "0"})
     assert result.exit_code == 2
     assert "`condi-pipe status` does not run under torchrun (WORLD_SIZE=2)" in result.output

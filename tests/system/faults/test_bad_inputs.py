@@ -136,8 +136,7 @@ def newer_store(pipeline_store, tmp_path):
 def test_store_from_a_newer_format_version_is_refused_untouched(command, newer_store, run_cli, fingerprint):
     before = fingerprint(newer_store)
     name, *args = command
-    store_args = [str(newer_store)] if name in ("status", "verify") else ["--store", str(newer_store)]
-    result = run_cli(name, *store_args, *args)
+    result = run_cli(name, "--store", str(newer_store), *args)
     line = _one_line_error(result, str(newer_store / "run.json"))
     assert "newer" in line
     assert fingerprint(newer_store) == before

@@ -51,7 +51,12 @@ def _loss_choices(help_text: str) -> list[str]:
 
 def test_a_registered_method_is_offered_by_the_cli(dummy_method, tmp_path):
     assert _loss_choices(CliRunner().invoke(cli, ["distill", "--help"]).output)[-1] == DUMMY
-    # --loss accepts it: the command gets as far as the student model, which does not exist
+    # --loss accepts it: the command gets as far as the student model, which does not exist (in a store: the CLI
+    # refuses a path that is not one)
+    from condi_pipe.storage.run_state import set_stage
+    from condi_pipe.storage.store import Store
+
+    set_stage(Store(str(tmp_path / "store")), "extract", state="done", counts={})
     result = CliRunner().invoke(cli, ["distill", "--loss", DUMMY, "--student", "no-such-model", "--teacher", "t",
                                       "--store", str(tmp_path / "store")])
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.stderr, result.output

@@ -29,6 +29,8 @@ from condi_pipe.stages.score import SCORE_OPTIONS, ScoreRequest
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS, TeacherCacheRequest, TeacherChoice
 from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS, TeacherTrainRequest
 from condi_pipe.stages.timing import TIMING_OPTIONS, TimingRequest
+from condi_pipe.storage.run_state import set_stage
+from condi_pipe.storage.store import Store
 
 NO_DEFAULT = object()
 
@@ -230,12 +232,18 @@ def test_teacher_weights_in_both_teacher_sections_are_refused(tmp_path):
         load_run_config(path)
 
 
+def _a_store(folder) -> None:
+    """A store the commands accept (they refuse a path holding no stage record); the stages here are stand-ins."""
+    set_stage(Store(str(folder)), "extract", state="done", counts={})
+
+
 def test_the_cli_and_a_run_config_build_the_same_distill_request(tmp_path, monkeypatch):
     """One translation: the distill command with the options of a [distill] section makes the runner's request."""
     import condi_pipe.stages.distill as stage
 
     made = []
     monkeypatch.setattr(stage, "distill", lambda store, request, **kw: made.append(request))
+    _a_store(tmp_path / "store")
     weights = tmp_path / "kinetics_student.pt"
     weights.write_bytes(b"")
     args = ["distill", "--loss", "condi-sr", "--student", "resnet10_3d_motion_tiny", "--teacher", "resnet10_3d_small",
@@ -260,6 +268,7 @@ def test_the_teacher_cache_command_leaves_its_teacher_to_the_stage(tmp_path, mon
 
     made = []
     monkeypatch.setattr(stage, "teacher_cache", lambda store, request, executor, **kw: made.append(request))
+    _a_store(tmp_path / "store")
     result = CliRunner().invoke(cli, ["teacher-cache", "--teacher", "resnet10_3d_motion", "--weights", "pretrained",
                                       "--store", str(tmp_path / "store"), "--sgs", "--sgs-stage", "res3"])
     assert result.exit_code == 0, result.output

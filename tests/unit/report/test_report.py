@@ -20,6 +20,7 @@ from condi_pipe.report import ReportTable, build_report, plot_report, render
 from condi_pipe.report.render import format_seconds
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.run_state import set_stage
 from condi_pipe.storage.store import Store
 
 TEACHER = "r3d_test"
@@ -55,6 +56,11 @@ class Videos:
 
     def of_split(self, split):
         return [i for i, v in enumerate(self.videos) if v[1] == split]
+
+
+def record_stage(store: Store, key: str = f"teacher-cache/{TEACHER}") -> None:
+    """The stage record a real run leaves: the CLI refuses a path that holds none (not a store)."""
+    set_stage(store, key, state="done", counts={})
 
 
 def write_teacher(store: Store, data: Videos, name: str = TEACHER, meta=None):
@@ -595,12 +601,14 @@ def test_no_teacher_cache_names_the_store(tmp_path):
     store.makedirs("teacher")
     with pytest.raises(StoreError, match=re.escape(str(tmp_path / "bare")) + ".*no teacher cache"):
         build_report(store, "3")
+    record_stage(store, "extract")
     result = CliRunner().invoke(cli, ["report", "--store", str(tmp_path / "bare"), "--table", "3"])
     assert result.exit_code == 2 and "no teacher cache" in result.output and str(tmp_path / "bare") in result.output
 
 
 def test_cli_writes_json_and_plot(empty_store, tmp_path):
     division_store(empty_store)
+    record_stage(empty_store)
     out, png = tmp_path / "t3.json", tmp_path / "t3.png"
     result = CliRunner().invoke(cli, ["report", "--store", empty_store.url, "--table", "3", "--k", "1,2",
                                       "--methods", "condi-sr,oracle", "--format", "json", "--out", str(out),
@@ -862,6 +870,7 @@ def kinds_store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report_kinds")
     store = Store(str(folder / "store"))
     write_teacher(store, data)
+    record_stage(store)
     path = {vid: f"C{label}/v_C{label}_g{vid:03d}_c01.mp4" for vid, _, label, _, _ in videos}
     store.write_table(tables.VIDEOS, pa.table({"video_id": pa.array(list(path), pa.int64()),
                                                "path": pa.array(list(path.values()), pa.string())}))
