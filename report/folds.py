@@ -194,18 +194,45 @@ def combine_folds(folds: Sequence[FoldTable]) -> ReportTable:
 def fold_name(store) -> str:
     """A fold's name: ``split-N`` for a UCF-101 / HMDB-51 store extracted with ``--split N``, else the store's
     folder name."""
-    from condi_pipe.storage.run_state import stage_record
-
-    config = stage_record(store, "extract").get("config") or {}
+    config = _extract_config(store)
     if config.get("source") in SPLIT_SOURCES and config.get("split") is not None:
         return f"split-{config['split']}"
+    return _folder_name(store)
+
+
+def _extract_config(store) -> dict:
+    from condi_pipe.storage.run_state import stage_record
+
+    return stage_record(store, "extract").get("config") or {}
+
+
+def _folder_name(store) -> str:
     return os.path.basename(store.url.rstrip("/")) or store.url
+
+
+def fold_names(stores: Sequence["Store"]) -> list[str]:
+    """Each store's fold name. Stores of one dataset (one extract root) are its splits, named by
+    :func:`fold_name`; stores of different datasets (the generated benchmark on several seeds, one store each) by
+    their folder names. The same split of the same dataset given twice is refused."""
+    identities = [(_extract_config(s).get("root"), _extract_config(s).get("split")) for s in stores]
+    seen: dict = {}
+    for store, identity in zip(stores, identities):
+        if identity in seen:
+            raise FoldMismatch(f"{seen[identity]} and {store.url} are the same fold ({fold_name(store)}): give each "
+                               "split's store once")
+        seen[identity] = store.url
+    if len({root for root, _ in identities}) == 1:
+        names = [fold_name(s) for s in stores]
+    else:
+        names = [_folder_name(s) for s in stores]
+    return names if len(set(names)) == len(names) else [s.url for s in stores]
 
 
 def build_fold_report(stores: Iterable[Union["Store", str]], table: Union[str, int], **options: Any) -> ReportTable:
     """``table`` of every store (``options`` as :func:`condi_pipe.report.build_report`), combined over the stores
-    as folds by :func:`combine_folds`. Each store is one fold (``condi-pipe run`` with ``split = [1, 2, 3]`` writes
-    ``<store>/split-1`` ...); they must hold the same dataset's different splits."""
+    as folds by :func:`combine_folds`. Each store is one fold: the same dataset's different splits (``condi-pipe
+    run`` with ``split = [1, 2, 3]`` writes ``<store>/split-1`` ...), or one protocol on different data of one
+    source (``condi-pipe demo --seeds`` writes ``<store>/seed-S``)."""
     from condi_pipe.report.build import build_report
     from condi_pipe.storage.run_state import stage_record
     from condi_pipe.storage.store import Store
@@ -221,12 +248,5 @@ def build_fold_report(stores: Iterable[Union["Store", str]], table: Union[str, i
     if len(set(sources.values())) > 1:
         raise FoldMismatch("the stores hold different datasets: "
                            + ", ".join(f"{url} ({source})" for url, source in sources.items()))
-    folds, seen = [], {}
-    for store in stores:
-        fold = fold_name(store)
-        if fold in seen:
-            raise FoldMismatch(f"{seen[fold]} and {store.url} are the same fold ({fold}): give each split's store "
-                               "once")
-        seen[fold] = store.url
-        folds.append(FoldTable(fold, build_report(store, name, **options)))
-    return combine_folds(folds)
+    return combine_folds([FoldTable(fold, build_report(store, name, **options))
+                          for fold, store in zip(fold_names(stores), stores)])
