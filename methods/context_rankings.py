@@ -60,29 +60,29 @@ def consensus_log_agreement(student_logits: np.ndarray, offsets: np.ndarray) -> 
 @dataclass(frozen=True)
 class ContextRanking:
     name: str
-    display: str  # appended to the method's name in the report: "ConDi-SR + consensus"
-    summary: str
+    summary: str  # the first line of the function's docstring
     needs_confidence: bool  # combines the run's confidence logit (only for confidence-ranked runs)
     function: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
     def scores(self, rank_score: np.ndarray, student_logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         out = np.asarray(self.function(np.asarray(rank_score, np.float64), student_logits, offsets), np.float64)
         if out.shape != (len(student_logits),):
-            raise ValueError(f"context ranking {self.name!r} returned shape {out.shape} for {len(student_logits)} clips")
+            raise ValueError(f"context ranking {self.name!r} returned shape {out.shape} for "
+                             f"{len(student_logits)} clips")
         return out
 
 
 _RANKINGS: dict[str, ContextRanking] = {}
 
 
-def register_context_ranking(name: str, *, display: str, needs_confidence: bool):
+def register_context_ranking(name: str, *, needs_confidence: bool):
     """Decorator registering ``fn(rank_score, student_logits, offsets) -> scores`` as ranking ``name``."""
 
     def decorate(fn):
         if name in _RANKINGS or name == OWN_RANKING:
             raise ValueError(f"context ranking {name!r} is registered twice")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _RANKINGS[name] = ContextRanking(name, display, summary, needs_confidence, fn)
+        _RANKINGS[name] = ContextRanking(name, summary, needs_confidence, fn)
         return fn
 
     return decorate
@@ -100,13 +100,13 @@ def context_ranking_names(confidence_ranked: bool = True) -> tuple[str, ...]:
     return tuple(r.name for r in _RANKINGS.values() if confidence_ranked or not r.needs_confidence)
 
 
-@register_context_ranking("consensus", display="consensus", needs_confidence=False)
+@register_context_ranking("consensus", needs_confidence=False)
 def consensus(rank_score: np.ndarray, student_logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The student's probability of the video's consensus class on the clip (z~ unused)."""
     return consensus_log_agreement(student_logits, offsets)
 
 
-@register_context_ranking("z-consensus", display="z~ x consensus", needs_confidence=True)
+@register_context_ranking("z-consensus", needs_confidence=True)
 def confidence_times_consensus(rank_score: np.ndarray, student_logits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """z~ times the clip's agreement with the video's consensus class (summed in log space)."""
     return log_sigmoid(rank_score) + consensus_log_agreement(student_logits, offsets)
