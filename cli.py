@@ -8,25 +8,42 @@ import sys
 
 import click
 
-from condi_pipe.cli_options import (STORE_HELP, RegistryChoice, StoreCommand, bf16_option, common_stage_options,
-                                    executor_options, layout_option, fine_tuning_options, model_errors,
-                                    one_line_errors, option, runtime_options, sgs_from, sgs_options, train_options)
+from condi_pipe.app.status import TIME_HELP as STATUS_TIME_HELP
+from condi_pipe.cli_options import (
+    STORE_HELP,
+    RegistryChoice,
+    StoreCommand,
+    bf16_option,
+    common_stage_options,
+    executor_options,
+    fine_tuning_options,
+    layout_option,
+    model_errors,
+    one_line_errors,
+    option,
+    runtime_options,
+    sgs_from,
+    sgs_options,
+    train_options,
+)
+from condi_pipe.compute.torch_runtime import RuntimeOptions
 from condi_pipe.methods.registry import default_method_names, method_names
-from condi_pipe.pipeline.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_SEED, DEMO_TRAIN_SHARE, DEMO_VIDEOS
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
-from condi_pipe.pipeline.pretrain import PRETRAIN_SEED, PRETRAIN_VIDEOS
 from condi_pipe.pipeline.stage import ensure_store, open_store
-from condi_pipe.pipeline.status import TIME_HELP as STATUS_TIME_HELP
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
+from condi_pipe.recipes.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_SEED, DEMO_TRAIN_SHARE, DEMO_VIDEOS
 from condi_pipe.stages.distill_request import DEFAULT_LOSS, DISTILL_OPTIONS
 from condi_pipe.stages.extract import EXTRACT_OPTIONS
 from condi_pipe.stages.score import SCORE_OPTIONS
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS
 from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS
-from condi_pipe.stages.timing import TIMING_OPTIONS
+from condi_pipe.stages.time_models import TIME_MODELS_OPTIONS
 from condi_pipe.storage.clip_array import ZSTD_LEVELS
+from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.run_state import RUN_FILE
+from condi_pipe.storage.store import FORMAT_VERSION, Store
 from condi_pipe.video.sources import SOURCES
 from condi_pipe.video.synth.config import DEFAULT_LENGTH_PROFILE, LENGTH_PROFILES
+from condi_pipe.video.synth.pretraining_corpus import PRETRAIN_SEED, PRETRAIN_VIDEOS
 
 
 def _table_names():
@@ -42,7 +59,7 @@ def _table_help() -> str:
 
 
 def _infer_methods() -> tuple[str, ...]:
-    from condi_pipe.stages.infer import UNRANKED_METHODS  # only when `infer` is used
+    from condi_pipe.app.infer import UNRANKED_METHODS  # only when `infer` is used
 
     return (*UNRANKED_METHODS, *method_names("clip"))
 
@@ -121,7 +138,7 @@ def extract(store, strict, workers, scheduler_address, force, quiet, **options):
                    "known).")
 @one_line_errors
 def status(store, as_json):
-    from condi_pipe.pipeline.status import format_status, store_status
+    from condi_pipe.app.status import format_status, store_status
 
     report = store_status(store)
     if as_json:
@@ -181,13 +198,13 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
     from pathlib import Path
 
     from condi_pipe.report import build_report, plot_report, render
-    from condi_pipe.report.folds import build_fold_report
+    from condi_pipe.report.across_stores import build_report_across_stores
 
     stores = [open_store(store) for store in stores]
     options = dict(teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods, teacher_time=teacher_time,
                    sgs_teacher=sgs_teacher, clip_kinds=clip_kinds)
     if len(stores) > 1:
-        result = build_fold_report(stores, table, **options)
+        result = build_report_across_stores(stores, table, **options)
     else:
         result = build_report(stores[0], table, **options)
     text = render(result, fmt)
@@ -217,7 +234,7 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
              "flipped clip shows another class.")
 @fine_tuning_options(TEACHER_TRAIN_OPTIONS, "Train each epoch on this many random clips of each video (default: all "
                      "clips).", "Start from this local checkpoint (fine-tuning) instead of random weights.")
-@option(TEACHER_TRAIN_OPTIONS, "--folds", type=click.IntRange(min=2),
+@option(TEACHER_TRAIN_OPTIONS, "--oof-folds", type=click.IntRange(min=2),
         help="Also train F fold teachers, each on the training videos outside one group-wise fold, so teacher-cache "
              "can label every training clip out of fold (default: none).")
 @sgs_options
@@ -226,7 +243,7 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
 @one_line_errors
 @model_errors
 def teacher_train(store, force, quiet, **options):
-    """Train a teacher on the train split (cosine LR schedule); per-epoch eval accuracy in STORE/teachers/NAME/."""
+    """Train a teacher on the train split (cosine LR schedule); per-epoch eval accuracy in STORE/trained_teachers/NAME/."""
     from condi_pipe.stages.teacher_train import teacher_train as run_teacher_train
 
     request = TEACHER_TRAIN_OPTIONS.request(**sgs_from(options))
@@ -248,7 +265,7 @@ def teacher_train(store, force, quiet, **options):
         help="Clips per task (whole videos; each task stages its outputs).")
 @option(TEACHER_CACHE_OPTIONS, "--z-labels", type=click.Choice(["out-of-fold", "in-sample"]),
         help="Confidence labels of the clips the teacher trained on: from the fold teacher that never saw the "
-             "video (needs teacher-train --folds F), or the teacher's own (default: out-of-fold when the store's "
+             "video (needs teacher-train --oof-folds F), or the teacher's own (default: out-of-fold when the store's "
              "trained teacher has fold teachers, else in-sample).")
 @sgs_options
 @runtime_options(TEACHER_CACHE_OPTIONS)
@@ -350,17 +367,17 @@ def score(store, workers, scheduler_address, force, quiet, **options):
 @click.option("--teacher", required=True, help="The teacher cache whose teacher and score runs are timed.")
 @click.option("--runs", default=None, help="Score runs to time, comma-separated (default: every one made for the "
                                            "teacher; the report needs all of them).")
-@option(TIMING_OPTIONS, "--repeats", type=click.IntRange(min=1), help="Interleaved repeats per model and batch size.")
-@runtime_options(TIMING_OPTIONS)
+@option(TIME_MODELS_OPTIONS, "--repeats", type=click.IntRange(min=1), help="Interleaved repeats per model and batch size.")
+@runtime_options(TIME_MODELS_OPTIONS)
 @common_stage_options
 @one_line_errors
 @model_errors
 def time_models(store, runs, force, quiet, **options):
     """Time the teacher and every student side by side in one process (batch sizes 1..B, interleaved repeats)."""
-    from condi_pipe.stages.timing import time_models as run_timing
+    from condi_pipe.stages.time_models import time_models as run_timing
 
     names = None if runs is None else tuple(r.strip() for r in runs.split(",") if r.strip())
-    request = TIMING_OPTIONS.request(runs=names, **options)
+    request = TIME_MODELS_OPTIONS.request(runs=names, **options)
     run_timing(open_store(store), request, force=force)
 
 
@@ -383,7 +400,7 @@ def time_models(store, runs, force, quiet, **options):
 @one_line_errors
 def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, layout, as_json):
     """Classify new videos: student over every clip, top-K to the teacher; print top-5 and time per step."""
-    from condi_pipe.stages.infer import infer as run_infer
+    from condi_pipe.app.infer import infer as run_infer
 
     results = run_infer(open_store(store), list(videos), teacher=teacher, method=method, student_run=student_run,
                         k=k, ks=ks, runtime=RuntimeOptions(device=device, bf16=bf16, layout=layout),
@@ -406,8 +423,8 @@ def infer(videos, store, teacher, method, student_run, k, ks, device, bf16, layo
 @one_line_errors
 def run(config_path, quiet):
     """Run every stage of a configuration in order, skipping finished ones, and write the reports."""
-    from condi_pipe.pipeline.run_config import load_run_config
-    from condi_pipe.pipeline.runner import run_pipeline
+    from condi_pipe.app.run_config import load_run_config
+    from condi_pipe.app.runner import run_pipeline
 
     rendered = run_pipeline(load_run_config(config_path), quiet=quiet)
     for table in ("3", "sgs"):
@@ -424,8 +441,8 @@ def run(config_path, quiet):
 def sweep(config_path, quiet):
     """Search [distill] hyperparameters on the validation part (Optuna; resumable, several processes may share a
     study); the winner is written to STORE/sweeps/NAME/best.toml."""
-    from condi_pipe.pipeline.run_config import load_run_config
-    from condi_pipe.stages.sweep import sweep as run_sweep
+    from condi_pipe.app.run_config import load_run_config
+    from condi_pipe.app.sweep import sweep as run_sweep
 
     run_sweep(load_run_config(config_path), quiet=quiet)
 
@@ -453,7 +470,7 @@ def sweep(config_path, quiet):
 @one_line_errors
 def demo(store_dir, videos, seed, seeds, length_profile, train_share, all_students, quiet, sgs):
     """Generate the embedded benchmark, run the whole pipeline on it, and print Table 3."""
-    from condi_pipe.pipeline.demo import run_demo, run_demo_seeds
+    from condi_pipe.recipes.demo import run_demo, run_demo_seeds
     from condi_pipe.report.build import parse_int_list
 
     options = dict(videos=videos, quiet=quiet, sgs=sgs, all_students=all_students, length_profile=length_profile,
@@ -478,8 +495,9 @@ def demo(store_dir, videos, seed, seeds, length_profile, train_share, all_studen
 def pretrain_teacher(work, out, quiet):
     """Make the embedded benchmark's shipped teacher: generate its own corpus (a seed no demo uses), extract,
     train resnet10_3d_motion, and write the weights with a model card of its held-out accuracy."""
-    from condi_pipe.models.pretrained import WEIGHTS_DIR, SHIPPED_WEIGHTS
-    from condi_pipe.pipeline.pretrain import TEACHER, pretrain_teacher as run_pretrain
+    from condi_pipe.models.pretrained import SHIPPED_WEIGHTS, WEIGHTS_DIR
+    from condi_pipe.recipes.pretrain import TEACHER
+    from condi_pipe.recipes.pretrain import pretrain_teacher as run_pretrain
 
     run_pretrain(work, out or WEIGHTS_DIR / SHIPPED_WEIGHTS[TEACHER], quiet=quiet)
 
@@ -492,12 +510,29 @@ def _list_problems(problems, prefix: str = "") -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--store", required=True, help=STORE_HELP)
+@one_line_errors
+def migrate(store):
+    """Bring a store written by an older condi-pipe to the current format (rerun it if it was interrupted)."""
+    from condi_pipe.storage.migrate import migrate_store
+
+    target = Store(store)
+    if not target.exists(RUN_FILE):
+        raise StoreError(f"{store}: not a store: it holds no {RUN_FILE}")
+    done = migrate_store(target)
+    for line in done:
+        click.echo(f"migrate: {line}")
+    if not done:
+        click.echo(f"migrate: {store} is already format {FORMAT_VERSION}")
+
+
 @main.command(cls=StoreCommand)
 @click.option("--store", required=True, help=STORE_HELP)
 @one_line_errors
 def verify(store):
     """Check every finished stage's files against recorded checksums and the manifests' counts."""
-    from condi_pipe.pipeline.verify import verify_store
+    from condi_pipe.app.verify import verify_store
 
     problems = verify_store(open_store(store))
     click.echo(f"verify: {len(problems)} problems" if problems else "verify: all outputs intact")
@@ -506,12 +541,16 @@ def verify(store):
 
 @main.command(cls=StoreCommand)
 @click.option("--store", required=True, help=STORE_HELP)
+@executor_options(workers=INFERENCE_WORKERS)
 @one_line_errors
-def repair(store):
-    """Redo only what verify finds damaged (clip shards in place; other outputs by clearing their stage)."""
-    from condi_pipe.pipeline.verify import repair_store
+@model_errors
+def repair(store, workers, scheduler_address):
+    """Redo only what verify finds damaged: clip shards in place; teacher caches, students and score runs by running
+    their stage again with its recorded configuration; other outputs by clearing their stage's record."""
+    from condi_pipe.app.verify import repair_store
 
-    _list_problems(repair_store(open_store(store)), prefix="still damaged: ")
+    executor = ExecutorOptions(workers, scheduler_address)
+    _list_problems(repair_store(open_store(store), executor=executor), prefix="still damaged: ")
 
 
 def entry_point() -> None:

@@ -8,10 +8,11 @@ from functools import wraps
 
 import click
 
+from condi_pipe.app.run_config import ConfigError
+from condi_pipe.compute.torch_runtime import bf16_mode, layout_mode
+from condi_pipe.models import CheckpointError
 from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.options import OptionTable, default_of
-from condi_pipe.pipeline.run_config import ConfigError
-from condi_pipe.pipeline.torch_runtime import bf16_mode, layout_mode
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.video.sources import SourceError
@@ -37,7 +38,6 @@ def model_errors(fn):
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from condi_pipe.models import CheckpointError
 
         try:
             return fn(*args, **kwargs)
@@ -200,10 +200,14 @@ def runtime_options(table: OptionTable):
 
 def train_options(table: OptionTable):
     """--epochs, --batch-size, --lr, --momentum, --weight-decay, --seed, --eval-every, and the validation split and
-    epoch selection: --val-fraction, --val-seed, --keep, and the batch readers: --loader-workers; defaults: the
-    stage's ``TrainOptions``."""
+    epoch selection: --val-fraction, --val-seed, --keep, the batch readers: --loader-workers, and --sync-batchnorm;
+    defaults: the stage's ``TrainOptions``."""
 
     def decorate(fn):
+        fn = option(table, "--sync-batchnorm", is_flag=True,
+                    help="Under torchrun: BatchNorm normalises with the statistics of the whole global batch rather "
+                         "than each process's part (one all-reduce per BatchNorm layer, forward and backward). Keeps "
+                         "the run close to one process when each process has few clips per step.")(fn)
         fn = option(table, "--loader-workers", type=click.IntRange(min=1),
                     help="Workers reading training batches, in order: 1 is a thread, more are processes started once "
                          "per run (default: 1 on a CPU, up to 4 with a GPU). The batches and the result do not "

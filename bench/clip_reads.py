@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from condi_pipe.pipeline.clip_loader import ClipLoader, ClipReader
+from condi_pipe.compute.clip_loader import ClipLoader, ClipReader
 from condi_pipe.storage.clip_array import CLIP_SHAPE, create_clip_array, open_clip_array, write_clip_range
 from condi_pipe.storage.store import Store
 

@@ -18,9 +18,9 @@ import time
 
 import torch
 
+from condi_pipe.compute.torch_runtime import RuntimeOptions, synchronize, to_runtime_layout
 from condi_pipe.methods.losses import condi_sr_loss
 from condi_pipe.models import build_model
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, synchronize, to_runtime_layout
 
 
 def main() -> None:

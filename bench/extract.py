@@ -280,7 +280,7 @@ def run_peer(name: str, files: list[Path], work: Path, env: dict | None = None) 
 def codec_table(clips: np.ndarray) -> list[tuple[str, float, float]]:
     """(codec, bytes per clip, single-core encode MB/s) for candidate zarr compressors on ``clips``."""
     import numcodecs
-    from numcodecs import GZip, Blosc, Zstd
+    from numcodecs import Blosc, GZip, Zstd
 
     numcodecs.blosc.set_nthreads(1)
     candidates = {

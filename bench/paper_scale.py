@@ -27,8 +27,8 @@ import time
 
 import torch
 
+from condi_pipe.compute.torch_runtime import RuntimeOptions, configure_threads
 from condi_pipe.models import build_model, measure_flops
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, configure_threads
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
 # videos, mean decoded frames per video (clips = ceil(frames / 16), non-overlapping), training videos, and the

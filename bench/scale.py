@@ -26,11 +26,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.compute.clip_inference import ModelRef
+from condi_pipe.compute.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.executor import ExecutorOptions, local_worker_config
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.report import build_report, render
+from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage.manifests import load_videos
 from condi_pipe.storage.store import Store

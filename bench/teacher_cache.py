@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from condi_pipe.compute.clip_inference import ModelRef
+from condi_pipe.compute.torch_runtime import RuntimeOptions, configure_threads
 from condi_pipe.models import build_model, measure_flops
-from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions, configure_threads
 from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
-from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV
 from condi_pipe.storage.manifests import load_videos
+from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV
 from condi_pipe.storage.store import Store
 from condi_pipe.video.synth import generate_benchmark
 

@@ -21,9 +21,19 @@ from typing import ClassVar, Iterable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .metrics import softmax_entropy
-from .samplers import (_check_division_budget, _check_offsets, check_k, equidistant_indices, equidistant_mask,
-                       hashed_uniform_scores, rank_within_videos, ranked_predictions_for_ks, top_k_indices,
-                       video_accuracy, video_ids)
+from .samplers import (
+    _check_division_budget,
+    _check_offsets,
+    check_k,
+    equidistant_indices,
+    equidistant_mask,
+    hashed_uniform_scores,
+    rank_within_videos,
+    ranked_predictions_for_ks,
+    top_k_indices,
+    video_accuracy,
+    video_ids,
+)
 
 
 class VideoClips(NamedTuple):

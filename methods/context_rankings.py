@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from condi_pipe.methods.samplers import ranked_predictions_for_ks, rank_within_videos, video_ids
+from condi_pipe.methods.samplers import rank_within_videos, ranked_predictions_for_ks, video_ids
+from condi_pipe.registry import Registry, first_docstring_line
 
 #: The paper's own ranking (the run's stored rank_score), always a candidate and the tie-breaker.
 OWN_RANKING = "own"
@@ -72,32 +73,29 @@ class ContextRanking:
         return out
 
 
-_RANKINGS: dict[str, ContextRanking] = {}
+#: Every context ranking; the built-ins below register when this module is imported.
+CONTEXT_RANKINGS: Registry[ContextRanking] = Registry("context ranking")
 
 
 def register_context_ranking(name: str, *, needs_confidence: bool):
     """Decorator registering ``fn(rank_score, student_logits, offsets) -> scores`` as ranking ``name``."""
+    if name == OWN_RANKING:
+        raise ValueError(f"context ranking {name!r} is the name of the run's own ranking; choose another")
 
     def decorate(fn):
-        if name in _RANKINGS or name == OWN_RANKING:
-            raise ValueError(f"context ranking {name!r} is registered twice")
-        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _RANKINGS[name] = ContextRanking(name, summary, needs_confidence, fn)
+        CONTEXT_RANKINGS.register(name, ContextRanking(name, first_docstring_line(fn), needs_confidence, fn))
         return fn
 
     return decorate
 
 
 def get_context_ranking(name: str) -> ContextRanking:
-    try:
-        return _RANKINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown context ranking {name!r}; choose one of: {', '.join(_RANKINGS)}") from None
+    return CONTEXT_RANKINGS.get(name)
 
 
 def context_ranking_names(confidence_ranked: bool = True) -> tuple[str, ...]:
     """The rankings that apply to a run ranked by confidence (all) or by something else (those without z~)."""
-    return tuple(r.name for r in _RANKINGS.values() if confidence_ranked or not r.needs_confidence)
+    return tuple(r.name for r in CONTEXT_RANKINGS.values() if confidence_ranked or not r.needs_confidence)
 
 
 @register_context_ranking("consensus", needs_confidence=False)

@@ -8,8 +8,8 @@
     method_names(level="video")           # ("fewer-frames", "uniform-k")
 
 The decorated function is the loss ``distill`` trains with (see ``methods.catalogue``, where the built-in methods
-register; importing this module imports it, so every lookup sees them). Neither module imports torch, so the CLI
-and the report can read the registry without loading it.
+register; the ``condi_pipe.methods`` package imports it, so every lookup sees them). Neither module imports torch,
+so the CLI and the report can read the registry without loading it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 
 from condi_pipe.methods.metrics import softmax_entropy
+from condi_pipe.registry import Registry, first_docstring_line
 
 Level = Literal["clip", "video"]
 Ranking = Optional[Literal["confidence", "entropy"]]
@@ -68,7 +69,8 @@ def ranking_scores(ranking: str, logits: np.ndarray, confidence: np.ndarray | No
     raise ValueError(f"unknown ranking {ranking!r}; choose one of: {', '.join(RANKINGS)}")
 
 
-_REGISTRY: dict[str, Method] = {}
+#: Every method; the built-ins register in ``methods.catalogue``, which ``condi_pipe.methods`` imports.
+METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(
@@ -87,6 +89,18 @@ def register_method(
     Clip-level methods must rank clips and video-level ones must not (``score`` ranks every clip of a clip-level
     run); ranking by confidence needs a confidence head.
     """
+    _check_identity(name, level, ranking, needs_confidence_head)
+    attributes = dict(display=display, level=level, ranking=ranking, needs_confidence_head=needs_confidence_head,
+                      uses_teacher_features=uses_teacher_features, steers_lambda=steers_lambda, default=default)
+
+    def decorate(loss: LossFunction) -> LossFunction:
+        METHODS.register(name, _method(name, loss, **attributes))
+        return loss
+
+    return decorate
+
+
+def _check_identity(name: str, level: Level, ranking: Ranking, needs_confidence_head: bool) -> None:
     if level not in LEVELS:
         raise ValueError(f"method {name!r}: level must be one of {', '.join(LEVELS)}, got {level!r}")
     if ranking is not None and ranking not in RANKINGS:
@@ -97,46 +111,37 @@ def register_method(
     if ranking == "confidence" and not needs_confidence_head:
         raise ValueError(f"method {name!r} ranks by confidence, so it needs a confidence head")
 
-    def decorate(loss: LossFunction) -> LossFunction:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is registered twice")
-        summary = (loss.__doc__ or "").strip().splitlines()[0] if loss.__doc__ else ""
-        _REGISTRY[name] = Method(name, display, level, ranking, needs_confidence_head, loss, uses_teacher_features,
-                                 steers_lambda, default, summary)
-        return loss
 
-    return decorate
+def _method(name: str, loss: LossFunction, *, display: str, level: Level, ranking: Ranking,
+            needs_confidence_head: bool, uses_teacher_features: bool = False, steers_lambda: bool = False,
+            default: bool = False) -> Method:
+    _check_identity(name, level, ranking, needs_confidence_head)
+    return Method(name, display, level, ranking, needs_confidence_head, loss, uses_teacher_features, steers_lambda,
+                  default, first_docstring_line(loss))
 
 
 def unregister_method(name: str) -> Method:
     """Remove method ``name`` from the registry and return it."""
-    get_method(name)
-    return _REGISTRY.pop(name)
+    return METHODS.unregister(name)
 
 
 @contextmanager
 def temporarily_registered(name: str, loss: LossFunction, **attributes: Any) -> Iterator[Method]:
     """Register ``loss`` as method ``name`` (``attributes`` as for :func:`register_method`) for a ``with`` block."""
-    register_method(name, **attributes)(loss)
-    try:
-        yield get_method(name)
-    finally:
-        _REGISTRY.pop(name, None)
+    with METHODS.temporarily(name, _method(name, loss, **attributes)) as method:
+        yield method
 
 
 def get_method(name: str) -> Method:
-    """The method registered under ``name``; ValueError listing the known names otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+    """The method registered under ``name``; UnknownName (a ValueError) listing the known names otherwise."""
+    return METHODS.get(name)
 
 
 def list_methods(level: Level | None = None) -> tuple[Method, ...]:
     """Every registered method (of ``level`` only, if given), in registration order."""
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    return tuple(m for m in _REGISTRY.values() if level is None or m.level == level)
+    return tuple(m for m in METHODS.values() if level is None or m.level == level)
 
 
 def method_names(level: Level | None = None) -> tuple[str, ...]:
@@ -154,9 +159,4 @@ def video_methods() -> tuple[Method, ...]:
 
 def default_method_names() -> tuple[str, ...]:
     """The methods a run trains when its configuration names none."""
-    return tuple(m.name for m in _REGISTRY.values() if m.default)
-
-
-# The built-in methods register themselves on import; the catalogue imports this module's names above, which
-# already exist when it runs, whichever of the two modules is imported first.
-import condi_pipe.methods.catalogue  # noqa: E402,F401
+    return tuple(m.name for m in METHODS.values() if m.default)

@@ -6,7 +6,16 @@ clips into its input; ``checkpoints.load_weights`` loads local weight files.
 
 from .base import ClipModel, ClipOutput, ModelConfig, count_parameters
 from .preprocess import NORMALIZATIONS, Normalization, preprocess_clips
-from .registry import ModelSpec, build_model, list_models, measure_flops, model_spec, model_table, register_model
+from .registry import (
+    MODELS,
+    ModelSpec,
+    build_model,
+    list_models,
+    measure_flops,
+    model_spec,
+    model_table,
+    register_model,
+)
 
 # Importing the architecture modules registers them (teachers first, then students).
 from . import torchvision_teachers, resnet3d, shufflenetv2_3d, mobilenetv2_3d  # noqa: E402,F401  isort: skip
@@ -15,6 +24,7 @@ from .sgs import SGS, FlopTable, SGSOptions, SGSResult, flop_table, sgs_teacher_
 
 __all__ = [
     "CheckpointError",
+    "MODELS",
     "FlopTable",
     "SGS",
     "SGSOptions",

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from condi_pipe.registry import Registry, first_docstring_line
+
 from .base import CONFIDENCE_HEAD, count_parameters
 
 Role = Literal["teacher", "student"]
@@ -34,7 +36,8 @@ class ModelSpec:
     summary: str
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+#: Every architecture, registered by its module; ``condi_pipe.models`` imports them all.
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(
@@ -56,10 +59,7 @@ def register_model(
             default_width = 1.0 if 1.0 in widths else widths[0]
 
     def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
-        _REGISTRY[name] = ModelSpec(name, builder, role, widths, default_width, summary)
+        MODELS.register(name, ModelSpec(name, builder, role, widths, default_width, first_docstring_line(builder)))
         return builder
 
     return decorate
@@ -67,15 +67,12 @@ def register_model(
 
 def list_models() -> list[ModelSpec]:
     """Every registered architecture, in registration order."""
-    return list(_REGISTRY.values())
+    return list(MODELS.values())
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The spec registered under ``name``; ValueError listing the valid names otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+    """The spec registered under ``name``; UnknownName (a ValueError) listing the valid names otherwise."""
+    return MODELS.get(name)
 
 
 def _resolve_width(spec: ModelSpec, width: float | None) -> float | None:

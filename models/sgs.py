@@ -71,7 +71,7 @@ class SGSOptions:
 
 
 def sgs_teacher_name(architecture: str, sgs: SGSOptions | None, name: str | None = None) -> str:
-    """The name a teacher's outputs go under (``teachers/<name>/``, ``teacher/<name>/``): ``name`` if given, else the
+    """The name a teacher's outputs go under (``trained_teachers/<name>/``, ``teacher/<name>/``): ``name`` if given, else the
     architecture plus the SGS suffix, so a plain and an SGS teacher of one architecture coexist in a store."""
     if name:
         return name

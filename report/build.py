@@ -7,13 +7,13 @@ from typing import Iterable, Optional, Union
 import numpy as np
 
 from condi_pipe.report.evaluate import load_inputs
+from condi_pipe.report.inputs import ReportInputs
 from condi_pipe.report.registry import DEFAULT_KS, TableRequest, TableSpec, get_table, table_names
 from condi_pipe.report.results import ReportTable
-from condi_pipe.storage.report_inputs import ReportInputs
 from condi_pipe.storage.run_state import read_run
 from condi_pipe.storage.store import Store
 
-# How models are costed (methods/time_model.py): "side-by-side" from ``condi-pipe time-models`` (every model timed
+# How models are costed (methods/video_time.py): "side-by-side" from ``condi-pipe time-models`` (every model timed
 # interleaved in one process); "share" / "curve": each model's own run (teacher-cache, score); auto: the first
 # available of side-by-side, then curve, then share.
 TEACHER_TIME = ("auto", "share", "curve", "side-by-side")
@@ -67,8 +67,6 @@ def check_options(table: Union[str, int], k, ks, methods, clip_kinds: Optional[s
                   ) -> tuple[TableSpec, tuple[int, ...], tuple[int, ...], Optional[list[str]]]:
     """The registered table and its options, checked against what it uses: (spec, K values, K_s values, methods)."""
     name = str(table).strip().lower()
-    if name not in table_names():
-        raise ValueError(f"unknown table '{name}' (tables: {', '.join(table_names())})")
     spec = get_table(name)
     k_values = parse_int_list(k, "k") or spec.default_k
     if any(v < 1 for v in k_values):
@@ -117,7 +115,7 @@ def build_report(
     ``test``, else ``val``. ``teacher_time``: how the K_t < N clips sent to the teacher are costed: ``share`` (the
     video's per-clip share of its measured batch, x K_t), ``curve`` (one batch of K_t from the teacher cache's
     measured latency curve) or ``side-by-side`` (every model's curve from ``condi-pipe time-models``); ``auto``
-    (default): the first of those three the store holds, from the last; see :mod:`condi_pipe.methods.time_model`.
+    (default): the first of those three the store holds, from the last; see :mod:`condi_pipe.methods.video_time`.
     ``sgs_teacher``: table ``sgs``'s SGS teacher cache (default: the store's only cache made with SGS).
     ``clip_kinds``: table ``kinds``'s sidecar, the generated benchmark's ``synth_clips.csv`` (a local path).
     """

@@ -1,5 +1,5 @@
 """The methods of a report evaluated on one split: which clips each method sends to the teacher, the video
-accuracy that gives, and the measured time per video (:mod:`condi_pipe.methods.time_model`).
+accuracy that gives, and the measured time per video (:mod:`condi_pipe.methods.video_time`).
 
 A method is a builtin selection (Dense, Oracle, Random, Equidistant, Perfect z) or a score run whose loss the
 method registry (:mod:`condi_pipe.methods.registry`) describes. Rows keep every video's correctness so tables can
@@ -17,13 +17,19 @@ import numpy as np
 from condi_pipe.methods import registry, samplers
 from condi_pipe.methods.context_rankings import OWN_RANKING, get_context_ranking
 from condi_pipe.methods.statistics import paired_bootstrap_ci
-from condi_pipe.methods.time_model import (TimeBreakdown, chunked_batch_seconds, mean_time, side_by_side_mean_time,
-                                           timed)
-from condi_pipe.report.predictions import (division_predictions, mask_predictions, mean_argmax, rank_timed, ranking,
-                                           student_probs, teacher_probs)
+from condi_pipe.methods.video_time import TimeBreakdown, chunked_batch_seconds, mean_time, side_by_side_mean_time, timed
+from condi_pipe.report.inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs, normalised_name
+from condi_pipe.report.predictions import (
+    division_predictions,
+    mask_predictions,
+    mean_argmax,
+    rank_timed,
+    ranking,
+    student_probs,
+    teacher_probs,
+)
 from condi_pipe.report.results import ReportRow
-from condi_pipe.storage import timings
-from condi_pipe.storage.report_inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs, normalised_name
+from condi_pipe.storage import model_timings
 from condi_pipe.storage.store import Store
 
 # Selections made without a student; their display names. Score runs take theirs from the method registry.
@@ -89,7 +95,7 @@ def student_seconds(inputs: ReportInputs, run: ScoreRunOutputs, clips_seen: Opti
         return inputs.run_videos(run, ())["seconds"].astype(np.float64)
     seen = inputs.clips if clips_seen is None else np.minimum(np.asarray(clips_seen, np.int64), inputs.clips)
     side = inputs.side_by_side
-    return chunked_batch_seconds(side.curves[timings.run_key(run.run)], seen, side.max_batch)
+    return chunked_batch_seconds(side.curves[model_timings.run_key(run.run)], seen, side.max_batch)
 
 
 class Evaluator:
@@ -114,7 +120,7 @@ class Evaluator:
             chosen = curve if self.teacher_time == "curve" else share
         if self.teacher_time == "side-by-side":
             side = inp.side_by_side
-            chosen = side_by_side_mean_time(side.curves[timings.teacher_key(inp.teacher)], inp.clips, clips_to_teacher,
+            chosen = side_by_side_mean_time(side.curves[model_timings.teacher_key(inp.teacher)], inp.clips, clips_to_teacher,
                                             student, selection_per_video, side.max_batch)
             parts["teacher_s_side_by_side"] = chosen.teacher
         return chosen, parts

@@ -8,12 +8,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from condi_pipe.methods.time_model import curve_seconds, side_by_side_mean_time
+from condi_pipe.methods.video_time import curve_seconds, side_by_side_mean_time
 from condi_pipe.report.evaluate import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from condi_pipe.report.inputs import ReportInputs, ScoreRunOutputs
 from condi_pipe.report.render import format_seconds
 from condi_pipe.report.results import ReportRow
-from condi_pipe.storage import timings
-from condi_pipe.storage.report_inputs import ReportInputs, ScoreRunOutputs
+from condi_pipe.storage import model_timings
 from condi_pipe.video.decode import DecodeOptions
 
 
@@ -86,7 +86,7 @@ def z_labels_line(inputs: ReportInputs) -> str:
                 "weights shipped with condi-pipe, trained on a generated corpus no demo uses: it never saw these "
                 "clips, so z is honest on the train split too.")
     return (f"z labels: in-sample (teacher/{inputs.teacher}: the teacher's own top-1 on every clip; on clips it "
-            "trained on, z overstates how often it is right; `teacher-train --folds F` gives out-of-fold labels).")
+            "trained on, z overstates how often it is right; `teacher-train --oof-folds F` gives out-of-fold labels).")
 
 
 def student_time_source(inputs: ReportInputs) -> str:
@@ -123,14 +123,14 @@ def decoding_sentence(inputs: ReportInputs) -> str:
         return f"Decoding is excluded, and not measured for this store: {decode.skipped}."
     per_clip = decode.seconds_per_clip
     per_video = per_clip * float(inputs.clips.mean())
-    dense = side_by_side_mean_time(side.curves[timings.teacher_key(inputs.teacher)], inputs.clips, inputs.clips,
+    dense = side_by_side_mean_time(side.curves[model_timings.teacher_key(inputs.teacher)], inputs.clips, inputs.clips,
                                    max_batch=side.max_batch).teacher
     options = {**asdict(DecodeOptions()), **decode.how.get("options", {})}
     shape = f"{options['clip_length']}x{options['crop']}x{options['crop']}"
     return (f"Decoding is excluded: decoding these videos' {inputs.num_clips} clips to {shape} takes "
             f"{1000 * per_clip:.2f} ms per clip here ({1000 * per_video:.1f} ms per video on average), "
             f"{100 * per_video / dense:.1f}% of Dense's time per video (timings/{inputs.teacher}/"
-            f"{timings.DECODE_TABLE}: wall time of decoding {len(decode.path)} of the "
+            f"{model_timings.DECODE_TABLE}: wall time of decoding {len(decode.path)} of the "
             f"'{decode.how.get('split', '?')}' videos from their source files with extract's options, interleaved "
             "with the repeats; seconds per clip over that sample x the split's mean clips per video).")
 

@@ -17,9 +17,9 @@ import numpy as np
 from condi_pipe.methods.metrics import softmax_entropy
 from condi_pipe.report.build import check_options, clip_budget_notes
 from condi_pipe.report.evaluate import describe_runs
+from condi_pipe.report.inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs
 from condi_pipe.report.registry import TableRequest
 from condi_pipe.report.results import ReportTable
-from condi_pipe.storage.report_inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs
 
 
 class MemoryInputs(ReportInputs):

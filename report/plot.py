@@ -3,6 +3,7 @@ epoch, the histogram of B'."""
 
 from __future__ import annotations
 
+from condi_pipe.report.registry import get_table
 from condi_pipe.report.render import format_seconds
 from condi_pipe.report.results import ReportRow, ReportTable
 
@@ -31,7 +32,6 @@ def plot_report(report: ReportTable, path: str):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from condi_pipe.report.registry import get_table
 
     kind = get_table(report.table).plot
     if kind is None:

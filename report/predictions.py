@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from condi_pipe.methods import samplers
-from condi_pipe.methods.time_model import timed
-from condi_pipe.storage.report_inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs
+from condi_pipe.methods.video_time import timed
+from condi_pipe.report.inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs
 
 BLOCK_CLIPS = 1 << 18  # rows per block of the in-place softmax
 BLOCK_VIDEOS = 1 << 16  # videos per block when averaging chosen softmax rows (bounds the float64 sums)

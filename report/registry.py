@@ -9,7 +9,7 @@ True
 
 The CLI's ``--table`` choices and help, the run config's ``[report] tables``, the option checks of
 :func:`condi_pipe.report.build_report` and the figures of :func:`condi_pipe.report.plot_report` all read this
-registry.
+registry. The built-in tables (:mod:`condi_pipe.report.tables`) register when ``condi_pipe.report`` is imported.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional
 
+from condi_pipe.registry import Registry
+
 if TYPE_CHECKING:
+    from condi_pipe.report.inputs import ReportInputs
     from condi_pipe.report.results import ReportTable
-    from condi_pipe.storage.report_inputs import ReportInputs
 
 DEFAULT_KS = (0, 1, 3, 5)  # table 4: the student clips K_s
 
@@ -57,7 +59,8 @@ class TableSpec:
     plot: Optional[str] = None
 
 
-_TABLES: dict[str, TableSpec] = {}
+#: Every table, in the order the CLI lists them.
+TABLES: Registry[TableSpec] = Registry("table")
 
 
 def register_table(name: str, *, summary: str, **options) -> Callable:
@@ -65,9 +68,7 @@ def register_table(name: str, *, summary: str, **options) -> Callable:
     for the options)."""
 
     def decorate(fn: Callable[[TableRequest], "ReportTable"]) -> Callable[[TableRequest], "ReportTable"]:
-        if name in _TABLES:
-            raise ValueError(f"table '{name}' is already registered")
-        _TABLES[name] = TableSpec(name, fn, summary, **options)
+        TABLES.register(name, TableSpec(name, fn, summary, **options))
         return fn
 
     return decorate
@@ -75,26 +76,18 @@ def register_table(name: str, *, summary: str, **options) -> Callable:
 
 def unregister_table(name: str) -> TableSpec:
     """Remove a table (tests that register a dummy table clean up with this)."""
-    return _TABLES.pop(name)
-
-
-def _load_builtin_tables() -> None:
-    import condi_pipe.report.tables  # noqa: F401  (registers the builtin tables)
+    return TABLES.unregister(name)
 
 
 def table_names() -> tuple[str, ...]:
-    _load_builtin_tables()
-    return tuple(_TABLES)
+    return TABLES.names()
 
 
 def get_table(name: str) -> TableSpec:
-    _load_builtin_tables()
-    if name not in _TABLES:
-        raise ValueError(f"unknown table '{name}' (tables: {', '.join(_TABLES)})")
-    return _TABLES[name]
+    """The table registered as ``name``; UnknownName (a ValueError) listing the tables otherwise."""
+    return TABLES.get(name)
 
 
 def tables_help() -> str:
     """One line per table for ``--table``'s help."""
-    _load_builtin_tables()
-    return "; ".join(f"{spec.name}: {spec.summary}" for spec in _TABLES.values()) + "."
+    return "; ".join(f"{spec.name}: {spec.summary}" for spec in TABLES.values()) + "."

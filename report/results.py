@@ -8,8 +8,6 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-
-
 # ------------------------------------------------------------------------------------------------ results
 
 

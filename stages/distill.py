@@ -45,27 +45,41 @@ import numpy as np
 import torch
 from torch import nn
 
+from condi_pipe.compute.distributed import TrainingProcesses, training_processes
+from condi_pipe.compute.torch_runtime import autocast, device_name
+from condi_pipe.compute.training import (
+    ParamGroup,
+    SampleDecay,
+    StepDecay,
+    StepResult,
+    batches_of,
+    derived_seed,
+    eval_batch_size,
+    model_input,
+    prefetched,
+    read_clips,
+    run_training,
+    sample_clips,
+    video_class_predictions,
+)
 from condi_pipe.methods import losses as L
 from condi_pipe.methods.catalogue import ClipBatch, LossContext, VideoBatch
 from condi_pipe.methods.metrics import auroc, false_positive_rate, sigmoid, softmax
 from condi_pipe.methods.registry import method_names
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.methods.video_prediction import video_mean_probs
+from condi_pipe.models import build_model, load_weights
 from condi_pipe.models.checkpoints import check_checkpoint
-from condi_pipe.pipeline.distributed import TrainingProcesses, training_processes
 from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import autocast, device_name
-from condi_pipe.pipeline.training import (ParamGroup, SampleDecay, StepDecay, StepResult, batches_of,
-                                          derived_seed, eval_batch_size, model_input, prefetched, read_clips,
-                                          run_training, sample_clips, video_class_predictions)
+
+# The request lives beside its option table (stages.distill_request); importers of this module find it here too.
+from condi_pipe.stages.distill_request import DistillRequest, LossOptions, default_run_name  # noqa: F401
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos
 from condi_pipe.storage.store import Store
-# The request lives beside its option table (stages.distill_request); importers of this module find it here too.
-from condi_pipe.stages.distill_request import DistillRequest, LossOptions, default_run_name  # noqa: F401
 
 DISTILL = define_stage(
     "distill",
@@ -113,7 +127,7 @@ class TeacherCache:
 
 
 class DistillTask:
-    """The distill :class:`~condi_pipe.pipeline.training.TrainingTask` for every loss."""
+    """The distill :class:`~condi_pipe.compute.training.TrainingTask` for every loss."""
 
     train_columns = (*TERMS, "accuracy", "lam")
     eval_columns = (*(f"eval_{t}" for t in TERMS), "eval_clip_accuracy", "eval_video_accuracy", "eval_auroc",
@@ -149,7 +163,6 @@ class DistillTask:
 
     # -- model ---------------------------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:
-        from condi_pipe.models import build_model, load_weights
 
         request = self.request
         self.device = device
@@ -305,31 +318,34 @@ class DistillTask:
             return {}
         return self.metrics(self.eval_videos, "eval", epoch)
 
-    def test_metrics(self) -> dict[str, float]:
+    def test_metrics(self, kept_epoch: int) -> dict[str, float]:
         """The eval columns of the current (kept) weights on the test videos, named ``test_*``: reported once,
         after training; they choose nothing."""
         if self.test_videos is None:
             return {}
-        metrics = self.metrics(self.test_videos, "test", self.request.train.epochs)
+        metrics = self.metrics(self.test_videos, "test", self.request.train.epochs,
+                               after=f"with the weights kept (epoch {kept_epoch})")
         return {"test_" + k.removeprefix("eval_"): v for k, v in metrics.items()}
 
-    def metrics(self, videos: VideoSet, split: str, epoch: int) -> dict[str, float]:
-        """Every eval column on ``videos`` (``split``: "eval" or "test", which video targets to use)."""
+    def metrics(self, videos: VideoSet, split: str, epoch: int, after: str | None = None) -> dict[str, float]:
+        """Every eval column on ``videos`` (``split``: "eval" or "test", which video targets to use); ``after``
+        says when, for the error if the outputs are not finite (default: after epoch ``epoch + 1``)."""
+        where = f"{'validation' if split == 'eval' else split} clips {after or f'after epoch {epoch + 1}'}"
         generator = torch.Generator().manual_seed(derived_seed(self.request.train.seed, epoch, 2))
         labels = torch.from_numpy(videos.label)
         if self.video_level:
             features, logits = self.predict_videos(videos, split)
             t_features, t_probs = (torch.from_numpy(a) for a in self.targets[split])
-            _check_finite(logits.numpy(), self.request.run)
+            _check_finite(logits.numpy(), self.request.run, where)
             with torch.no_grad():
                 inputs = (features, logits, t_features, t_probs, labels)
                 terms, _ = self.video_loss(*(t.to(self.device) for t in inputs))
             metrics = {"eval_video_accuracy": float((logits.argmax(1) == labels).float().mean())}
         else:
             logits_np, confidence_np = self.predict_clips(videos)
-            _check_finite(logits_np, self.request.run)
+            _check_finite(logits_np, self.request.run, where)
             if confidence_np is not None:
-                _check_finite(confidence_np, self.request.run)
+                _check_finite(confidence_np, self.request.run, where)
             rows = self.cache.rows(videos.clip_ids)
             z = self.cache.z[rows]
             clip_labels = self.clip_label[videos.clip_ids]
@@ -358,10 +374,10 @@ class DistillTask:
         self.budget.load_state_dict(state["budget_lambda"])
 
 
-def _check_finite(values: np.ndarray, run: str) -> None:
+def _check_finite(values: np.ndarray, run: str, where: str) -> None:
     if not np.isfinite(values).all():
-        raise FloatingPointError(f"distill {run}: the student's outputs on held-out clips became NaN or Inf; "
-                                 "lower the learning rate")
+        raise FloatingPointError(f"distill {run}: the student's outputs on {where} became NaN or Inf; lower the "
+                                 "learning rate")
 
 
 def distill(
@@ -429,9 +445,9 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
                 "the train split has two groups): training on all of it, keeping the last epoch")
         decision.send("train")
         result = run_training(store, folder, task, request.train, request.runtime, stage=DISTILL.name,
-                              quiet=quiet, log=log, processes=processes, on_epoch=on_epoch)
+                              quiet=quiet, log=log, processes=processes, on_epoch=on_epoch, name=run_name)
         last, kept = result.history[-1], result.kept
-        test = {k: _finite(v) for k, v in task.test_metrics().items()}  # the kept weights, once: choose nothing
+        test = {k: _finite(v) for k, v in task.test_metrics(result.kept_epoch).items()}  # the kept weights, once: choose nothing
         artifacts.write_state_dict(store, folder, task.model.state_dict())
         if task.projection is not None:
             artifacts.write_state_dict(store, folder, task.projection.state_dict(), part="projection")
@@ -516,7 +532,7 @@ def _distill_beside_rank_0(store: Store, request: DistillRequest, processes: Tra
         return detail
     *_, task = _distill_task(store, request)
     run_training(store, artifacts.student_folder(request.run), task, request.train, request.runtime,
-                 stage=DISTILL.name, quiet=True, log=lambda message: None, processes=processes)
+                 stage=DISTILL.name, quiet=True, log=lambda message: None, processes=processes, name=request.run)
     return processes.share(None)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from condi_pipe.compute.torch_runtime import RUNTIME_OPTIONS, RuntimeOptions
+from condi_pipe.compute.training import TRAIN_OPTIONS, TrainOptions
 from condi_pipe.methods import losses as L
 from condi_pipe.methods.registry import Method, get_method
+from condi_pipe.models import model_spec
 from condi_pipe.pipeline.options import OptionTable, nested_paths
-from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, RuntimeOptions
-from condi_pipe.pipeline.training import TRAIN_OPTIONS, TrainOptions
 
 SCHEDULE_UNITS = ("samples", "passes")
 #: The reference epoch of the per-sample LR schedule: one clip per training video of UCF-101 split 1 (9,537
@@ -85,7 +86,6 @@ class DistillRequest:
         return get_method(self.loss)
 
     def resolved_width(self) -> float | None:
-        from condi_pipe.models import model_spec
 
         spec = model_spec(self.student)
         if spec.widths is None:
@@ -101,6 +101,8 @@ class DistillRequest:
         cfg["width"] = self.resolved_width()
         cfg["name"] = self.run
         del cfg["train"]["loader_workers"]  # how batches are read, not what is trained: any value resumes
+        if not self.train.sync_batchnorm:  # recorded only when on: runs made before the option keep their config
+            del cfg["train"]["sync_batchnorm"]
         cfg["weights"] = os.path.abspath(self.weights) if self.weights else None
         if not self.method.video_level:
             cfg["losses"] = {k: v for k, v in cfg["losses"].items() if not k.startswith("alpha_") and k != "k"}

@@ -31,26 +31,40 @@ from typing import Callable
 import numpy as np
 import torch
 
+from condi_pipe.compute.clip_inference import (
+    MAX_BATCH,
+    ModelRef,
+    VideoGroup,
+    assemble_groups,
+    cached_model,
+    group_videos,
+    infer_group,
+    stage_group_result,
+)
+from condi_pipe.compute.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
+from condi_pipe.compute.torch_runtime import (
+    RUNTIME_OPTIONS,
+    TIMING_REPEATS,
+    RuntimeOptions,
+    autocast,
+    timed,
+    to_runtime_layout,
+)
+from condi_pipe.compute.training import read_clips
 from condi_pipe.methods.context_rankings import choose_on_validation
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
 from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
-from condi_pipe.pipeline.clip_inference import (MAX_BATCH, ModelRef, VideoGroup, assemble_groups, cached_model,
-                                                group_videos, infer_group, stage_group_result)
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
-from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
 from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import (RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions, autocast, timed,
-                                               to_runtime_layout)
-from condi_pipe.pipeline.training import read_clips
+from condi_pipe.report.inputs import positions
 from condi_pipe.storage import clip_outputs, staging
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.manifests import VideoSet, eval_split, load_videos
-from condi_pipe.storage.report_inputs import positions
 from condi_pipe.storage.store import Store
 
 SCORE = define_stage(

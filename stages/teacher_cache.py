@@ -9,7 +9,7 @@ A teacher with SGS (``models.sgs``; ``<name>`` is e.g. ``resnet10_3d_motion+sgs`
 (``meta.json`` ``flops`` holds both); timings are of the real thing, clips grouped by B' without padding.
 
 **Confidence labels** (``z_labels``). ``"out-of-fold"`` (the default when the store's trained teacher has fold
-teachers, ``teacher-train --folds F``): every clip of a video the full teacher trained on gets the logits and
+teachers, ``teacher-train --oof-folds F``): every clip of a video the full teacher trained on gets the logits and
 features (hence pred, z, true_prob and the KD targets) of the fold teacher that never saw that video; every other
 clip (validation part, test split) the full teacher's. ``"in-sample"``: the full teacher's everywhere (the only
 choice with given ``--weights``). ``clips.parquet`` ``teacher_source`` names each row's teacher (``full``,
@@ -25,28 +25,37 @@ from typing import Callable
 
 import numpy as np
 
+from condi_pipe.compute.clip_inference import (
+    LATENCY_BATCHES,
+    MAX_BATCH,
+    ModelRef,
+    VideoGroup,
+    assemble_groups,
+    group_videos,
+    infer_group,
+    latency_curve_task,
+    model_flop_table,
+)
+from condi_pipe.compute.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
+from condi_pipe.compute.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.pretrained import is_shipped, resolve_weights
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
-from condi_pipe.pipeline.clip_inference import (LATENCY_BATCHES, MAX_BATCH, ModelRef, VideoGroup, assemble_groups,
-                                                group_videos, infer_group, latency_curve_task, model_flop_table)
 from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, nested_paths
-from condi_pipe.pipeline.pretrain import pretraining_corpus_overlap
-from condi_pipe.pipeline.runtime_choice import RuntimeChoice, stage_runtime, typical_batch
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, RuntimeOptions
 from condi_pipe.stages.extract import EXTRACT
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
 from condi_pipe.storage import clip_outputs, staging, tables
-from condi_pipe.video.synth.benchmark import read_synth_config
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.manifests import VideoSet, class_names, load_videos
 from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
+from condi_pipe.video.synth.benchmark import read_synth_config
+from condi_pipe.video.synth.pretraining_corpus import pretraining_corpus_overlap
 
 TEACHER_CACHE = define_stage(
     "teacher-cache",
@@ -81,7 +90,7 @@ class TeacherChoice:
 
     def resolve(self, store: Store) -> ModelRef:
         """The model to run: the checkpoint ``weights`` (any format ``load_weights`` reads; "pretrained": the one
-        shipped for the architecture), else the store's trained teacher (``teachers/<name>/weights.pt``), else
+        shipped for the architecture), else the store's trained teacher (``trained_teachers/<name>/weights.pt``), else
         random weights if ``random_init``; otherwise a ValueError saying how to get weights. The weights' SHA-256
         goes into the reference, so a cache of other weights is not mistaken for this one."""
         if self.weights and self.random_init:
@@ -188,7 +197,7 @@ def label_teachers(store: Store, request: TeacherCacheRequest, log: Callable[[st
     if request.z_labels == OUT_OF_FOLD and folds is None:
         given = " (given --weights have none)" if teacher.weights_path else ""
         raise StageError(f"{store.url}: --z-labels {OUT_OF_FOLD} needs fold teachers of {teacher.teacher_name}"
-                         f"{given}: run `condi-pipe teacher-train --folds F` first")
+                         f"{given}: run `condi-pipe teacher-train --oof-folds F` first")
     if teacher.weights_path and is_shipped(teacher.weights_path):
         log(f"teacher-cache {teacher.teacher_name}: the shipped pretrained teacher labels every clip; it was trained "
             "on a generated corpus of its own (see its model card), so its z is honest on any other store")

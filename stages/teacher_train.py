@@ -12,7 +12,7 @@ the last) it is evaluated on the validation part: loss, clip accuracy and video 
 softmax over all of a video's clips), the history's ``eval_*`` columns. With ``train.keep = "best"`` the epoch
 with the best validation video accuracy is kept (ties: the earlier epoch); ``"last"`` or no validation videos
 keep the last. The test split (``manifests.eval_split``) chooses nothing: the kept model's test accuracy is
-measured once, at the end, as ``meta.json``'s ``test`` figures. Writes ``teachers/<name>/``:
+measured once, at the end, as ``meta.json``'s ``test`` figures. Writes ``trained_teachers/<name>/``:
 ``history.parquet`` (one row per epoch), ``weights.pt`` (the kept epoch's plain state dict, what
 ``teacher-cache`` loads) and ``meta.json``. Resumable after a kill at any point
 (``pipeline.training``), idempotent, ``force`` retrains from scratch.
@@ -22,7 +22,7 @@ With ``sgs`` the teacher has an SGS module inserted (``models.sgs``) and trains 
 from a plain teacher's weights (``weights`` or ``store_weights``), everything but the new SGS parameters loads:
 fine-tuning an existing teacher with SGS inserted.
 
-With ``folds = F`` (``--folds F``) it also trains F *fold teachers* (``teachers/<name>/folds/<f>/``, same layout):
+With ``oof_folds = F`` (``--oof-folds F``) it also trains F *fold teachers* (``trained_teachers/<name>/folds/<f>/``, same layout):
 the videos the full teacher trains on (the fit part) are dealt into F folds by group (``pipeline.splits.grouped_folds``
 over ``video_group``, seeded by ``train.val_seed``), and fold teacher f trains on the fit videos outside fold f with
 the same options (and the same validation part). ``teacher-cache`` labels each fit clip with the fold teacher that
@@ -43,28 +43,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from condi_pipe.compute.torch_runtime import RUNTIME_OPTIONS, RuntimeOptions, autocast, device_name, load_state_bytes
+from condi_pipe.compute.training import (
+    TRAIN_OPTIONS,
+    CosineDecay,
+    ParamGroup,
+    StepResult,
+    TrainOptions,
+    batches_of,
+    eval_batch_size,
+    model_input,
+    prefetched,
+    read_clips,
+    run_training,
+    sample_clips,
+    video_class_predictions,
+)
+from condi_pipe.models import build_model, load_state, load_weights
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.splits import TrainingSplits, grouped_folds, training_splits, video_group
 from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.splits import TrainingSplits, grouped_folds, training_splits, video_group
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
-from condi_pipe.pipeline.torch_runtime import RUNTIME_OPTIONS, RuntimeOptions, device_name
-from condi_pipe.pipeline.training import (TRAIN_OPTIONS, CosineDecay, ParamGroup, StepResult, TrainOptions,
-                                          batches_of, eval_batch_size, model_input, prefetched, read_clips,
-                                          run_training, sample_clips, video_class_predictions)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
 from condi_pipe.storage.errors import StoreError
-from condi_pipe.storage.manifests import (VideoSet, available_splits, class_names, eval_split, load_videos,
-                                          video_paths)
+from condi_pipe.storage.manifests import VideoSet, available_splits, class_names, eval_split, load_videos, video_paths
 from condi_pipe.storage.store import Store
 
 TEACHER_TRAIN = define_stage(
     "teacher-train",
     reads=("extract",),
-    writes=("teachers/{key}",),
-    summary="train a teacher on the train split; per-epoch eval accuracy, final weights in teachers/<name>/",
+    writes=("trained_teachers/{key}",),
+    summary="train a teacher on the train split; per-epoch eval accuracy, final weights in trained_teachers/<name>/",
 )
 TRAIN_SPLIT = "train"
 SCHEDULE = "cosine"
@@ -94,7 +106,7 @@ class TeacherTrainRequest:
     # digest of the starting weights, so retrained weights are a new configuration; config() fills it in for a
     # local ``weights`` file, a caller passing ``store_weights`` gives it
     weights_sha256: str | None = None
-    folds: int | None = None  # also train this many fold teachers (out-of-fold z labels); None: none
+    oof_folds: int | None = None  # also train this many fold teachers (out-of-fold z labels); None: none
 
     @property
     def output_name(self) -> str:
@@ -107,6 +119,8 @@ class TeacherTrainRequest:
             cfg["weights_sha256"] = file_sha256(self.weights)
         cfg["schedule"] = SCHEDULE
         del cfg["train"]["loader_workers"]  # how batches are read, not what is trained: any value resumes
+        if not self.train.sync_batchnorm:  # recorded only when on: runs made before the option keep their config
+            del cfg["train"]["sync_batchnorm"]
         return cfg
 
 
@@ -115,13 +129,13 @@ class TeacherTrainRequest:
 #: ``teacher``, ``width`` and the runtime, which ``[teacher]`` gives (they are the teacher-cache stage's too).
 TEACHER_TRAIN_OPTIONS = OptionTable(TeacherTrainRequest, {
     "teacher": "teacher", "width": "width", **nested_paths("train", TRAIN_OPTIONS), "flip": "flip",
-    "clips_per_video": "clips_per_video", "weights": "weights", "reset_head": "reset_head", "folds": "folds",
+    "clips_per_video": "clips_per_video", "weights": "weights", "reset_head": "reset_head", "oof_folds": "oof_folds",
     "sgs": "sgs", "name": "name", **nested_paths("runtime", RUNTIME_OPTIONS),
 })
 
 
 class TeacherTask:
-    """The teacher-train :class:`~condi_pipe.pipeline.training.TrainingTask`: cross-entropy on clips."""
+    """The teacher-train :class:`~condi_pipe.compute.training.TrainingTask`: cross-entropy on clips."""
 
     train_columns: tuple[str, ...] = ("loss", "accuracy")
     eval_columns = ("eval_loss", "eval_clip_accuracy", "eval_video_accuracy")
@@ -140,8 +154,6 @@ class TeacherTask:
                 self.clip_label[videos.clip_ids] = np.repeat(videos.label, videos.clips)
 
     def setup(self, device: torch.device) -> None:
-        from condi_pipe.models import build_model, load_state, load_weights
-        from condi_pipe.pipeline.torch_runtime import load_state_bytes
 
         self.device = device
         request = self.request
@@ -192,7 +204,6 @@ class TeacherTask:
         """float32 logits of every clip of ``videos``, in clip-id order."""
         self.model.eval()
         out = []
-        from condi_pipe.pipeline.torch_runtime import autocast
 
         with torch.inference_mode(), autocast(self.request.runtime, self.device):
             for clips in prefetched(lambda ids: read_clips(self.clips, ids), batches_of(videos.clip_ids, batch_size)):
@@ -241,8 +252,8 @@ def teacher_train(
     key = f"{TEACHER_TRAIN.name}/{name}"
     folder = artifacts.trained_teacher_folder(name)
     check_checkpoint(request.weights)  # before anything is recorded or --force deletes the old teacher
-    if request.folds is not None and request.folds < 2:
-        raise ValueError(f"--folds must be at least 2, got {request.folds}")
+    if request.oof_folds is not None and request.oof_folds < 2:
+        raise ValueError(f"--oof-folds must be at least 2, got {request.oof_folds}")
     with stage_run(store, TEACHER_TRAIN, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})
@@ -259,7 +270,7 @@ def teacher_train(
         artifacts.unpublish(store, folder)
         task = TeacherTask(store, request, len(classes), train_videos, evaluation)
         result = run_training(store, folder, task, request.train, request.runtime, stage=TEACHER_TRAIN.name,
-                              quiet=quiet, log=log)
+                              quiet=quiet, log=log, name=name)
         last, kept = result.history[-1], result.kept
         model = task.model
         test_metrics = {}
@@ -268,7 +279,7 @@ def teacher_train(
             test_metrics = {k: _rounded(v, 6) for k, v in task.metrics(test, "test_").items()}
         artifacts.write_state_dict(store, folder, model.state_dict())
         fold_record = (_train_fold_teachers(store, request, splits, len(classes), folder, quiet=quiet, log=log)
-                       if request.folds else None)
+                       if request.oof_folds else None)
         meta = {
             "teacher": name, "architecture": request.teacher, "width": model.config.width,
             "sgs": asdict(request.sgs) if request.sgs is not None else None, "num_classes": len(classes), "classes": classes,
@@ -285,7 +296,7 @@ def teacher_train(
                 "epoch": result.kept_epoch},
             "kept": {k: _rounded(kept[k], 6) for k in ("train_loss", "train_accuracy", *TeacherTask.eval_columns)},
             "test": test_metrics,
-            "folds": fold_record,  # teacher-train --folds: each fit video's fold and the fold teachers
+            "folds": fold_record,  # teacher-train --oof-folds: each fit video's fold and the fold teachers
         }
         artifacts.write_meta(store, folder, meta)
         counts = {"epochs": request.train.epochs,
@@ -302,7 +313,7 @@ def teacher_train(
     return counts
 
 
-# -- fold teachers (--folds F): out-of-fold confidence labels for teacher-cache --------------------------------
+# -- fold teachers (--oof-folds F): out-of-fold confidence labels for teacher-cache --------------------------------
 FOLD_FAULT_POINT = "teacher-train.fold"  # passed after each fold teacher is published
 
 
@@ -316,11 +327,11 @@ def _train_fold_teachers(store: Store, request: TeacherTrainRequest, splits: Tra
                          folder: str, *, quiet: bool, log: Callable[[str], None]) -> dict:
     """Train every fold teacher not yet published (each resumes from its own checkpoint); return the fold record
     for the full teacher's ``meta.json``."""
-    fit, folds, seed = splits.fit, int(request.folds), request.train.val_seed
+    fit, folds, seed = splits.fit, int(request.oof_folds), request.train.val_seed
     groups = np.array([video_group(p) for p in video_paths(store, fit)], dtype=object)
     fold_of = grouped_folds(fit.label, groups, folds, seed)
     if (np.bincount(fold_of, minlength=folds) == 0).any():
-        raise StageError(f"{store.url}: --folds {folds}: the {len(fit.video_id)} training videos form only "
+        raise StageError(f"{store.url}: --oof-folds {folds}: the {len(fit.video_id)} training videos form only "
                          f"{len(set(groups.tolist()))} groups, so a fold would be empty; use fewer folds")
     teachers = []
     for fold in range(folds):
@@ -332,7 +343,8 @@ def _train_fold_teachers(store: Store, request: TeacherTrainRequest, splits: Tra
                 f"videos, holding out {int(held_out.sum())}")
             task = TeacherTask(store, request, num_classes, trains_on, splits.validation)
             result = run_training(store, fold_folder, task, request.train, request.runtime,
-                                  stage=TEACHER_TRAIN.name, quiet=quiet, log=log)
+                                  stage=TEACHER_TRAIN.name, quiet=quiet, log=log,
+                                  name=f"{request.output_name} fold {fold}")
             artifacts.write_state_dict(store, fold_folder, task.model.state_dict())
             # before meta.json: a kill in between retrains this fold from scratch, to the same weights
             artifacts.remove_checkpoints(store, fold_folder)
@@ -370,7 +382,7 @@ class FoldTeachers(NamedTuple):
 
 
 def fold_teachers(store: Store, ref) -> FoldTeachers | None:
-    """The fold teachers trained beside ``ref`` when it is the store's trained teacher (``teacher-train --folds``),
+    """The fold teachers trained beside ``ref`` when it is the store's trained teacher (``teacher-train --oof-folds``),
     else None (given weights, random weights, or a teacher trained without folds)."""
     folder = artifacts.trained_teacher_folder(ref.teacher_name)
     if ref.store_weights != artifacts.weights_rel(folder) or not artifacts.is_complete(store, folder):

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condi_pipe.storage import tables
+from condi_pipe.storage.damaged_reads import guarded_parquet, read_rows
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
 
@@ -91,7 +92,8 @@ def read_array(store: Store, folder: str, name: str) -> np.ndarray:
     import zarr
 
     _check(store, folder)
-    return zarr.open_array(store=store.zarr_store(posixpath.join(folder, f"{name}.zarr"), read_only=True), mode="r")[:]
+    return read_rows(zarr.open_array(store=store.zarr_store(posixpath.join(folder, f"{name}.zarr"), read_only=True),
+                                     mode="r"))
 
 
 def read_clips(store: Store, folder: str, columns: list[str] | None = None) -> pa.Table:
@@ -127,8 +129,8 @@ def video_column_names(store: Store, folder: str) -> list[str]:
 def _column_names(store: Store, rel: str) -> list[str]:
     if not store.exists(rel):
         raise StoreError(f"{store.path(rel)}: table not found (has the stage that writes it run?)")
-    with store.fs.open(store.path(rel), "rb") as fh:
-        return list(pq.read_schema(fh).names)
+    return guarded_parquet(store.path(rel), lambda: store.fs.open(store.path(rel), "rb"),
+                           lambda fh: list(pq.read_schema(fh).names))
 
 
 def array_rows(store: Store, folder: str, name: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -144,14 +146,14 @@ def array_rows(store: Store, folder: str, name: str, rows: np.ndarray | None = N
         raise StoreError(f"{store.path(rel)}: array not found")
     array = zarr.open_array(store=store.zarr_store(rel, read_only=True), mode="r")
     if rows is None:
-        return array[...]
+        return read_rows(array)
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size == 0:
         return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
     if rows[0] < 0 or rows[-1] >= array.shape[0]:
         raise StoreError(f"{store.path(rel)}: has {array.shape[0]} rows, the table asks for row {int(rows[-1])}")
     lo, hi = int(rows[0]), int(rows[-1]) + 1
-    block = array[lo:hi]
+    block = read_rows(array, lo, hi)
     if hi - lo == rows.size:  # sorted and unique: contiguous
         return block
     return block[rows - lo]

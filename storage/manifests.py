@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from condi_pipe.storage import tables
+from condi_pipe.storage.damaged_reads import guarded_read
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
@@ -77,6 +78,12 @@ def read_clip_batch(array, clip_ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(clip_ids, dtype=np.int64).reshape(-1)
     if len(ids) == 0:
         return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    if not hasattr(array, "store_path"):  # not a Zarr array (an in-memory stand-in): nothing to name
+        return _read_clip_batch(array, ids)
+    return guarded_read(array, lambda: _read_clip_batch(array, ids), int(ids.min()), int(ids.max()) + 1)
+
+
+def _read_clip_batch(array, ids: np.ndarray) -> np.ndarray:
     if np.all(np.diff(ids) == 1):
         return np.asarray(array[int(ids[0]) : int(ids[-1]) + 1])
     distinct, position = np.unique(ids, return_inverse=True)

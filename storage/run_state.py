@@ -44,6 +44,11 @@ def read_run(store: Store) -> dict[str, Any]:
     if not isinstance(run, dict):
         raise StoreError(f"{store.path(RUN_FILE)}: not a condi-pipe run file (not a JSON object)")
     version = run.get("format_version")
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{store.path(RUN_FILE)}: store format version {version} is older than this condi-pipe's "
+            f"({FORMAT_VERSION}); run `condi-pipe migrate --store {store.url}` to bring it up to date"
+        )
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise StoreFormatError(
             f"{store.path(RUN_FILE)}: store format version {version!r} is newer than this condi-pipe "

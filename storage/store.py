@@ -17,9 +17,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from condi_pipe.storage.damaged_reads import guarded_parquet
 from condi_pipe.storage.errors import StoreError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trained teachers under trained_teachers/ (storage.migrate moves format 1)
 
 
 def _is_local(protocol: str | tuple[str, ...]) -> bool:
@@ -102,13 +103,13 @@ class Store:
     def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         if not self.exists(rel):
             raise StoreError(f"{self.path(rel)}: table not found (has the stage that writes it run?)")
-        with self.fs.open(self.path(rel), "rb") as fh:
-            return pq.read_table(fh, columns=columns)
+        return guarded_parquet(self.path(rel), lambda: self.fs.open(self.path(rel), "rb"),
+                               lambda fh: pq.read_table(fh, columns=columns))
 
     def table_rows(self, rel: str) -> int:
         """Row count from the Parquet footer, without reading the data."""
-        with self.fs.open(self.path(rel), "rb") as fh:
-            return pq.ParquetFile(fh).metadata.num_rows
+        return guarded_parquet(self.path(rel), lambda: self.fs.open(self.path(rel), "rb"),
+                               lambda fh: pq.ParquetFile(fh).metadata.num_rows)
 
     # -- Zarr --------------------------------------------------------------------------------------------------
     def zarr_store(self, rel: str, read_only: bool = False):

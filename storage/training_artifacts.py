@@ -1,4 +1,4 @@
-"""What training stages keep in the store: trained teachers under ``teachers/<name>/``, students under
+"""What training stages keep in the store: trained teachers under ``trained_teachers/<name>/``, students under
 ``students/<run>/``. Both folders share one layout:
 
 - ``checkpoints/last.pt``: the resumable training state after the last finished epoch (model and optimizer
@@ -10,7 +10,7 @@
 - ``<part>.pt``: further plain state dicts a run needs at inference (e.g. the fewer-frames ``projection.pt``).
 - ``meta.json``: the model, its configuration and every hyperparameter; written last, it marks the folder
   complete.
-- ``folds/<f>/``: a teacher's fold teachers (``teacher-train --folds F``), each a folder of this same layout.
+- ``folds/<f>/``: a teacher's fold teachers (``teacher-train --oof-folds F``), each a folder of this same layout.
 
 Every file here is read with ``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain Python
 containers of numbers and strings, never pickled objects.
@@ -27,7 +27,7 @@ import pyarrow as pa
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.store import Store
 
-TEACHERS_ROOT = "teachers"
+TEACHERS_ROOT = "trained_teachers"
 STUDENTS_ROOT = "students"
 CHECKPOINT = "checkpoints/last.pt"
 HISTORY = "history.parquet"
@@ -47,8 +47,8 @@ FOLDS = "folds"
 
 
 def fold_teacher_folder(teacher_folder: str, fold: int) -> str:
-    """Where fold teacher ``fold`` of ``teacher-train --folds F`` lives: inside its full teacher's folder
-    (``teachers/<name>/folds/<fold>/``, same layout), so ``--force`` and the stage's checksums cover it."""
+    """Where fold teacher ``fold`` of ``teacher-train --oof-folds F`` lives: inside its full teacher's folder
+    (``trained_teachers/<name>/folds/<fold>/``, same layout), so ``--force`` and the stage's checksums cover it."""
     return posixpath.join(teacher_folder, FOLDS, str(int(fold)))
 
 

@@ -153,9 +153,9 @@ def synth_teacher_store(synth_store, tmp_path_factory) -> Path:
     split). Shared: tests copy it before writing."""
     import shutil
 
-    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.compute.clip_inference import ModelRef
+    from condi_pipe.compute.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.executor import ExecutorOptions
-    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.storage.store import Store
 
@@ -169,9 +169,9 @@ def synth_teacher_store(synth_store, tmp_path_factory) -> Path:
 def _distill_and_score(store_dir: Path, run: str, loss: str) -> None:
     """One-epoch ``shufflenetv2_3d`` (width 0.25) student ``run`` of ``loss`` from the ``resnet10_3d_small``
     cache (K = 2, seed 2, one clip per video), then scored in-process in groups of 20 clips."""
+    from condi_pipe.compute.torch_runtime import RuntimeOptions
+    from condi_pipe.compute.training import TrainOptions
     from condi_pipe.pipeline.executor import ExecutorOptions
-    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-    from condi_pipe.pipeline.training import TrainOptions
     from condi_pipe.stages.distill import DistillRequest, LossOptions, distill
     from condi_pipe.stages.score import ScoreRequest, score
     from condi_pipe.storage.store import Store
@@ -218,9 +218,9 @@ def validation_teacher_store(tmp_path_factory) -> Path:
     ``synth_root``'s) extracted, with a random-init ``resnet10_3d_small`` teacher cache. Unlike ``synth_store``
     its train split has several groups per class, so the default validation carve (``pipeline.splits``) takes one
     group of each class: 20 fit, 10 validation and 10 test videos. Shared: tests copy it before writing."""
-    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.compute.clip_inference import ModelRef
+    from condi_pipe.compute.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.executor import ExecutorOptions
-    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.stages.extract import ExtractRequest, extract
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.storage.store import Store

@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from condi_pipe.registry import Registry, UnknownName
+
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
                "validation": "val", "test": "test", "testing": "test"}
@@ -47,26 +49,21 @@ class SourcePlan(NamedTuple):
     failures: list[SourceFailure]
 
 
-SOURCES: dict[str, Callable[..., SourcePlan]] = {}
-
-
-def register_source(name: str):
-    def decorate(fn):
-        SOURCES[name] = fn
-        return fn
-
-    return decorate
+#: Every dataset layout: ``reader(root, annotations, split) -> SourcePlan``, registered below as this module loads.
+SOURCES: Registry[Callable[..., SourcePlan]] = Registry("source")
 
 
 def plan_source(kind: str, root: str | os.PathLike, annotations: str | os.PathLike | None = None,
                 split: int = 1) -> SourcePlan:
     """Read the dataset ``kind`` at ``root``. ``split`` selects UCF-101's / HMDB-51's split 1, 2 or 3."""
-    if kind not in SOURCES:
-        raise SourceError(f"unknown source '{kind}'; choose one of: {', '.join(sorted(SOURCES))}")
+    try:
+        reader = SOURCES.get(kind)
+    except UnknownName as unknown:
+        raise SourceError(str(unknown)) from None
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"{root}: dataset root is not a directory")
-    return SOURCES[kind](root, Path(annotations) if annotations else None, split)
+    return reader(root, Path(annotations) if annotations else None, split)
 
 
 class _PlanBuilder:
@@ -123,7 +120,7 @@ def _hash_split(rel_path: str, test_fraction: float = 0.3) -> str:
     return "test" if digest / 2**64 < test_fraction else "train"
 
 
-@register_source("ucf101")
+@SOURCES.register("ucf101")
 def ucf101(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     """UCF-101: ``classInd.txt`` ("1 ApplyEyeMakeup", 1-based), ``trainlist0N.txt`` ("Class/v_x.avi 1"),
     ``testlist0N.txt`` ("Class/v_x.avi"), with videos at ``<root>/<Class>/v_<Class>_gXX_cYY.avi``."""
@@ -145,7 +142,7 @@ def ucf101(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     return builder.plan()
 
 
-@register_source("hmdb51")
+@SOURCES.register("hmdb51")
 def hmdb51(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     """HMDB-51: ``<class>_test_split<N>.txt`` lines "<video>.avi <tag>" (1 train, 2 test, 0 unused),
     videos at ``<root>/<class>/<video>.avi``."""
@@ -165,7 +162,7 @@ def hmdb51(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     return builder.plan()
 
 
-@register_source("kinetics")
+@SOURCES.register("kinetics")
 def kinetics(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     """Kinetics: a CSV ``label,youtube_id,time_start,time_end,split``; videos at
     ``<root>/<split>/<label>/<id>_<start:06d>_<end:06d>.mp4`` or flat ``<root>/<id>_<start:06d>_<end:06d>.mp4``."""
@@ -195,7 +192,7 @@ def kinetics(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     return builder.plan()
 
 
-@register_source("ssv2")
+@SOURCES.register("ssv2")
 def ssv2(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     """Something-Something V2: ``labels.json`` (template -> id) and ``train.json`` / ``validation.json``
     (lists of {id, template with [something] placeholders}); videos at ``<root>/<id>.webm``."""
@@ -217,7 +214,7 @@ def ssv2(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     return builder.plan()
 
 
-@register_source("folder")
+@SOURCES.register("folder")
 def folder(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     """A plain tree ``<root>/<class>/<video>``; classes sorted by name; 70/30 train/test split by path hash."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -230,7 +227,7 @@ def folder(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     return builder.plan()
 
 
-@register_source("csv")
+@SOURCES.register("csv")
 def csv_source(root: Path, annotations: Path | None, split: int) -> SourcePlan:
     """A CSV ``path,label[,split]`` (header optional), paths relative to the root; classes sorted by name."""
     if annotations is None or not annotations.is_file():

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from condi_pipe.report.evaluate import (RANDOM_SEEDS, Evaluator, OutputUnavailable, entry_name, evaluate_entries,
-                                        k_rows, resolve_methods, runs_of)
+from condi_pipe.report.evaluate import (
+    RANDOM_SEEDS,
+    Evaluator,
+    OutputUnavailable,
+    entry_name,
+    evaluate_entries,
+    k_rows,
+    resolve_methods,
+    runs_of,
+)
 from condi_pipe.report.footer import footer_lines
 from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import number_cell, padded_rows

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from condi_pipe.methods import metrics
-from condi_pipe.methods.time_model import TimeBreakdown
+from condi_pipe.methods.video_time import TimeBreakdown
 from condi_pipe.report.evaluate import OutputUnavailable, resolve_methods, student_seconds
 from condi_pipe.report.footer import footer_lines
 from condi_pipe.report.registry import TableRequest, register_table

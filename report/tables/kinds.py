@@ -6,14 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 from condi_pipe.methods import metrics, samplers
-from condi_pipe.report.evaluate import (CONTEXT_SUFFIX, RANDOM_SEEDS, Evaluator, OutputUnavailable, resolve_methods,
-                                        run_ranking, run_scores)
+from condi_pipe.report.clip_kinds import teacher_clip_kinds, teacher_clips_of_split
+from condi_pipe.report.evaluate import (
+    CONTEXT_SUFFIX,
+    RANDOM_SEEDS,
+    Evaluator,
+    OutputUnavailable,
+    resolve_methods,
+    run_ranking,
+    run_scores,
+)
 from condi_pipe.report.footer import footer_lines
 from condi_pipe.report.predictions import ranking, teacher_probs
 from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import number_cell, padded_rows
 from condi_pipe.report.results import ReportRow, ReportTable
-from condi_pipe.storage.clip_kinds import teacher_clip_kinds, teacher_clips_of_split
 from condi_pipe.video.synth import CLIP_KINDS
 
 

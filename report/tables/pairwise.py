@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from condi_pipe.report.evaluate import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Entry, entry_name, is_condi, runs_of
 from condi_pipe.report.footer import footer_lines
+from condi_pipe.report.inputs import ScoreRunOutputs
 from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import difference_cell, padded_rows
 from condi_pipe.report.results import ReportTable
 from condi_pipe.report.tables.time_tables import TABLE3_METHODS, evaluate_table3
-from condi_pipe.storage.report_inputs import ScoreRunOutputs
 
 
 def entry_key(entry: Entry) -> str:

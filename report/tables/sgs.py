@@ -7,15 +7,21 @@ from typing import Optional
 import numpy as np
 
 from condi_pipe.methods import samplers
-from condi_pipe.report.evaluate import (Evaluator, OutputUnavailable, ScoreRunOutputs, entry_name, load_inputs,
-                                        resolve_methods)
-from condi_pipe.report.predictions import ranking
+from condi_pipe.report.evaluate import (
+    Evaluator,
+    OutputUnavailable,
+    ScoreRunOutputs,
+    entry_name,
+    load_inputs,
+    resolve_methods,
+)
 from condi_pipe.report.footer import device_line, footer_lines
+from condi_pipe.report.inputs import ReportInputs, teacher_caches, teacher_meta
+from condi_pipe.report.predictions import ranking
 from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import format_seconds, number_cell
 from condi_pipe.report.results import ReportRow, ReportTable
 from condi_pipe.storage.errors import StoreError
-from condi_pipe.storage.report_inputs import ReportInputs, teacher_caches, teacher_meta
 from condi_pipe.storage.store import Store
 
 SGS_METHODS = ("condi-sr", "equidistant")  # methods shown with both teachers (besides Dense)

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from condi_pipe.report.evaluate import (Entry, Evaluator, OutputUnavailable, ScoreRunOutputs, entry_name,
-                                        evaluate_entries, is_condi, k_rows, resolve_methods, runs_of, versus_dense,
-                                        versus_others)
+from condi_pipe.report.evaluate import (
+    Entry,
+    Evaluator,
+    OutputUnavailable,
+    ScoreRunOutputs,
+    entry_name,
+    evaluate_entries,
+    is_condi,
+    k_rows,
+    resolve_methods,
+    runs_of,
+    versus_dense,
+    versus_others,
+)
 from condi_pipe.report.footer import bootstrap_note, footer_lines
 from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import padded_rows, time_accuracy_cell

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 
-from condi_pipe.storage import clip_outputs, tables, timings
+from condi_pipe.storage import clip_outputs, model_timings, tables
 from condi_pipe.storage.run_state import set_stage
 from condi_pipe.storage.store import Store
 
@@ -107,9 +107,9 @@ def main(out: str) -> None:
                                 "sgs": {"stage": "res2", "kernel": "linear"}, "weights_sha256": "b" * 64})
 
     test = [i for i, v in enumerate(videos) if v[1] == "test"]
-    timing_rows = [{"model": timings.teacher_key(TEACHER), "batch": b, "median_s": s, "min_s": 0.9 * s,
+    timing_rows = [{"model": model_timings.teacher_key(TEACHER), "batch": b, "median_s": s, "min_s": 0.9 * s,
                     "iqr_s": 0.05 * s, "repeats": 7} for b, s in zip(range(1, 10), np.linspace(0.05, 0.3, 9))]
-    models = [{"model": timings.teacher_key(TEACHER), "weights_sha256": "a" * 64}]
+    models = [{"model": model_timings.teacher_key(TEACHER), "weights_sha256": "a" * 64}]
     for run, loss in (("condi_sr", "condi-sr"), ("bce_conf", "bce-conf"), ("st_ent", "st-ent"),
                       ("st_conf", "st-conf"), ("trivial", "trivial-mt")):
         cols = {k: [] for k in ("clip_id", "video_id", "label", "pred", "confidence", "entropy", "rank_score")}
@@ -145,8 +145,8 @@ def main(out: str) -> None:
                                    video_table, {"run": run, "student": "resnet10_3d_motion_skim", "width": 1.0,
                                                  "loss": loss, "ranking": loss, **DEVICE, "teacher": TEACHER})
         set_stage(store, f"score/{run}", state="done", config={"student_weights_sha256": digest})
-        models.append({"model": timings.run_key(run), "weights_sha256": digest})
-        timing_rows += [{"model": timings.run_key(run), "batch": b, "median_s": s, "min_s": 0.9 * s,
+        models.append({"model": model_timings.run_key(run), "weights_sha256": digest})
+        timing_rows += [{"model": model_timings.run_key(run), "batch": b, "median_s": s, "min_s": 0.9 * s,
                          "iqr_s": 0.05 * s, "repeats": 7} for b, s in zip(range(1, 10), np.linspace(0.004, 0.02, 9))]
         epochs = np.arange(1, 6)
         history = {"epoch": epochs.tolist(), "kd": np.linspace(2, 1, 5).tolist(),
@@ -172,10 +172,10 @@ def main(out: str) -> None:
                                {"run": "uniform", "student": "resnet10_3d_motion_skim", "width": 1.0,
                                 "loss": "uniform-k", "ranking": None, "k": 3, **DEVICE, "teacher": TEACHER})
     set_stage(store, "score/uniform", state="done", config={"student_weights_sha256": "f" * 64})
-    models.append({"model": timings.run_key("uniform"), "weights_sha256": "f" * 64})
-    timing_rows += [{"model": timings.run_key("uniform"), "batch": b, "median_s": s, "min_s": 0.9 * s,
+    models.append({"model": model_timings.run_key("uniform"), "weights_sha256": "f" * 64})
+    timing_rows += [{"model": model_timings.run_key("uniform"), "batch": b, "median_s": s, "min_s": 0.9 * s,
                      "iqr_s": 0.05 * s, "repeats": 7} for b, s in zip(range(1, 10), np.linspace(0.003, 0.015, 9))]
-    timings.write_timings(store, TEACHER, timing_rows, {"teacher": TEACHER, **DEVICE, "batches": list(range(1, 10)),
+    model_timings.write_timings(store, TEACHER, timing_rows, {"teacher": TEACHER, **DEVICE, "batches": list(range(1, 10)),
                                                        "max_batch": 9, "repeats": 7, "models": models,
                                                        "when": "2026-11-29T00:00:00Z"})
 

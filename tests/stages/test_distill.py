@@ -4,6 +4,7 @@ samples, or per pass) and resumes after SIGKILL to byte-identical weights."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -15,16 +16,24 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from condi_pipe.compute.torch_runtime import RuntimeOptions
+from condi_pipe.compute.training import TrainOptions, read_clips
 from condi_pipe.methods.metrics import auroc, softmax
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.models import build_model, registry
 from condi_pipe.pipeline.faults import KILL_ENV
-from condi_pipe.pipeline.stage import StageError
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline.splits import training_splits
-from condi_pipe.pipeline.training import TrainOptions, read_clips
-from condi_pipe.stages.distill import (LOSSES, TERMS, VIDEO_LOSSES, DistillRequest, DistillTask, LossOptions,
-                                      default_run_name, distill)
+from condi_pipe.pipeline.stage import StageError
+from condi_pipe.stages.distill import (
+    LOSSES,
+    TERMS,
+    VIDEO_LOSSES,
+    DistillRequest,
+    DistillTask,
+    LossOptions,
+    default_run_name,
+    distill,
+)
 from condi_pipe.stages.score import student_ref
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
@@ -47,15 +56,17 @@ def cached_store(validation_teacher_store, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def teachers_cannot_be_built(monkeypatch):
+def teachers_cannot_be_built():
     """distill must never run the teacher: building any registered teacher fails during these tests."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("distill built a teacher model")
 
-    for spec in registry.list_models():
-        if spec.role == "teacher":
-            monkeypatch.setitem(registry._REGISTRY, spec.name, dataclasses.replace(spec, builder=refuse))
+    with contextlib.ExitStack() as stack:
+        for spec in registry.list_models():
+            if spec.role == "teacher":
+                stack.enter_context(registry.MODELS.temporarily(spec.name, dataclasses.replace(spec, builder=refuse)))
+        yield
 
 
 def test_the_guard_refuses_teachers():

@@ -1,4 +1,4 @@
-"""Out-of-fold confidence labels: ``teacher-train --folds F`` trains fold teachers on group-wise folds of the videos
+"""Out-of-fold confidence labels: ``teacher-train --oof-folds F`` trains fold teachers on group-wise folds of the videos
 the full teacher trains on, and ``teacher-cache`` labels each of those videos' clips with the fold teacher that never
 saw it (every other clip with the full teacher), recording which teacher produced each row."""
 
@@ -15,16 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from condi_pipe.compute.clip_inference import ModelRef, group_videos
+from condi_pipe.compute.torch_runtime import RuntimeOptions
+from condi_pipe.compute.training import TrainOptions
 from condi_pipe.models import build_model
-from condi_pipe.pipeline.clip_inference import ModelRef, group_videos
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.splits import grouped_folds, training_splits, video_group
 from condi_pipe.pipeline.stage import StageError
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import TrainOptions
-from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.report import build_report
+from condi_pipe.stages.extract import ExtractRequest, extract
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, TeacherChoice, teacher_cache
 from condi_pipe.stages.teacher_train import TeacherTrainRequest, fold_digest, teacher_train
 from condi_pipe.storage import clip_outputs
@@ -41,14 +41,14 @@ CLIPS_PER_GROUP = 16
 QUIET = dict(quiet=True, log=lambda message: None)
 TRAIN_CLI = ["--teacher", TEACHER, "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--lr", str(LR),
              "--clips-per-video", str(CLIPS_PER_VIDEO), "--threads", str(THREADS), "--seed", str(SEED),
-             "--folds", str(FOLDS), "--quiet"]
+             "--oof-folds", str(FOLDS), "--quiet"]
 CACHE_CLI = ["--teacher", TEACHER, "--workers", "0", "--threads", str(THREADS), "--clips-per-group",
              str(CLIPS_PER_GROUP), "--quiet"]
 
 
 def train_request() -> TeacherTrainRequest:
     return TeacherTrainRequest(TEACHER, train=TrainOptions(EPOCHS, BATCH, LR, seed=SEED),
-                               clips_per_video=CLIPS_PER_VIDEO, runtime=RuntimeOptions(threads=THREADS), folds=FOLDS)
+                               clips_per_video=CLIPS_PER_VIDEO, runtime=RuntimeOptions(threads=THREADS), oof_folds=FOLDS)
 
 
 def cache_request(store: Store, z_labels: str | None = None) -> TeacherCacheRequest:
@@ -85,7 +85,7 @@ def kinetics_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(kinetics_store, tmp_path_factory) -> Path:
-    """teacher-train --folds 2, then teacher-cache with its default labels (out-of-fold), in this process."""
+    """teacher-train --oof-folds 2, then teacher-cache with its default labels (out-of-fold), in this process."""
     store_dir = tmp_path_factory.mktemp("oof_trained") / "store"
     shutil.copytree(kinetics_store, store_dir)
     store = Store(str(store_dir))
@@ -95,11 +95,11 @@ def trained(kinetics_store, tmp_path_factory) -> Path:
 
 
 def _fold_record(store: Store) -> dict:
-    return store.read_json(f"teachers/{TEACHER}/meta.json")["folds"]
+    return store.read_json(f"trained_teachers/{TEACHER}/meta.json")["folds"]
 
 
 def _fold_meta(store: Store, fold: int) -> dict:
-    return store.read_json(f"teachers/{TEACHER}/folds/{fold}/meta.json")
+    return store.read_json(f"trained_teachers/{TEACHER}/folds/{fold}/meta.json")
 
 
 def _load(weights: Path):
@@ -150,9 +150,9 @@ def test_each_fold_teacher_never_trained_on_its_fold(trained):
         assert held_out == set(video_id[fold == f].tolist()) and held_out
         assert not trained_on & held_out and not trained_on & elsewhere
         assert trained_on | held_out == set(video_id.tolist())
-        history = pq.read_table(trained / "teachers" / TEACHER / "folds" / str(f) / "history.parquet").to_pylist()
+        history = pq.read_table(trained / "trained_teachers" / TEACHER / "folds" / str(f) / "history.parquet").to_pylist()
         assert [row["train_samples"] for row in history] == [len(trained_on) * CLIPS_PER_VIDEO] * EPOCHS
-        weights = trained / "teachers" / TEACHER / "folds" / str(f) / "weights.pt"
+        weights = trained / "trained_teachers" / TEACHER / "folds" / str(f) / "weights.pt"
         assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["teachers"][f]["weights_sha256"]
         assert not (weights.parent / "checkpoints").exists()
     assert stage_record(store, f"teacher-train/{TEACHER}")["config"]["folds"] == FOLDS
@@ -163,12 +163,12 @@ def test_train_clips_are_labelled_by_the_fold_teacher_that_never_saw_them(traine
     logits, clips = _cache(store)
     record = _fold_record(store)
     video_id, fold = np.array(record["video_id"]), np.array(record["fold"])
-    full = _load(trained / "teachers" / TEACHER / "weights.pt")
+    full = _load(trained / "trained_teachers" / TEACHER / "weights.pt")
     for f in range(FOLDS):
         held_out = clips.index[clips["video_id"].isin(video_id[fold == f])].to_numpy()
         assert (clips.loc[held_out, "teacher_source"] == f"fold-{f}").all()
         sample = held_out[:: max(len(held_out) // 6, 1)]
-        expected = _logits(_load(trained / "teachers" / TEACHER / "folds" / str(f) / "weights.pt"),
+        expected = _logits(_load(trained / "trained_teachers" / TEACHER / "folds" / str(f) / "weights.pt"),
                            store, sample)
         np.testing.assert_allclose(logits[sample], expected, rtol=1e-3, atol=1e-3)
         assert not np.allclose(logits[sample], _logits(full, store, sample), atol=1e-3)  # not the full teacher's
@@ -184,7 +184,7 @@ def test_validation_and_test_clips_are_labelled_by_the_full_teacher(trained):
     assert set(clips.loc[others, "split"]) == {"train", "test"}  # the validation part is in split 'train'
     assert (clips.loc[others, "teacher_source"] == "full").all()
     sample = others[:: max(len(others) // 8, 1)]
-    full = _load(trained / "teachers" / TEACHER / "weights.pt")
+    full = _load(trained / "trained_teachers" / TEACHER / "weights.pt")
     np.testing.assert_allclose(logits[sample], _logits(full, store, sample), rtol=1e-3, atol=1e-3)
     meta = clip_outputs.read_meta(store, clip_outputs.teacher_folder(TEACHER))
     assert meta["z_labels"] == "out-of-fold" and meta["folds"]["count"] == FOLDS
@@ -213,7 +213,7 @@ def test_in_sample_labels_on_request(trained, tmp_path):
     assert stage_record(store, f"teacher-cache/{TEACHER}")["config"]["z_labels"] is None  # as in older records
     trained_on = clips.index[clips["video_id"].isin(_fold_record(store)["video_id"])].to_numpy()
     sample = trained_on[:: max(len(trained_on) // 6, 1)]
-    np.testing.assert_allclose(logits[sample], _logits(_load(store_dir / "teachers" / TEACHER / "weights.pt"),
+    np.testing.assert_allclose(logits[sample], _logits(_load(store_dir / "trained_teachers" / TEACHER / "weights.pt"),
                                                        store, sample), rtol=1e-3, atol=1e-3)
     assert not np.allclose(logits[trained_on], oof_logits[trained_on], atol=1e-3)
     with pytest.raises(StageError, match="different configuration"):  # switching labels is a changed configuration
@@ -233,7 +233,7 @@ def test_out_of_fold_without_fold_teachers_is_one_line(kinetics_store, tmp_path,
                    "--z-labels", "out-of-fold")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--z-labels out-of-fold" in lines[0] and "teacher-train --folds F" in lines[0], lines
+    assert len(lines) == 1 and "--z-labels out-of-fold" in lines[0] and "teacher-train --oof-folds F" in lines[0], lines
     assert (store_dir / "run.json").read_bytes() == before  # nothing recorded
     # Given weights: in-sample labels, and a note says so.
     messages = []
@@ -258,11 +258,11 @@ def test_sigkill_in_fold_training_and_caching_resumes_to_the_same_bytes(trained,
     for kill in ("teacher-train.epoch:3", "teacher-train.fold:1"):
         killed = run_cli(*train, env={KILL_ENV: kill})
         assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert (store_dir / "teachers" / TEACHER / "folds" / "0" / "meta.json").exists()
-    assert not (store_dir / "teachers" / TEACHER / "meta.json").exists()  # incomplete until every fold is in
+    assert (store_dir / "trained_teachers" / TEACHER / "folds" / "0" / "meta.json").exists()
+    assert not (store_dir / "trained_teachers" / TEACHER / "meta.json").exists()  # incomplete until every fold is in
     assert run_cli(*train).returncode == 0
     for rel in ("weights.pt", "folds/0/weights.pt", "folds/1/weights.pt"):
-        assert _digest(store_dir / "teachers" / TEACHER / rel) == _digest(trained / "teachers" / TEACHER / rel), rel
+        assert _digest(store_dir / "trained_teachers" / TEACHER / rel) == _digest(trained / "trained_teachers" / TEACHER / rel), rel
 
     # Kill teacher-cache inside the fold teachers' tasks (after the full teacher's groups and one fold group).
     full_groups = len(group_videos(load_videos(Store(str(store_dir))), CLIPS_PER_GROUP))
@@ -277,14 +277,14 @@ def test_sigkill_in_fold_training_and_caching_resumes_to_the_same_bytes(trained,
 
 
 def test_run_config_takes_folds_and_z_labels(tmp_path):
-    from condi_pipe.pipeline.run_config import ConfigError, load_run_config
+    from condi_pipe.app.run_config import ConfigError, load_run_config
 
     path = tmp_path / "run.toml"
     body = ('store = "s"\n[extract]\nsource = "ucf101"\nroot = "d"\n[teacher]\nname = "{t}"\nz_labels = "{z}"\n'
-            "[teacher_train]\nfolds = {f}\n")
+            "[teacher_train]\noof_folds = {f}\n")
     path.write_text(body.format(t=TEACHER, z="out-of-fold", f=3))
     config = load_run_config(path)
-    assert (config.teacher_train.folds, config.teacher.z_labels) == (3, "out-of-fold")
+    assert (config.teacher_train.oof_folds, config.teacher.z_labels) == (3, "out-of-fold")
     for z, f, key in (("out-of-fold", 1, "folds"), ("oof", 2, "z_labels")):
         path.write_text(body.format(t=TEACHER, z=z, f=f))
         with pytest.raises(ConfigError, match=rf"\]\.{key} must be"):

@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from condi_pipe.models import build_model, measure_flops, model_table
-from condi_pipe.models.pretrained import PRETRAINED, SHIPPED_WEIGHTS, model_card, pretrained_weights_path, resolve_weights
-from condi_pipe.pipeline.pretrain import PRETRAIN_SEED, PRETRAIN_VIDEOS
+from condi_pipe.models.pretrained import (
+    PRETRAINED,
+    SHIPPED_WEIGHTS,
+    model_card,
+    pretrained_weights_path,
+    resolve_weights,
+)
+from condi_pipe.video.synth.pretraining_corpus import PRETRAIN_SEED, PRETRAIN_VIDEOS
 
 
 def test_pretrained_resolves_to_the_shipped_file_and_other_names_pass_through():
@@ -68,15 +74,15 @@ def test_skim_student_costs_under_a_twentieth_of_the_teacher_in_flops():
 @pytest.mark.parametrize("corpus_video", [0, 1, PRETRAIN_VIDEOS - 1])
 def test_demo_refuses_every_seed_sharing_the_pretraining_corpus_streams(tmp_path, monkeypatch, corpus_video):
     """Not only the corpus's seed: numpy seeds ``PRETRAIN_SEED + j * 2**32`` with corpus video j's streams."""
-    import condi_pipe.pipeline.runner
+    import condi_pipe.app.runner
     import condi_pipe.video.synth
-    from condi_pipe.pipeline.demo import run_demo
+    from condi_pipe.recipes.demo import run_demo
 
     def past_the_check(*args, **kwargs):
         raise AssertionError("the demo went on past its seed check")
 
     monkeypatch.setattr(condi_pipe.video.synth, "generate_benchmark", past_the_check)
-    monkeypatch.setattr(condi_pipe.pipeline.runner, "run_pipeline", past_the_check)
+    monkeypatch.setattr(condi_pipe.app.runner, "run_pipeline", past_the_check)
     seed = PRETRAIN_SEED + corpus_video * 2**32
     with pytest.raises(ValueError, match=f"seed {seed} shares random streams with the pretrained teacher's training "
                                          f"corpus.*corpus video {corpus_video}'s.*pick another --seed"):
@@ -99,11 +105,15 @@ def _generated_store(folder, seed: int):
 
 
 def test_teacher_cache_refuses_the_shipped_teacher_on_a_store_sharing_its_corpus_streams(tmp_path, fingerprint):
-    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.compute.clip_inference import ModelRef
     from condi_pipe.pipeline.executor import ExecutorOptions
     from condi_pipe.pipeline.stage import StageError
-    from condi_pipe.stages.teacher_cache import (TeacherCacheRequest, TeacherChoice, refuse_pretraining_clips,
-                                                 teacher_cache)
+    from condi_pipe.stages.teacher_cache import (
+        TeacherCacheRequest,
+        TeacherChoice,
+        refuse_pretraining_clips,
+        teacher_cache,
+    )
 
     seed = PRETRAIN_SEED + 2**32  # not the corpus's seed, but its video 0's plan stream is corpus video 1's
     store = _generated_store(tmp_path, seed)
@@ -128,9 +138,9 @@ def test_teacher_cache_calls_the_shipped_teachers_z_labels_honest(tmp_path, monk
     PRETRAIN_VIDEOS to share a stream) is cached, and the stage's last line names the labels as what they are. Small
     random weights stand in for the shipped file (the same path through the stage, in a fraction of the time)."""
     import condi_pipe.stages.teacher_cache as stage
-    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.compute.clip_inference import ModelRef
+    from condi_pipe.compute.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.executor import ExecutorOptions
-    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 
     store = _generated_store(tmp_path, PRETRAIN_SEED + PRETRAIN_VIDEOS * 2**32)
     torch.manual_seed(0)
@@ -155,7 +165,7 @@ def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
     tests/unit/video/test_synth.py) and redoes every other step: extract, teacher-train, teacher-cache, the card."""
     import shutil
 
-    from condi_pipe.pipeline.pretrain import PretrainOptions, pretrain_teacher
+    from condi_pipe.recipes.pretrain import PretrainOptions, pretrain_teacher
     from condi_pipe.storage import clip_outputs, training_artifacts
     from condi_pipe.storage.manifests import eval_split, load_videos, video_paths
     from condi_pipe.storage.store import Store

@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 
+from condi_pipe.compute.clip_inference import ModelRef
+from condi_pipe.compute.runtime_choice import CHANNELS_LAST
+from condi_pipe.compute.torch_runtime import RuntimeOptions
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.clip_inference import ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
-from condi_pipe.pipeline.runtime_choice import CHANNELS_LAST
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.run_state import set_stage, stage_record

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from condi_pipe.compute.torch_runtime import RuntimeOptions
+from condi_pipe.compute.training import read_clips
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.models import build_model
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.stage import StageError
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import read_clips
 from condi_pipe.stages.score import ScoreRequest, score
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array

@@ -15,12 +15,11 @@ import torch
 from click.testing import CliRunner
 
 from condi_pipe.cli import main as cli
+from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.models import build_model, flop_table, load_weights
-from condi_pipe.models.sgs import SGS, KERNEL_FLOOR, SGSOptions
-from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.models.sgs import KERNEL_FLOOR, SGS, SGSOptions
 from condi_pipe.pipeline.executor import ExecutorOptions
-from condi_pipe.pipeline.stage import StageError
-from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+from condi_pipe.stages.teacher_cache import TeacherCacheRequest
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.store import Store
 
@@ -259,15 +258,15 @@ def invoke(*args):
 def sgs_store(synth_store, tmp_path_factory):
     """A plain teacher trained 1 epoch, the same teacher fine-tuned with SGS inserted (1 epoch), both cached, and one
     ConDi-SR student scored for the plain teacher."""
-    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-    from condi_pipe.pipeline.training import TrainOptions
+    from condi_pipe.compute.torch_runtime import RuntimeOptions
+    from condi_pipe.compute.training import TrainOptions
     from condi_pipe.stages.distill import DistillRequest, distill
     from condi_pipe.stages.score import ScoreRequest, score
 
     store_dir = tmp_path_factory.mktemp("sgs") / "store"
     shutil.copytree(synth_store, store_dir)
     invoke("teacher-train", "--teacher", TEACHER, "--store", store_dir, *TRAIN)
-    plain_weights = store_dir / "teachers" / TEACHER / "weights.pt"
+    plain_weights = store_dir / "trained_teachers" / TEACHER / "weights.pt"
     invoke("teacher-train", "--teacher", TEACHER, "--sgs", "--weights", plain_weights, "--store", store_dir, *TRAIN,
            "--lr", "0.01")
     invoke("teacher-cache", "--teacher", TEACHER, "--store", store_dir, *CACHE)
@@ -290,15 +289,15 @@ def _cache(store_dir: Path, name: str):
 
 @pytest.mark.slow
 def test_sgs_teacher_trains_under_its_own_name_beside_the_plain_one(sgs_store):
-    plain = json.loads((sgs_store / "teachers" / TEACHER / "meta.json").read_text())
-    meta = json.loads((sgs_store / "teachers" / SGS_TEACHER / "meta.json").read_text())
+    plain = json.loads((sgs_store / "trained_teachers" / TEACHER / "meta.json").read_text())
+    meta = json.loads((sgs_store / "trained_teachers" / SGS_TEACHER / "meta.json").read_text())
     assert plain["sgs"] is None and meta["sgs"] == {"stage": "res2", "kernel": "linear"}
-    history = pq.read_table(sgs_store / "teachers" / SGS_TEACHER / "history.parquet").to_pylist()
+    history = pq.read_table(sgs_store / "trained_teachers" / SGS_TEACHER / "history.parquet").to_pylist()
     assert len(history) == 1 and 1 <= history[0]["train_mean_sgs_bins"] <= 8
-    weights = torch.load(sgs_store / "teachers" / SGS_TEACHER / "weights.pt", weights_only=True)
+    weights = torch.load(sgs_store / "trained_teachers" / SGS_TEACHER / "weights.pt", weights_only=True)
     assert any(k.startswith("sgs.embedding") for k in weights)
     # fine-tuned from the plain teacher (lr 0.01 for one short epoch): the trunk stayed close to its start
-    start = torch.load(sgs_store / "teachers" / TEACHER / "weights.pt", weights_only=True)
+    start = torch.load(sgs_store / "trained_teachers" / TEACHER / "weights.pt", weights_only=True)
     fresh = build_model(TEACHER, 10).state_dict()
     assert (weights["conv1.weight"] - start["conv1.weight"]).abs().max() < (
         fresh["conv1.weight"] - start["conv1.weight"]).abs().max() / 10
@@ -318,7 +317,7 @@ def test_sgs_cache_stores_bins_and_measured_flops_per_clip(sgs_store):
     from condi_pipe.storage.clip_array import open_clip_array
 
     model = build_model(TEACHER, 10, sgs_stage="res2")
-    model.load_state_dict(torch.load(sgs_store / "teachers" / SGS_TEACHER / "weights.pt", weights_only=True))
+    model.load_state_dict(torch.load(sgs_store / "trained_teachers" / SGS_TEACHER / "weights.pt", weights_only=True))
     model.eval()
     array = open_clip_array(Store(str(sgs_store)))
     with torch.inference_mode():
@@ -417,8 +416,8 @@ def test_demo_sgs_is_the_examples_commented_sgs_section(tmp_path):
     import dataclasses
     import re
 
-    from condi_pipe.pipeline.demo import demo_config
-    from condi_pipe.pipeline.run_config import load_run_config
+    from condi_pipe.app.run_config import load_run_config
+    from condi_pipe.recipes.demo import demo_config
 
     text = (Path(__file__).resolve().parents[2] / "examples" / "embedded.toml").read_text()
     uncommented = re.sub(r"^# (\[sgs\]|\w+ = .*)$", r"\1", text, flags=re.M)
@@ -432,7 +431,7 @@ def test_demo_sgs_is_the_examples_commented_sgs_section(tmp_path):
     assert dataclasses.replace(example, source_file="") == dataclasses.replace(demo, source_file="")
     assert demo_config(tmp_path / "demo_store").sgs is None  # the default demo stays without SGS
     path.write_text(uncommented.replace('stage = "res2"', 'stage = "res5"'))
-    from condi_pipe.pipeline.run_config import ConfigError
+    from condi_pipe.app.run_config import ConfigError
 
     with pytest.raises(ConfigError, match=r"\[sgs\].*res2, res3, res4"):
         load_run_config(path)

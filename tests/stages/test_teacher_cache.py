@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from condi_pipe.compute.clip_inference import LATENCY_BATCHES, ModelRef
+from condi_pipe.compute.runtime_choice import NCDHW
+from condi_pipe.compute.torch_runtime import RuntimeOptions
 from condi_pipe.models import build_model
-from condi_pipe.pipeline.clip_inference import LATENCY_BATCHES, ModelRef
 from condi_pipe.pipeline.executor import ExecutorOptions
-from condi_pipe.pipeline.runtime_choice import NCDHW
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array

@@ -16,12 +16,12 @@ import torch
 from click.testing import CliRunner
 
 from condi_pipe.cli import main as cli
+from condi_pipe.compute.torch_runtime import RuntimeOptions
+from condi_pipe.compute.training import StepDecay, TrainOptions, read_clips
 from condi_pipe.models import build_model
 from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import StepDecay, TrainOptions, read_clips
 from condi_pipe.stages.teacher_train import TeacherTrainRequest, teacher_train
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
@@ -52,7 +52,7 @@ def trained(validation_teacher_store, tmp_path_factory):
 
 
 def _folder(store_dir: Path) -> Path:
-    return store_dir / "teachers" / TEACHER
+    return store_dir / "trained_teachers" / TEACHER
 
 
 def _expected_kept_epoch(history: list[dict]) -> int:
@@ -105,7 +105,7 @@ def test_published_weights_reproduce_the_kept_epochs_validation_accuracy(trained
     model = build_model(TEACHER, num_classes=10)
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.eval()
-    meta = store.read_json(f"teachers/{TEACHER}/meta.json")
+    meta = store.read_json(f"trained_teachers/{TEACHER}/meta.json")
     history = pq.read_table(folder / "history.parquet").to_pylist()
     # Which epoch should be kept is recomputed from the history, not read from the stage's own meta.json.
     kept = history[_expected_kept_epoch(history) - 1]
@@ -164,7 +164,7 @@ def test_teacher_cache_uses_the_trained_teacher(trained, tmp_path):
     assert result.exit_code == 0, result.output
     store = Store(str(store_dir))
     folder = clip_outputs.teacher_folder(TEACHER)
-    assert clip_outputs.read_meta(store, folder)["weights"] == f"teachers/{TEACHER}/weights.pt"
+    assert clip_outputs.read_meta(store, folder)["weights"] == f"trained_teachers/{TEACHER}/weights.pt"
     model = build_model(TEACHER, num_classes=10)
     model.load_state_dict(torch.load(_folder(store_dir) / "weights.pt", weights_only=True))
     model.eval()

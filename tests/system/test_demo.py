@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from condi_pipe.pipeline.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_TRAIN_SHARE, run_demo_seeds
+from condi_pipe.recipes.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_TRAIN_SHARE, run_demo_seeds
 from condi_pipe.video.synth import read_synth_config
 
 SEEDS = (3, 4)

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from condi_pipe.app.infer import infer
+from condi_pipe.app.run_config import load_run_config
+from condi_pipe.app.runner import run_pipeline
 from condi_pipe.cli import main as cli
 from condi_pipe.methods.metrics import auroc
-from condi_pipe.pipeline.run_config import load_run_config
-from condi_pipe.pipeline.runner import run_pipeline
-from condi_pipe.stages.infer import infer
 from condi_pipe.report import build_report
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.store import Store
@@ -40,13 +40,13 @@ flip = false
 student = "resnet10_3d_motion_tiny"
 losses = ["condi-sr", "st-ent"]
 epochs = 1
-[timing]
+[time_models]
 repeats = 2
 [report]
 tables = ["3", "4", "accuracy", "oracle", "confidence"]
 out_dir = "reports"
 """
-# [timing] repeats: the tests check the report's arithmetic on the stored curves, not their precision (the default
+# [time_models] repeats: the tests check the report's arithmetic on the stored curves, not their precision (the default
 # 7 repeats time every batch size of the teacher and both students 7 times, in the fixture and again in the killed
 # run); tests/stages/test_timing.py covers the repeats themselves.
 

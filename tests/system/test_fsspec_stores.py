@@ -8,14 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from condi_pipe.pipeline.clip_inference import ModelRef
+from condi_pipe.app.verify import verify_store
+from condi_pipe.compute.clip_inference import ModelRef
+from condi_pipe.compute.torch_runtime import RuntimeOptions
+from condi_pipe.compute.training import TrainOptions
 from condi_pipe.pipeline.executor import ExecutorOptions
-from condi_pipe.pipeline.torch_runtime import RuntimeOptions
-from condi_pipe.pipeline.training import TrainOptions
-from condi_pipe.pipeline.verify import verify_store
+from condi_pipe.report import build_report
 from condi_pipe.stages.distill import DistillRequest, distill
 from condi_pipe.stages.extract import ExtractRequest, extract
-from condi_pipe.report import build_report
 from condi_pipe.stages.score import ScoreRequest, score
 from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage import clip_outputs

@@ -56,7 +56,7 @@ def test_run_fine_tunes_the_pretrained_student_named_in_the_config(tmp_path, syn
         momentum = 0.0
         weight_decay = 0.0
         val_fraction = 0.0
-        [timing]
+        [time_models]
         repeats = 1
         [report]
         tables = ["3"]

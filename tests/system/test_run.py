@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from condi_pipe.app.run_config import ConfigError, load_run_config
 from condi_pipe.cli import main as cli
-from condi_pipe.pipeline.demo import demo_config
-from condi_pipe.pipeline.run_config import ConfigError, load_run_config
+from condi_pipe.recipes.demo import demo_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

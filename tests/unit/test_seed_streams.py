@@ -8,9 +8,14 @@ import random
 
 import numpy as np
 
-from condi_pipe.pipeline.pretrain import PRETRAIN_SEED, PRETRAIN_VIDEOS, pretraining_corpus_overlap
-from condi_pipe.video.synth.random_streams import (VIDEO_STREAMS, seed_state_key, shared_video_stream,
-                                                   video_rng, video_stream_key)
+from condi_pipe.video.synth.pretraining_corpus import PRETRAIN_SEED, PRETRAIN_VIDEOS, pretraining_corpus_overlap
+from condi_pipe.video.synth.random_streams import (
+    VIDEO_STREAMS,
+    seed_state_key,
+    shared_video_stream,
+    video_rng,
+    video_stream_key,
+)
 
 W = 2**32
 

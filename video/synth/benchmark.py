@@ -12,8 +12,15 @@ import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from condi_pipe.video.synth.config import (CLASSES, CLIP_KINDS, DEFAULT_SEED, DEFAULT_VIDEOS, LEGACY_LENGTH_PROFILE,
-                                           TRAIN_SHARE, SynthConfig)
+from condi_pipe.video.synth.config import (
+    CLASSES,
+    CLIP_KINDS,
+    DEFAULT_SEED,
+    DEFAULT_VIDEOS,
+    LEGACY_LENGTH_PROFILE,
+    TRAIN_SHARE,
+    SynthConfig,
+)
 from condi_pipe.video.synth.encoding import VideoRecord, _encoder_version, write_video
 from condi_pipe.video.synth.plan import split_test_groups, written_train_groups
 

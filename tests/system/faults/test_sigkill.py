@@ -20,9 +20,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from condi_pipe.app.verify import verify_store
 from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.stage import ensure_store
-from condi_pipe.pipeline.verify import verify_store
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,8 @@ STAGES = {
     "teacher-train": dict(
         args=("--teacher", "resnet10_3d_motion", "--epochs", "2", "--batch-size", "8", "--clips-per-video", "1",
               "--threads", "1"),
-        record="teacher-train/resnet10_3d_motion", partial="teachers/resnet10_3d_motion/checkpoints/last.pt",
-        folder="teachers/resnet10_3d_motion", same=("weights.pt", "history.parquet"),
+        record="teacher-train/resnet10_3d_motion", partial="trained_teachers/resnet10_3d_motion/checkpoints/last.pt",
+        folder="trained_teachers/resnet10_3d_motion", same=("weights.pt", "history.parquet"),
         kills=("teacher-train.step:3", "partial")),
     "score": dict(
         args=("--student", "conf", "--clips-per-group", "12", "--threads", "1", "--workers", "0"),

@@ -10,9 +10,9 @@ import signal
 
 import pytest
 
+from condi_pipe.app.verify import verify_store
 from condi_pipe.pipeline.faults import KILL_ENV, WORKER_TASK
 from condi_pipe.pipeline.stage import ensure_store
-from condi_pipe.pipeline.verify import verify_store
 
 pytestmark = pytest.mark.slow
 
@@ -87,9 +87,9 @@ def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(start_dask_cluster,
                                                              fingerprint):
     """Teacher tasks for a CUDA device ask for ``GPU=1``: a worker started without that resource never gets one
     (here it would kill itself on its first task). On this CPU machine the tasks ask explicitly."""
-    from condi_pipe.pipeline.clip_inference import ModelRef
+    from condi_pipe.compute.clip_inference import ModelRef
+    from condi_pipe.compute.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.executor import ExecutorOptions
-    from condi_pipe.pipeline.torch_runtime import RuntimeOptions
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.storage.store import Store
 

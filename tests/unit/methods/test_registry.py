@@ -14,13 +14,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from condi_pipe.app.run_config import ConfigError, DistillSection, load_run_config
 from condi_pipe.cli import main as cli
 from condi_pipe.methods.catalogue import ClipBatch, LossContext, VideoBatch
 from condi_pipe.methods.losses import BudgetLambda, st_ent_loss
 from condi_pipe.methods.metrics import softmax_entropy
-from condi_pipe.methods.registry import (clip_methods, get_method, list_methods, method_names, register_method,
-                                         temporarily_registered, unregister_method, video_methods)
-from condi_pipe.pipeline.run_config import ConfigError, DistillSection, load_run_config
+from condi_pipe.methods.registry import (
+    clip_methods,
+    get_method,
+    list_methods,
+    method_names,
+    register_method,
+    temporarily_registered,
+    unregister_method,
+    video_methods,
+)
 from condi_pipe.stages.distill import DistillRequest, LossOptions, default_run_name
 
 STUDENT = "resnet10_3d_motion_skim"

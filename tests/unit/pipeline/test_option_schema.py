@@ -15,20 +15,28 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from condi_pipe.app.run_config import (
+    DistillSection,
+    ExtractSection,
+    ScoreSection,
+    SGSSection,
+    TeacherSection,
+    TeacherTrainSection,
+    TimeModelsSection,
+    load_run_config,
+)
+from condi_pipe.app.runner import PipelineRequests
 from condi_pipe.cli import main as cli
 from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.options import default_of
-from condi_pipe.pipeline.run_config import (DistillSection, ExtractSection, ScoreSection, SGSSection,
-                                            TeacherSection, TeacherTrainSection, TimingSection, load_run_config)
-from condi_pipe.pipeline.runner import PipelineRequests
 from condi_pipe.pipeline.stage import step_order
 from condi_pipe.stages.distill_request import DISTILL_OPTIONS, DistillRequest
 from condi_pipe.stages.extract import EXTRACT_OPTIONS, ExtractRequest
 from condi_pipe.stages.score import SCORE_OPTIONS, ScoreRequest
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS, TeacherCacheRequest, TeacherChoice
 from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS, TeacherTrainRequest
-from condi_pipe.stages.timing import TIMING_OPTIONS, TimingRequest
+from condi_pipe.stages.time_models import TIME_MODELS_OPTIONS, TimeModelsRequest
 from condi_pipe.storage.run_state import set_stage
 from condi_pipe.storage.store import Store
 
@@ -41,7 +49,7 @@ COMMANDS = {
     "teacher-cache": (TEACHER_CACHE_OPTIONS, TeacherCacheRequest),
     "distill": (DISTILL_OPTIONS, DistillRequest),
     "score": (SCORE_OPTIONS, ScoreRequest),
-    "time-models": (TIMING_OPTIONS, TimingRequest),
+    "time-models": (TIME_MODELS_OPTIONS, TimeModelsRequest),
 }
 # click parameters that are not options of the stage's request: where and how the stage runs
 NOT_REQUEST_OPTIONS = {
@@ -120,7 +128,7 @@ SECTIONS = {
     TeacherTrainSection: (TEACHER_TRAIN_OPTIONS, {}, set()),
     DistillSection: (DISTILL_OPTIONS, {}, {"student", "losses"}),
     ScoreSection: (SCORE_OPTIONS, {}, set()),
-    TimingSection: (TIMING_OPTIONS, {}, set()),
+    TimeModelsSection: (TIME_MODELS_OPTIONS, {}, set()),
     # the [sgs] teacher: teacher-train of a teacher with SGSOptions; lr is its fine-tuning rate, on purpose lower
     SGSSection: (TEACHER_TRAIN_OPTIONS, {"stage": (SGSOptions, "stage"), "kernel": (SGSOptions, "kernel")},
                  {"from_teacher", "lr"}),
@@ -166,11 +174,12 @@ DISTILL_VALUES = {
     "lambda_factor": 1.5, "hint_fraction": 0.25, "k": 5, "alpha_rep": 0.5, "alpha_kl": 0.5, "alpha_ce": 0.5,
     "clips_per_video": 2, "weights": "kinetics_student.pt", "reset_head": True, "device": "cuda", "threads": 3,
     "bf16": True, "layout": "ncdhw", "student": "resnet10_3d_motion_tiny", "loader_workers": 2,
+    "sync_batchnorm": True,
 }
 TEACHER_TRAIN_VALUES = {
     "epochs": 3, "batch_size": 8, "lr": 0.01, "momentum": 0.5, "weight_decay": 0.001, "flip": False, "seed": 4,
     "eval_every": 2, "val_fraction": 0.2, "val_seed": 5, "keep": "last", "clips_per_video": 2,
-    "weights": "kinetics_teacher.pt", "reset_head": True, "folds": 3,
+    "weights": "kinetics_teacher.pt", "reset_head": True, "folds": 3, "sync_batchnorm": True,
 }
 
 
@@ -223,7 +232,7 @@ def test_a_run_config_sets_every_teacher_train_option(tmp_path):
 
 def test_teacher_weights_in_both_teacher_sections_are_refused(tmp_path):
     """[teacher] weights skip teacher-train, so [teacher_train] weights (its starting point) would be ignored."""
-    from condi_pipe.pipeline.run_config import ConfigError
+    from condi_pipe.app.run_config import ConfigError
 
     path = tmp_path / "run.toml"
     path.write_text('store = "s"\n[extract]\nsource = "ucf101"\nroot = "d"\n[teacher]\nname = "t"\nweights = "b.pt"\n'
@@ -280,7 +289,7 @@ def test_the_teacher_cache_command_leaves_its_teacher_to_the_stage(tmp_path, mon
 def test_the_runner_orders_its_steps_by_what_the_stages_read_and_use(tmp_path):
     """The order comes from the StageSpecs: each student is scored before the next one trains, the SGS teacher
     trains after the plain one, and time-models comes last."""
-    from condi_pipe.pipeline.runner import pipeline_steps
+    from condi_pipe.app.runner import pipeline_steps
 
     config = _config(tmp_path, '[distill]\nstudent = "resnet10_3d_motion_tiny"\nlosses = ["condi-sr", "st-ent"]\n'
                                '[sgs]\n')

@@ -8,13 +8,13 @@ from the source it cites. Values the paper leaves open are not checked (the file
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
+from condi_pipe.app.run_config import load_run_config
 from condi_pipe.models.registry import build_model, count_parameters
-from condi_pipe.pipeline.run_config import load_run_config
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"

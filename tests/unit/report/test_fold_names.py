@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from condi_pipe.report.folds import FoldMismatch, fold_names
+from condi_pipe.report.across_stores import FoldMismatch, fold_names
 from condi_pipe.storage.run_state import set_stage
 from condi_pipe.storage.store import Store
 

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from condi_pipe.report import folds, render
-from condi_pipe.report.folds import FoldMismatch, FoldTable, combine_folds, fold_cell
+from condi_pipe.report import across_stores, render
+from condi_pipe.report.across_stores import FoldMismatch, FoldTable, combine_folds, fold_cell
 from condi_pipe.report.memory import MemoryInputs, build_table
 
 # Two videos per fold: video 0 (label 0) has two clips, video 1 (label 1) one. ``right`` / ``wrong`` are a clip's
@@ -46,7 +46,7 @@ def fold_tables(table: str = "3", **options) -> list[FoldTable]:
 
 
 def test_docstring_example():
-    assert doctest.testmod(folds).failed == 0
+    assert doctest.testmod(across_stores).failed == 0
 
 
 def test_each_cell_is_the_mean_and_std_of_the_folds():

@@ -593,7 +593,7 @@ def test_plots_draw_the_table_rows(empty_store, tmp_path):
             x = [r.k for r in rows] if table in ("accuracy", "oracle") else [r.time_per_video_s for r in rows]
             assert list(lines[display].get_xdata()) == x and list(lines[display].get_ydata()) == [
                 r.accuracy for r in rows], (table, display)
-        assert any(label.startswith(f"Dense (") and f"{dense.accuracy:.2f}" in label for label in lines), table
+        assert any(label.startswith("Dense (") and f"{dense.accuracy:.2f}" in label for label in lines), table
 
 
 def test_no_teacher_cache_names_the_store(tmp_path):
@@ -712,12 +712,12 @@ def test_teacher_only_store_renders_every_table(empty_store):
     assert any("no finished score run" in line for line in confidence.footer)
 
 
-def test_time_model_docstring_examples():
+def test_video_time_docstring_examples():
     import doctest
 
-    from condi_pipe.methods import time_model
+    from condi_pipe.methods import video_time
 
-    result = doctest.testmod(time_model)
+    result = doctest.testmod(video_time)
     assert result.failed == 0 and result.attempted >= 6
 
 
@@ -1013,7 +1013,7 @@ def test_kinds_sidecar_errors_name_the_file(kinds_store, tmp_path):
 
 
 def test_run_config_report_needs_the_sidecar_for_kinds():
-    from condi_pipe.pipeline.run_config import ReportSection
+    from condi_pipe.app.run_config import ReportSection
 
     with pytest.raises(ValueError, match="clip_kinds"):
         ReportSection(tables=["3", "kinds"])

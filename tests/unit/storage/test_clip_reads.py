@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from condi_pipe.pipeline.training import read_clips
+from condi_pipe.compute.training import read_clips
 from condi_pipe.storage.clip_array import CLIP_SHAPE, create_clip_array, open_clip_array, write_clip_range
 from condi_pipe.storage.manifests import read_clip_batch
 from condi_pipe.storage.store import Store

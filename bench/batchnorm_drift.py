@@ -1,0 +1,151 @@
+"""How far 2-process training drifts from one process, with and without synchronised BatchNorm.
+
+    .venv/bin/python bench/batchnorm_drift.py [--clips-per-process 4,8] [--seeds 1,2] [--lr 0.02] [--epochs 3]
+
+The store of ``tests/system/test_distributed.py``: 40 embedded-benchmark videos (seed 7; 20 fit, 10 validation,
+10 test) with a random-init ``resnet10_3d_small`` teacher cache. For every global batch (2 x clips per process)
+and seed, condi-sr distils ``shufflenetv2_3d`` 0.25x (2 clips per video, so 40 clips per epoch) three ways: one
+process, 2 gloo processes under ``torchrun`` (each normalising its own part), and 2 processes with
+``--sync-batchnorm``. Prints each epoch's validation loss (``eval_total``) and its relative deviation from the
+one-process run, and writes them to ``bench/results/<machine>/batchnorm_drift.json`` with the git commit and
+the CPU. Each process runs one thread (``OMP_NUM_THREADS=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from condi_pipe.compute.clip_inference import ModelRef
+from condi_pipe.compute.torch_runtime import RuntimeOptions
+from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.stages.distill_request import default_run_name
+from condi_pipe.stages.extract import ExtractRequest, extract
+from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
+from condi_pipe.storage.store import Store
+from condi_pipe.video.synth import generate_benchmark
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TEACHER, STUDENT, WIDTH, LOSS = "resnet10_3d_small", "shufflenetv2_3d", 0.25, "condi-sr"
+RUN = default_run_name(LOSS, STUDENT, WIDTH)
+WAYS = ("one process", "2 processes", "2 processes, sync")
+
+
+def make_store(folder: Path) -> Path:
+    """The 40-video store with a teacher cache (``validation_teacher_store`` of tests/conftest.py)."""
+    generate_benchmark(folder / "data", videos=40, seed=7)
+    store = Store(str(folder / "store"))
+    quiet = {"quiet": True, "log": lambda message: None}
+    extract(store, ExtractRequest("ucf101", str(folder / "data"), clips_per_shard=8), ExecutorOptions(workers=0),
+            **quiet)
+    request = TeacherCacheRequest(ModelRef(TEACHER, 10), RuntimeOptions(threads=2), clips_per_group=64)
+    teacher_cache(store, request, ExecutorOptions(workers=0), **quiet)
+    return folder / "store"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def distill_run(store: Path, way: str, batch: int, lr: float, epochs: int, seed: int) -> tuple[list[float], float]:
+    """The validation loss after each epoch of one distill run on ``store`` (a fresh copy), and its training
+    seconds (all epochs; on a shared machine only a rough figure)."""
+    args = ["distill", "--loss", LOSS, "--student", STUDENT, "--width", str(WIDTH), "--teacher", TEACHER,
+            "--epochs", str(epochs), "--batch-size", str(batch), "--clips-per-video", "2", "--lr", str(lr),
+            "--seed", str(seed), "--threads", "1", "--quiet", "--store", str(store)]
+    if way == "one process":
+        command = [sys.executable, "-m", "condi_pipe.cli", *args]
+    else:
+        command = [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                   f"--master_port={_free_port()}", "--no-python", str(BIN / "condi-pipe"), *args]
+        if way.endswith("sync"):
+            command.append("--sync-batchnorm")
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{way}, batch {batch}, seed {seed} failed:\n{done.stderr[-3000:]}")
+    rows = pq.read_table(store / "students" / RUN / "history.parquet").to_pylist()
+    return [float(row["eval_total"]) for row in rows], sum(float(row["train_seconds"]) for row in rows)
+
+
+def machine() -> dict:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
+                   "")
+    except OSError:
+        cpu = ""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {"cpu": cpu or platform.processor() or platform.machine(), "processor": platform.processor(),
+            "platform": platform.platform(), "cores": os.cpu_count(), "commit": commit}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips-per-process", default="4,8", help="Each process's part of the global batch.")
+    parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    parts = [int(v) for v in args.clips_per_process.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="condi-bn-drift-") as tmp:
+        store = make_store(Path(tmp))
+        for part in parts:
+            for seed in seeds:
+                losses, seconds = {}, {}
+                for i, way in enumerate(WAYS):
+                    copy = Path(tmp) / f"run-{part}-{seed}-{i}"
+                    shutil.copytree(store, copy)
+                    losses[way], seconds[way] = distill_run(copy, way, 2 * part, args.lr, args.epochs, seed)
+                    shutil.rmtree(copy)
+                reference = losses["one process"]
+                deviation = {way: [abs(a - b) / abs(b) for a, b in zip(losses[way], reference)] for way in WAYS[1:]}
+                results.append({"clips_per_process": part, "global_batch": 2 * part, "seed": seed,
+                                "eval_loss": losses, "relative_deviation": deviation, "train_seconds": seconds})
+
+    print(f"condi-sr {STUDENT} {WIDTH}x, lr {args.lr}, {args.epochs} epochs: eval loss per epoch and its relative "
+          "deviation from one process")
+    print(f"{'clips/process':>13}{'seed':>6}  {'one process':<26}{'2 processes':<26}{'2 processes, sync':<26}")
+    for r in results:
+        one = " ".join(f"{v:.4f}" for v in r["eval_loss"]["one process"])
+        cells = [" ".join(f"{100 * d:4.1f}%" for d in r["relative_deviation"][way]) for way in WAYS[1:]]
+        print(f"{r['clips_per_process']:>13}{r['seed']:>6}  {one:<26}{cells[0]:<26}{cells[1]:<26}")
+    print(f"\n{'clips/process':>13}  max deviation: {'2 processes':>12}{'2 processes, sync':>20}")
+    summary = {}
+    for part in parts:
+        worst = {way: max(max(r["relative_deviation"][way]) for r in results if r["clips_per_process"] == part)
+                 for way in WAYS[1:]}
+        summary[str(part)] = worst
+        print(f"{part:>13}  {'':>15}{100 * worst[WAYS[1]]:>11.1f}%{100 * worst[WAYS[2]]:>19.1f}%")
+
+    info = machine()
+    folder = REPO / "bench" / "results" / (re.sub(r"[^a-z0-9]+", "-", info["cpu"].lower()).strip("-") or "unknown")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"machine": info, "loss": LOSS, "student": f"{STUDENT} {WIDTH}", "teacher": TEACHER, "lr": args.lr,
+           "epochs": args.epochs, "processes": 2, "backend": "gloo", "threads_per_process": 1,
+           "train_clips_per_epoch": 40, "runs": results, "max_relative_deviation": summary}
+    (folder / "batchnorm_drift.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwritten {folder / 'batchnorm_drift.json'}")
+
+
+if __name__ == "__main__":
+    main()
