@@ -37,11 +37,9 @@ from condi_pipe.stages.score import SCORE_OPTIONS
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS
 from condi_pipe.stages.teacher_train import TEACHER_TRAIN_OPTIONS
 from condi_pipe.stages.time_models import TIME_MODELS_OPTIONS
-from condi_pipe.storage.clip_array import ZSTD_LEVELS
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.run_state import RUN_FILE
 from condi_pipe.storage.store import FORMAT_VERSION, Store
-from condi_pipe.video.sources import SOURCES
 from condi_pipe.video.synth.config import DEFAULT_LENGTH_PROFILE, LENGTH_PROFILES
 from condi_pipe.video.synth.pretraining_corpus import PRETRAIN_SEED, PRETRAIN_VIDEOS
 
@@ -108,17 +106,15 @@ def synth(root, videos, seed, workers, length_profile, train_share):
 
 
 @main.command()
-@click.option("--source", type=click.Choice(sorted(SOURCES)), required=True, help="Dataset layout.")
-@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset root folder.")
-@option(EXTRACT_OPTIONS, "--annotations", type=click.Path(exists=True),
-        help="Annotation file or folder (default: looked up under --root).")
-@option(EXTRACT_OPTIONS, "--split", type=click.IntRange(1, 3), help="UCF-101 / HMDB-51 split.")
-@click.option("--store", required=True, help="Store path or fsspec URL.")
-@option(EXTRACT_OPTIONS, "--fps", type=click.FloatRange(min=0, min_open=True), help="Resample to this frame rate.")
-@option(EXTRACT_OPTIONS, "--short-side", type=click.IntRange(min=112))
-@option(EXTRACT_OPTIONS, "--clips-per-shard", type=click.IntRange(min=1))
-@option(EXTRACT_OPTIONS, "--zstd-level", type=click.IntRange(*ZSTD_LEVELS),
-        help="The clips' zstd level: 1 compresses ~2.5x faster into a ~8% larger store (README, Decoding).")
+@option(EXTRACT_OPTIONS, "--source", required=True)
+@option(EXTRACT_OPTIONS, "--root", required=True, type=click.Path(exists=True, file_okay=False))
+@option(EXTRACT_OPTIONS, "--annotations", type=click.Path(exists=True))
+@option(EXTRACT_OPTIONS, "--split")
+@click.option("--store", required=True, help=STORE_HELP)
+@option(EXTRACT_OPTIONS, "--fps")
+@option(EXTRACT_OPTIONS, "--short-side")
+@option(EXTRACT_OPTIONS, "--clips-per-shard")
+@option(EXTRACT_OPTIONS, "--zstd-level")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed or decoded with errors.")
 @executor_options(workers=ExecutorOptions().workers)
 @common_stage_options
@@ -224,19 +220,13 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
 # ---------------------------------------------------------------------------------------------------------
 
 @main.command("teacher-train")
-@click.option("--teacher", required=True, help="Registered teacher model (see `condi-pipe models`).")
-@option(TEACHER_TRAIN_OPTIONS, "--width", type=float, help="Width multiplier, for models that have one.")
-@click.option("--store", required=True, help="Store path or fsspec URL.")
+@option(TEACHER_TRAIN_OPTIONS, "--teacher", required=True)
+@option(TEACHER_TRAIN_OPTIONS, "--width")
+@click.option("--store", required=True, help=STORE_HELP)
 @train_options(TEACHER_TRAIN_OPTIONS)
-@option(TEACHER_TRAIN_OPTIONS, "--flip/--no-flip",
-        help="Random horizontal flips of whole clips. Use --no-flip for direction-sensitive classes: the embedded "
-             "benchmark (TranslateLeft/Right, RotateClockwise/Anticlockwise) and Something-Something V2, where a "
-             "flipped clip shows another class.")
-@fine_tuning_options(TEACHER_TRAIN_OPTIONS, "Train each epoch on this many random clips of each video (default: all "
-                     "clips).", "Start from this local checkpoint (fine-tuning) instead of random weights.")
-@option(TEACHER_TRAIN_OPTIONS, "--oof-folds", type=click.IntRange(min=2),
-        help="Also train F fold teachers, each on the training videos outside one group-wise fold, so teacher-cache "
-             "can label every training clip out of fold (default: none).")
+@option(TEACHER_TRAIN_OPTIONS, "--flip/--no-flip")
+@fine_tuning_options(TEACHER_TRAIN_OPTIONS)
+@option(TEACHER_TRAIN_OPTIONS, "--oof-folds")
 @sgs_options
 @runtime_options(TEACHER_TRAIN_OPTIONS)
 @common_stage_options
@@ -251,22 +241,14 @@ def teacher_train(store, force, quiet, **options):
 
 
 @main.command("teacher-cache")
-@click.option("--teacher", required=True, help="Registered teacher model (see `condi-pipe models`).")
-@option(TEACHER_CACHE_OPTIONS, "--width", type=float, help="Width multiplier, for models that have one.")
-@click.option("--store", required=True, help="Store path or fsspec URL.")
-@option(TEACHER_CACHE_OPTIONS, "--weights", type=click.Path(dir_okay=False),
-        help="Local checkpoint (plain state dict or {'state_dict': ...}), or `pretrained` for the weights shipped "
-             "with the package (resnet10_3d_motion: trained on a generated corpus no demo uses); default: the "
-             "store's trained teacher from `condi-pipe teacher-train`.")
-@option(TEACHER_CACHE_OPTIONS, "--random-init", is_flag=True, help="Random weights: for tests and timing only.")
-@option(TEACHER_CACHE_OPTIONS, "--reset-head", is_flag=True,
-        help="With --weights: keep a fresh classifier (other class count).")
-@option(TEACHER_CACHE_OPTIONS, "--clips-per-group", type=click.IntRange(min=1),
-        help="Clips per task (whole videos; each task stages its outputs).")
-@option(TEACHER_CACHE_OPTIONS, "--z-labels", type=click.Choice(["out-of-fold", "in-sample"]),
-        help="Confidence labels of the clips the teacher trained on: from the fold teacher that never saw the "
-             "video (needs teacher-train --oof-folds F), or the teacher's own (default: out-of-fold when the store's "
-             "trained teacher has fold teachers, else in-sample).")
+@option(TEACHER_CACHE_OPTIONS, "--teacher", required=True)
+@option(TEACHER_CACHE_OPTIONS, "--width")
+@click.option("--store", required=True, help=STORE_HELP)
+@option(TEACHER_CACHE_OPTIONS, "--weights", type=click.Path(dir_okay=False))
+@option(TEACHER_CACHE_OPTIONS, "--random-init", is_flag=True)
+@option(TEACHER_CACHE_OPTIONS, "--reset-head", is_flag=True)
+@option(TEACHER_CACHE_OPTIONS, "--clips-per-group")
+@option(TEACHER_CACHE_OPTIONS, "--z-labels")
 @sgs_options
 @runtime_options(TEACHER_CACHE_OPTIONS)
 @executor_options(workers=INFERENCE_WORKERS)
@@ -283,51 +265,33 @@ def teacher_cache(store, workers, scheduler_address, force, quiet, **options):
 
 
 @main.command()
-@click.option("--loss", type=RegistryChoice(method_names), default=DEFAULT_LOSS, show_default=True,
-              help="condi-sr: the method; bce-conf, st-ent, st-conf: baseline samplers; trivial-mt: the cheating "
-                   "ablation; fewer-frames, uniform-k: one prediction per video from K clips.")
-@click.option("--student", required=True, help="Registered student model (see `condi-pipe models`).")
-@option(DISTILL_OPTIONS, "--width", type=float, help="Width multiplier (default: the model's default).")
-@option(DISTILL_OPTIONS, "--name", help="Run name (default: <loss>-<student>-<width>, plus -k<K> for video losses).")
-@click.option("--teacher", required=True, help="Teacher whose cache to distil from (`condi-pipe teacher-cache`).")
-@click.option("--store", required=True, help="Store path or fsspec URL.")
+@option(DISTILL_OPTIONS, "--loss", default=DEFAULT_LOSS)
+@option(DISTILL_OPTIONS, "--student", required=True)
+@option(DISTILL_OPTIONS, "--width")
+@option(DISTILL_OPTIONS, "--name")
+@option(DISTILL_OPTIONS, "--teacher", required=True)
+@click.option("--store", required=True, help=STORE_HELP)
 @train_options(DISTILL_OPTIONS)
-@option(DISTILL_OPTIONS, "--conf-lr", type=click.FloatRange(min=0, min_open=True),
-        help="Base LR of the confidence head (default: --lr).")
-@option(DISTILL_OPTIONS, "--lr-decay", type=click.FloatRange(min=1),
-        help="The network's LR is divided by this per epoch (see --schedule-unit).")
-@option(DISTILL_OPTIONS, "--conf-lr-decay", type=click.FloatRange(min=1),
-        help="The confidence head's LR is divided by this per epoch (see --schedule-unit).")
-@option(DISTILL_OPTIONS, "--schedule-unit", type=click.Choice(["samples", "passes"]),
-        help="samples: the decays apply per --reference-epoch training samples, set before every optimizer step; "
-             "passes: per pass over the data.")
-@option(DISTILL_OPTIONS, "--reference-epoch", type=click.IntRange(min=1),
-        help="Samples per epoch of the LR decays with --schedule-unit samples (9537: one clip per training video "
-             "of UCF-101 split 1, the paper's scale).")
-@option(DISTILL_OPTIONS, "--tau", type=click.FloatRange(min=0, min_open=True), help="Distillation temperature.")
-@option(DISTILL_OPTIONS, "--lambda", "lam", type=click.FloatRange(min=0),
-        help="Weight of the confidence term (condi-sr, trivial-mt).")
-@option(DISTILL_OPTIONS, "--mu", type=click.FloatRange(min=0),
-        help="Weight of the positive BCE term (condi-sr, trivial-mt).")
-@option(DISTILL_OPTIONS, "--detach-confidence", is_flag=True, help="condi-sr: no KD gradient into z~ (Eq. 5).")
-@option(DISTILL_OPTIONS, "--beta", type=click.FloatRange(0, 1), help="trivial-mt: CE weight.")
-@option(DISTILL_OPTIONS, "--downsample/--no-downsample", help="bce-conf: balance z = 0 and z = 1 in each batch.")
-@option(DISTILL_OPTIONS, "--budget", type=click.FloatRange(min=0, min_open=True),
-        help="st-conf: the budget on mean(-log c).")
-@option(DISTILL_OPTIONS, "--lambda-init", type=click.FloatRange(min=0, min_open=True),
-        help="st-conf: initial lambda.")
-@option(DISTILL_OPTIONS, "--lambda-factor", type=click.FloatRange(1, 2, min_open=True, max_open=True),
-        help="st-conf: lambda update factor.")
-@option(DISTILL_OPTIONS, "--hint-fraction", type=click.FloatRange(0, 1),
-        help="st-conf: share of each batch given hints.")
-@option(DISTILL_OPTIONS, "--k", type=click.IntRange(min=1),
-        help="fewer-frames, uniform-k: equidistant clips the student sees per video.")
-@option(DISTILL_OPTIONS, "--alpha-rep", type=click.FloatRange(min=0), help="fewer-frames: weight of ||E_T - E_S||^2.")
-@option(DISTILL_OPTIONS, "--alpha-kl", type=click.FloatRange(min=0), help="fewer-frames: weight of KL(P_T || P_S).")
-@option(DISTILL_OPTIONS, "--alpha-ce", type=click.FloatRange(min=0), help="fewer-frames: weight of CE.")
-@fine_tuning_options(DISTILL_OPTIONS, "Per-clip losses: train each epoch on this many random clips of each video "
-                     "(default: all).", "Start the student from this local checkpoint (the paper fine-tunes at --lr "
-                     "0.01).")
+@option(DISTILL_OPTIONS, "--conf-lr")
+@option(DISTILL_OPTIONS, "--lr-decay")
+@option(DISTILL_OPTIONS, "--conf-lr-decay")
+@option(DISTILL_OPTIONS, "--schedule-unit")
+@option(DISTILL_OPTIONS, "--reference-epoch")
+@option(DISTILL_OPTIONS, "--tau")
+@option(DISTILL_OPTIONS, "--lambda", "lam")
+@option(DISTILL_OPTIONS, "--mu")
+@option(DISTILL_OPTIONS, "--detach-confidence", is_flag=True)
+@option(DISTILL_OPTIONS, "--beta")
+@option(DISTILL_OPTIONS, "--downsample/--no-downsample")
+@option(DISTILL_OPTIONS, "--budget")
+@option(DISTILL_OPTIONS, "--lambda-init")
+@option(DISTILL_OPTIONS, "--lambda-factor")
+@option(DISTILL_OPTIONS, "--hint-fraction")
+@option(DISTILL_OPTIONS, "--k")
+@option(DISTILL_OPTIONS, "--alpha-rep")
+@option(DISTILL_OPTIONS, "--alpha-kl")
+@option(DISTILL_OPTIONS, "--alpha-ce")
+@fine_tuning_options(DISTILL_OPTIONS)
 @runtime_options(DISTILL_OPTIONS)
 @common_stage_options
 @one_line_errors
@@ -345,10 +309,9 @@ def distill(store, force, quiet, **options):
 
 
 @main.command()
-@click.option("--student", "run", required=True, help="The distill run to score (its --name).")
-@click.option("--store", required=True, help="Store path or fsspec URL.")
-@option(SCORE_OPTIONS, "--clips-per-group", type=click.IntRange(min=1),
-        help="Clips per task (whole videos; each task stages its outputs).")
+@option(SCORE_OPTIONS, "--student", "run", required=True)
+@click.option("--store", required=True, help=STORE_HELP)
+@option(SCORE_OPTIONS, "--clips-per-group")
 @runtime_options(SCORE_OPTIONS)
 @executor_options(workers=INFERENCE_WORKERS)
 @common_stage_options
@@ -363,11 +326,10 @@ def score(store, workers, scheduler_address, force, quiet, **options):
 
 
 @main.command("time-models")
-@click.option("--store", required=True, help="Store path or fsspec URL.")
-@click.option("--teacher", required=True, help="The teacher cache whose teacher and score runs are timed.")
-@click.option("--runs", default=None, help="Score runs to time, comma-separated (default: every one made for the "
-                                           "teacher; the report needs all of them).")
-@option(TIME_MODELS_OPTIONS, "--repeats", type=click.IntRange(min=1), help="Interleaved repeats per model and batch size.")
+@click.option("--store", required=True, help=STORE_HELP)
+@option(TIME_MODELS_OPTIONS, "--teacher", required=True)
+@option(TIME_MODELS_OPTIONS, "--runs", type=str)
+@option(TIME_MODELS_OPTIONS, "--repeats")
 @runtime_options(TIME_MODELS_OPTIONS)
 @common_stage_options
 @one_line_errors

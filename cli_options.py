@@ -1,18 +1,21 @@
-"""What the ``condi-pipe`` commands share: options whose defaults come from the stages' option tables
-(``pipeline.options``), the option groups of the training and inference stages, and the one-line errors."""
+"""What the ``condi-pipe`` commands share: options declared by the stages' option tables (``pipeline.options``:
+default, help and the values a field takes, checked with the same message as the Python API and a run config), the
+option groups of the training and inference stages, and the one-line errors."""
 
 from __future__ import annotations
 
 import sys
+import typing
 from functools import wraps
 
 import click
 
 from condi_pipe.app.run_config import ConfigError
-from condi_pipe.compute.torch_runtime import bf16_mode, layout_mode
+from condi_pipe.compute.torch_runtime import RuntimeOptions, bf16_mode, layout_mode
 from condi_pipe.models import CheckpointError
-from condi_pipe.models.sgs import SGSOptions
-from condi_pipe.pipeline.options import OptionTable, default_of
+from condi_pipe.models.sgs import KERNELS, SGS_STAGES, SGSOptions
+from condi_pipe.pipeline.executor import SCHEDULER_ENV, ExecutorOptions
+from condi_pipe.pipeline.options import Constraint, OptionTable, constraint_of, default_of
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.video.sources import SourceError
@@ -101,11 +104,92 @@ class RegistryChoice(click.Choice):
         pass
 
 
+def _refuse(param_type: click.ParamType, name: str, constraint: Constraint, value, param, ctx):
+    """``value``, or click's usage error (exit status 2) with the constraint's one-line message: the message the
+    Python API and a run config give for the same value."""
+    problem = constraint.problem(name, value)
+    if problem:
+        param_type.fail(problem, param, ctx)
+    return value
+
+
+class CheckedChoice(RegistryChoice):
+    """The choices of an option's :class:`Constraint` (a registry's names are asked for when the command runs)."""
+
+    def __init__(self, name: str, constraint: Constraint) -> None:
+        self.option, self.constraint = name, constraint
+        super().__init__(constraint.allowed)
+
+    def convert(self, value, param, ctx):
+        return _refuse(self, self.option, self.constraint, value, param, ctx)
+
+
+class CheckedIntRange(click.IntRange):
+    """An int in the range of an option's :class:`Constraint` (shown in --help as click shows its ranges)."""
+
+    def __init__(self, name: str, constraint: Constraint) -> None:
+        self.option, self.constraint = name, constraint
+        super().__init__(constraint.low, constraint.high, min_open=constraint.low_open, max_open=constraint.high_open)
+
+    def convert(self, value, param, ctx):
+        return _refuse(self, self.option, self.constraint, click.INT.convert(value, param, ctx), param, ctx)
+
+
+class CheckedFloatRange(click.FloatRange):
+    """A float in the range of an option's :class:`Constraint`."""
+
+    def __init__(self, name: str, constraint: Constraint) -> None:
+        self.option, self.constraint = name, constraint
+        super().__init__(constraint.low, constraint.high, min_open=constraint.low_open, max_open=constraint.high_open)
+
+    def convert(self, value, param, ctx):
+        return _refuse(self, self.option, self.constraint, click.FLOAT.convert(value, param, ctx), param, ctx)
+
+
+def _value_type(hint) -> type:
+    """The type of a field's value when set: ``int`` for ``int | None``."""
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] if typing.get_args(hint) else [hint]
+    return kinds[0] if len(kinds) == 1 else object
+
+
+def checked_type(name: str, constraint: Constraint, hint) -> click.ParamType | None:
+    """The click type of option ``name``: its constraint's choices or range, else its field's type (None: text)."""
+    kind = _value_type(hint)
+    if constraint.choices is not None:
+        return CheckedChoice(name, constraint)
+    if constraint.bounded:
+        return CheckedIntRange(name, constraint) if kind is int else CheckedFloatRange(name, constraint)
+    return {int: click.INT, float: click.FLOAT}.get(kind)
+
+
+def _declared(name: str, constraint: Constraint, hint, decls: tuple[str, ...], attrs: dict):
+    """``click.option`` with the declared help and checked type; refuses a type or help of the command's own."""
+    if constraint.help and "help" in attrs:
+        raise TypeError(f"--{name}: its help is declared on its field")
+    if (constraint.choices is not None or constraint.bounded) and "type" in attrs:
+        raise TypeError(f"--{name}: its values are declared on its field")
+    flag = attrs.get("is_flag") or "/" in decls[0] or _value_type(hint) is bool
+    if not flag and "type" not in attrs:
+        attrs["type"] = checked_type(name, constraint, hint)
+    return click.option(*decls, help=attrs.pop("help", constraint.help or None), show_default=True, **attrs)
+
+
 def option(table: OptionTable, *decls: str, **attrs):
-    """``click.option(*decls, **attrs)`` for one of ``table``'s options, its default the request field's (shown
-    in --help unless it is None): the CLI states no default of its own."""
+    """``click.option(*decls, **attrs)`` for one of ``table``'s options as its field declares it: the default (shown
+    in --help unless it is None), the help, and a type that checks the value with the field's constraint, so the
+    command refuses what the Python API and a run config refuse, with the same message. The CLI states no default
+    of its own, unless the field has none (``--loss``)."""
     name = click.Option(list(decls)).name
-    return click.option(*decls, default=table.default(name), show_default=True, **attrs)
+    if "default" not in attrs and not attrs.get("required"):
+        attrs["default"] = table.default(name)
+    return _declared(name, table.constraint(name), table.type_of(name), decls, attrs)
+
+
+def field_option(cls: type, field: str, *decls: str, **attrs):
+    """:func:`option` for field ``field`` of a dataclass that is no stage's option table (``ExecutorOptions``)."""
+    if "default" not in attrs and not attrs.get("required"):
+        attrs["default"] = default_of(cls, field)
+    return _declared(field, constraint_of(cls, field), typing.get_type_hints(cls)[field], decls, attrs)
 
 
 def common_stage_options(fn):
@@ -118,23 +202,20 @@ def executor_options(workers: int):
     """--workers (``workers`` local Dask processes by default) and --scheduler-address."""
 
     def decorate(fn):
-        fn = click.option("--scheduler-address", envvar="DASK_SCHEDULER_ADDRESS", default=None,
-                          help="Use an existing Dask cluster (tcp://HOST:PORT) instead of starting local workers.")(fn)
-        fn = click.option("--workers", type=click.IntRange(min=0), default=workers, show_default=True,
-                          help="Local Dask worker processes (0: run in this process).")(fn)
+        fn = field_option(ExecutorOptions, "scheduler_address", "--scheduler-address", envvar=SCHEDULER_ENV)(fn)
+        fn = field_option(ExecutorOptions, "workers", "--workers", default=workers)(fn)
         return fn
 
     return decorate
 
 
-def fine_tuning_options(table: OptionTable, clips_help: str, weights_help: str):
+def fine_tuning_options(table: OptionTable):
     """--clips-per-video, --weights, --reset-head: what a training stage samples per video and starts from."""
 
     def decorate(fn):
-        fn = option(table, "--reset-head", is_flag=True,
-                    help="With --weights: keep a fresh classifier (other class count).")(fn)
-        fn = option(table, "--weights", type=click.Path(exists=True, dir_okay=False), help=weights_help)(fn)
-        fn = option(table, "--clips-per-video", type=click.IntRange(min=1), help=clips_help)(fn)
+        fn = option(table, "--reset-head", is_flag=True)(fn)
+        fn = option(table, "--weights", type=click.Path(exists=True, dir_okay=False))(fn)
+        fn = option(table, "--clips-per-video")(fn)
         return fn
 
     return decorate
@@ -153,14 +234,10 @@ class Bf16Mode(click.ParamType):
         return "auto" if mode == "auto" else mode == "on"
 
 
-BF16_HELP = ("bfloat16 autocast: on (--bf16 alone), off, or auto (teacher-cache, score, infer: bf16 when it is faster "
-             "here and agrees with fp32 on a calibration batch).")
-
-
-def bf16_option(default):
+def bf16_option(default, help: str = constraint_of(RuntimeOptions, "bf16").help):
     """The ``--bf16`` option with ``default`` (a RuntimeOptions.bf16 value), shown as off, on or auto."""
     return click.option("--bf16", type=Bf16Mode(), is_flag=False, flag_value="on", default=default,
-                        show_default=bf16_mode(default), help=BF16_HELP)
+                        show_default=bf16_mode(default), help=help)
 
 
 class LayoutMode(click.ParamType):
@@ -175,24 +252,19 @@ class LayoutMode(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-LAYOUT_HELP = ("Memory layout: auto (teacher-cache, score, infer: the faster here, timed once per machine; training: "
-               "channels-last) or one pinned, for the same output bytes on machines that would time differently.")
-
-
-def layout_option(default):
-    return click.option("--layout", type=LayoutMode(), default=default, show_default=True, help=LAYOUT_HELP)
+def layout_option(default, help: str = constraint_of(RuntimeOptions, "layout").help):
+    return click.option("--layout", type=LayoutMode(), default=default, show_default=True, help=help)
 
 
 def runtime_options(table: OptionTable):
     """--device, --bf16, --layout, --threads: the stage's ``RuntimeOptions``."""
 
     def decorate(fn):
-        fn = option(table, "--threads", type=click.IntRange(min=1),
-                    help="Torch threads per process (default: the cores divided among the workers).")(fn)
+        fn = option(table, "--threads")(fn)
         if "layout" in table:  # not time-models: it times each model in the runtime its stage recorded
-            fn = layout_option(table.default("layout"))(fn)
-        fn = bf16_option(table.default("bf16"))(fn)
-        fn = option(table, "--device", help="cpu, cuda or cuda:N.")(fn)
+            fn = layout_option(table.default("layout"), table.help("layout"))(fn)
+        fn = bf16_option(table.default("bf16"), table.help("bf16"))(fn)
+        fn = option(table, "--device")(fn)
         return fn
 
     return decorate
@@ -204,29 +276,18 @@ def train_options(table: OptionTable):
     defaults: the stage's ``TrainOptions``."""
 
     def decorate(fn):
-        fn = option(table, "--sync-batchnorm", is_flag=True,
-                    help="Under torchrun: BatchNorm normalises with the statistics of the whole global batch rather "
-                         "than each process's part (one all-reduce per BatchNorm layer, forward and backward). Keeps "
-                         "the run close to one process when each process has few clips per step.")(fn)
-        fn = option(table, "--loader-workers", type=click.IntRange(min=1),
-                    help="Workers reading training batches, in order: 1 is a thread, more are processes started once "
-                         "per run (default: 1 on a CPU, up to 4 with a GPU). The batches and the result do not "
-                         "depend on it.")(fn)
-        fn = option(table, "--keep", type=click.Choice(["best", "last"]),
-                    help="Keep the evaluated epoch with the best validation selection metric (ties: the earlier), "
-                         "or the last epoch.")(fn)
-        fn = option(table, "--val-seed", type=int, help="Seed of the validation carve.")(fn)
-        fn = option(table, "--val-fraction", type=click.FloatRange(0, 1, max_open=True),
-                    help="Share of each class's groups carved from train for validation (every choice made during "
-                         "training; 0: none, the last epoch is kept).")(fn)
-        fn = option(table, "--eval-every", type=click.IntRange(min=1),
-                    help="Evaluate on the validation split after every N-th epoch (and after the last).")(fn)
-        fn = option(table, "--seed", type=int)(fn)
-        fn = option(table, "--weight-decay", type=click.FloatRange(min=0))(fn)
-        fn = option(table, "--momentum", type=click.FloatRange(min=0), help="SGD momentum.")(fn)
-        fn = option(table, "--lr", type=click.FloatRange(min=0, min_open=True))(fn)
-        fn = option(table, "--batch-size", type=click.IntRange(min=1))(fn)
-        fn = option(table, "--epochs", type=click.IntRange(min=1))(fn)
+        fn = option(table, "--sync-batchnorm", is_flag=True)(fn)
+        fn = option(table, "--loader-workers")(fn)
+        fn = option(table, "--keep")(fn)
+        fn = option(table, "--val-seed")(fn)
+        fn = option(table, "--val-fraction")(fn)
+        fn = option(table, "--eval-every")(fn)
+        fn = option(table, "--seed")(fn)
+        fn = option(table, "--weight-decay")(fn)
+        fn = option(table, "--momentum")(fn)
+        fn = option(table, "--lr")(fn)
+        fn = option(table, "--batch-size")(fn)
+        fn = option(table, "--epochs")(fn)
         return fn
 
     return decorate
@@ -236,10 +297,10 @@ def sgs_options(fn):
     """--sgs, --sgs-stage, --sgs-kernel, --name: a teacher with SGS inserted, under its own name."""
     fn = click.option("--name", default=None,
                       help="The teacher's name in the store (default: --teacher, plus '+sgs' with --sgs).")(fn)
-    fn = click.option("--sgs-kernel", type=click.Choice(["linear", "kronecker"]),
+    fn = click.option("--sgs-kernel", type=click.Choice(KERNELS),
                       default=default_of(SGSOptions, "kernel"), show_default=True,
                       help="SGS kernel: linear (trainable embedding) or kronecker (each frame wholly in one bin).")(fn)
-    fn = click.option("--sgs-stage", type=click.Choice(["res2", "res3", "res4"]),
+    fn = click.option("--sgs-stage", type=click.Choice(list(SGS_STAGES)),
                       default=default_of(SGSOptions, "stage"), show_default=True,
                       help="Insert SGS after this stage (res2 = layer1, res3 = layer2, res4 = layer3).")(fn)
     fn = click.option("--sgs", is_flag=True,

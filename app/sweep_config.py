@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import typing
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from condi_pipe.app.config_sections import DistillSection
-from condi_pipe.methods.registry import get_method
+from condi_pipe.methods.registry import get_method, method_names
+from condi_pipe.pipeline.options import check_fields, constraint_of, option
 
 SAMPLERS = ("grid", "tpe")
 PRUNERS = ("median", "none")
@@ -35,26 +37,21 @@ CLIP_ONLY_METRICS = ("eval_auroc", "eval_clip_accuracy", "eval_fpr")  # NaN for 
 MINIMISED = ("eval_fpr", *(f"eval_{t}" for t in LOSS_TERMS))
 
 
-def _distill_section():
-
-    return DistillSection
-
-
 # Not hyperparameters of the student: the run's length, runtime and seeds, and the validation carve itself (a
 # trial on another carve would be judged on other videos).
 _NOT_SEARCHED = ("epochs", "threads", "seed", "val_seed", "eval_every", "val_fraction", "loader_workers")
 
 
 def numeric_distill_keys() -> dict[str, type]:
-    """``[distill]`` keys a sweep may search: the numeric ones (int or float, optional ones included)."""
-    import typing
-
-    hints = typing.get_type_hints(_distill_section())
+    """``[distill]`` keys a sweep may search: the numeric ones (int or float, optional ones included), by the types
+    of the section's fields (those of the distill options)."""
+    hints = typing.get_type_hints(DistillSection)
     keys = {}
-    for name, hint in hints.items():
+    for f in dataclasses.fields(DistillSection):
+        hint = hints[f.name]
         kinds = set(typing.get_args(hint)) - {type(None)} if typing.get_args(hint) else {hint}
-        if kinds in ({int}, {float}) and name not in _NOT_SEARCHED:
-            keys[name] = next(iter(kinds))
+        if kinds in ({int}, {float}) and f.name not in _NOT_SEARCHED:
+            keys[f.name] = next(iter(kinds))
     return keys
 
 
@@ -64,41 +61,29 @@ class SweepSection:
 
     name: str
     space: dict = field(default_factory=dict)  # parameter -> list of values (grid, tpe) or {low, high, log} (tpe)
-    sampler: str = "grid"
-    trials: int | None = None  # the total number of trials (grid: default every point)
+    sampler: str = option("grid", choices=SAMPLERS)
+    trials: int | None = option(None, low=1)  # the total number of trials (grid: default every point)
     seed: int = 0  # the grid's order; TPE's proposals
-    metric: str = "eval_auroc"  # distill's own epoch selection metric for the clip-ranked losses
-    direction: str | None = None  # default: minimize the loss terms and the FPR, maximize the rest
-    loss: str = "condi-sr"
+    # distill's own epoch selection metric for the clip-ranked losses
+    metric: str = option("eval_auroc", choices=METRICS)
+    # default: minimize the loss terms and the FPR, maximize the rest
+    direction: str | None = option(None, choices=DIRECTIONS)
+    loss: str = option("condi-sr", choices=method_names)
     storage: str | None = None  # a SQLAlchemy URL; default: sqlite:///<store>/sweeps/<name>/study.db
-    pruner: str = "median"
-    prune_after_trials: int = 5  # the median pruner prunes nothing before this many trials finished
-    prune_after_epochs: int = 0  # ... nor at or before this epoch
+    pruner: str = option("median", choices=PRUNERS)
+    prune_after_trials: int = option(5, low=0)  # the median pruner prunes nothing before this many trials finished
+    prune_after_epochs: int = option(0, low=0)  # ... nor at or before this epoch
 
     def __post_init__(self) -> None:
-
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ValueError(f"name must be letters, digits, '-', '_' or '.', got {self.name!r}")
-        for key, value, allowed in (("sampler", self.sampler, SAMPLERS), ("pruner", self.pruner, PRUNERS),
-                                    ("metric", self.metric, METRICS)):
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.direction not in (None, *DIRECTIONS):
-            raise ValueError(f"direction must be maximize or minimize, got {self.direction!r}")
-        try:
-            method = get_method(self.loss)
-        except ValueError as exc:
-            raise ValueError(f"loss: {exc}") from None
-        if method.video_level and self.metric in CLIP_ONLY_METRICS:
+        check_fields(self)
+        if get_method(self.loss).video_level and self.metric in CLIP_ONLY_METRICS:
             raise ValueError(f"metric: {self.metric} is not recorded for the video-level loss {self.loss} "
                              "(use eval_video_accuracy)")
         if self.storage is not None and "://" not in self.storage:
             raise ValueError(f"storage must be a SQLAlchemy URL (sqlite:///PATH, postgresql://...), got "
                              f"{self.storage!r}")
-        if self.trials is not None and self.trials < 1:
-            raise ValueError(f"trials must be > 0, got {self.trials!r}")
-        if self.prune_after_trials < 0 or self.prune_after_epochs < 0:
-            raise ValueError("prune_after_trials / prune_after_epochs must be >= 0")
         self._check_space()
         if self.sampler == "grid" and self.trials is not None and self.trials > self.grid_size:
             raise ValueError(f"trials: {self.trials} is more than the grid's {self.grid_size} points")
@@ -107,7 +92,6 @@ class SweepSection:
         if not self.space:
             raise ValueError("space: give at least one parameter, e.g. [sweep.space] lr = [0.01, 0.1]")
         keys = numeric_distill_keys()
-        section = _distill_section()
         for name, spec in self.space.items():
             if name not in keys:
                 raise ValueError(f"space.{name}: not a numeric [distill] key (searchable: {', '.join(sorted(keys))})")
@@ -135,10 +119,9 @@ class SweepSection:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                         wanted is int and not isinstance(value, int)):
                     raise ValueError(f"space.{name}: {value!r} is not {'an int' if wanted is int else 'a number'}")
-                try:
-                    section(**{name: value})  # the [distill] range checks (lr > 0, beta in [0, 1] ...)
-                except ValueError as exc:
-                    raise ValueError(f"space.{exc}") from None
+                problem = constraint_of(DistillSection, name).problem(name, value)  # lr > 0, beta in [0, 1] ...
+                if problem:
+                    raise ValueError(f"space.{problem}")
 
     @property
     def grid_size(self) -> int:

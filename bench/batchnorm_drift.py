@@ -1,14 +1,17 @@
 """How far 2-process training drifts from one process, with and without synchronised BatchNorm.
 
     .venv/bin/python bench/batchnorm_drift.py [--clips-per-process 4,8] [--seeds 1,2] [--lr 0.02] [--epochs 3]
+                                              [--dropout on,off]
 
 The store of ``tests/system/test_distributed.py``: 40 embedded-benchmark videos (seed 7; 20 fit, 10 validation,
 10 test) with a random-init ``resnet10_3d_small`` teacher cache. For every global batch (2 x clips per process)
 and seed, condi-sr distils ``shufflenetv2_3d`` 0.25x (2 clips per video, so 40 clips per epoch) three ways: one
 process, 2 gloo processes under ``torchrun`` (each normalising its own part), and 2 processes with
-``--sync-batchnorm``. Prints each epoch's validation loss (``eval_total``) and its relative deviation from the
-one-process run, and writes them to ``bench/results/<machine>/batchnorm_drift.json`` with the git commit and
-the CPU. Each process runs one thread (``OMP_NUM_THREADS=1``).
+``--sync-batchnorm``. ``--dropout off`` runs the same with the classifier's dropout replaced by the identity in
+every process (a wrapper around the CLI), so the runs differ only by BatchNorm and float summation order; as
+shipped (``on``) each process also draws its own dropout masks. Prints each epoch's validation loss
+(``eval_total``) and its relative deviation from the one-process run, and writes them (and the training loss's)
+to ``bench/results/<machine>/batchnorm_drift.json`` with the git commit and the CPU. One thread per process.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ BIN = Path(sys.executable).parent
 TEACHER, STUDENT, WIDTH, LOSS = "resnet10_3d_small", "shufflenetv2_3d", 0.25, "condi-sr"
 RUN = default_run_name(LOSS, STUDENT, WIDTH)
 WAYS = ("one process", "2 processes", "2 processes, sync")
+COLUMNS = ("eval_total", "train_total")
+# The CLI with every nn.Dropout the identity (--dropout off).
+NO_DROPOUT_CLI = """
+import torch
+
+torch.nn.Dropout.forward = lambda self, x: x
+from condi_pipe.cli import entry_point
+
+entry_point()
+"""
 
 
 def make_store(folder: Path) -> Path:
@@ -61,17 +74,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def distill_run(store: Path, way: str, batch: int, lr: float, epochs: int, seed: int) -> tuple[list[float], float]:
-    """The validation loss after each epoch of one distill run on ``store`` (a fresh copy), and its training
+def distill_run(store: Path, way: str, dropout: bool, batch: int, lr: float, epochs: int, seed: int,
+                no_dropout_cli: Path) -> tuple[dict[str, list[float]], float]:
+    """Each epoch's validation and training loss of one distill run on ``store`` (a fresh copy), and its training
     seconds (all epochs; on a shared machine only a rough figure)."""
     args = ["distill", "--loss", LOSS, "--student", STUDENT, "--width", str(WIDTH), "--teacher", TEACHER,
             "--epochs", str(epochs), "--batch-size", str(batch), "--clips-per-video", "2", "--lr", str(lr),
             "--seed", str(seed), "--threads", "1", "--quiet", "--store", str(store)]
+    cli = [str(no_dropout_cli)] if not dropout else ["-m", "condi_pipe.cli"]
     if way == "one process":
-        command = [sys.executable, "-m", "condi_pipe.cli", *args]
+        command = [sys.executable, *cli, *args]
     else:
         command = [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                   f"--master_port={_free_port()}", "--no-python", str(BIN / "condi-pipe"), *args]
+                   f"--master_port={_free_port()}", *cli, *args]
         if way.endswith("sync"):
             command.append("--sync-batchnorm")
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
@@ -80,7 +95,8 @@ def distill_run(store: Path, way: str, batch: int, lr: float, epochs: int, seed:
     if done.returncode != 0:
         raise SystemExit(f"{way}, batch {batch}, seed {seed} failed:\n{done.stderr[-3000:]}")
     rows = pq.read_table(store / "students" / RUN / "history.parquet").to_pylist()
-    return [float(row["eval_total"]) for row in rows], sum(float(row["train_seconds"]) for row in rows)
+    losses = {c: [float(row[c]) for row in rows] for c in COLUMNS}
+    return losses, sum(float(row["train_seconds"]) for row in rows)
 
 
 def machine() -> dict:
@@ -96,53 +112,72 @@ def machine() -> dict:
             "platform": platform.platform(), "cores": os.cpu_count(), "commit": commit}
 
 
+def relative(ours: list[float], reference: list[float]) -> list[float]:
+    return [abs(a - b) / abs(b) for a, b in zip(ours, reference)]
+
+
+def print_table(results: list[dict], args) -> dict:
+    """The per-epoch table and the worst deviation of each setting (returned)."""
+    print(f"condi-sr {STUDENT} {WIDTH}x, lr {args.lr}, {args.epochs} epochs: eval loss per epoch and its relative "
+          "deviation from one process")
+    print(f"{'dropout':>7}{'clips/process':>14}{'seed':>5}  {'one process':<22}{WAYS[1]:<25}{WAYS[2]:<25}")
+    for r in results:
+        one = " ".join(f"{v:.4f}" for v in r["losses"]["one process"]["eval_total"])
+        cells = [" ".join(f"{100 * d:6.2f}%" for d in r["relative_deviation"][way]["eval_total"]) for way in WAYS[1:]]
+        print(f"{r['dropout']:>7}{r['clips_per_process']:>14}{r['seed']:>5}  {one:<22}{cells[0]:<25}{cells[1]:<25}")
+    print(f"\n{'dropout':>7}{'clips/process':>14}  max eval-loss deviation: {WAYS[1]:>12}{WAYS[2]:>20}")
+    summary = {}
+    for dropout in dict.fromkeys(r["dropout"] for r in results):
+        for part in dict.fromkeys(r["clips_per_process"] for r in results):
+            chosen = [r for r in results if r["dropout"] == dropout and r["clips_per_process"] == part]
+            worst = {way: max(max(r["relative_deviation"][way]["eval_total"]) for r in chosen) for way in WAYS[1:]}
+            summary[f"dropout {dropout}, {part} clips per process"] = worst
+            print(f"{dropout:>7}{part:>14}  {'':>25}{100 * worst[WAYS[1]]:>11.2f}%{100 * worst[WAYS[2]]:>19.2f}%")
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips-per-process", default="4,8", help="Each process's part of the global batch.")
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--dropout", default="on,off", help="on: as shipped; off: every Dropout the identity.")
     args = parser.parse_args()
     parts = [int(v) for v in args.clips_per_process.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
+    dropouts = [v.strip() for v in args.dropout.split(",")]
+    if not set(dropouts) <= {"on", "off"}:
+        parser.error(f"--dropout takes on, off or both, got {args.dropout!r}")
 
     results = []
     with tempfile.TemporaryDirectory(prefix="condi-bn-drift-") as tmp:
         store = make_store(Path(tmp))
-        for part in parts:
-            for seed in seeds:
-                losses, seconds = {}, {}
-                for i, way in enumerate(WAYS):
-                    copy = Path(tmp) / f"run-{part}-{seed}-{i}"
-                    shutil.copytree(store, copy)
-                    losses[way], seconds[way] = distill_run(copy, way, 2 * part, args.lr, args.epochs, seed)
-                    shutil.rmtree(copy)
-                reference = losses["one process"]
-                deviation = {way: [abs(a - b) / abs(b) for a, b in zip(losses[way], reference)] for way in WAYS[1:]}
-                results.append({"clips_per_process": part, "global_batch": 2 * part, "seed": seed,
-                                "eval_loss": losses, "relative_deviation": deviation, "train_seconds": seconds})
+        no_dropout_cli = Path(tmp) / "no_dropout_cli.py"
+        no_dropout_cli.write_text(NO_DROPOUT_CLI)
+        for dropout in dropouts:
+            for part in parts:
+                for seed in seeds:
+                    losses, seconds = {}, {}
+                    for i, way in enumerate(WAYS):
+                        copy = Path(tmp) / f"run-{dropout}-{part}-{seed}-{i}"
+                        shutil.copytree(store, copy)
+                        losses[way], seconds[way] = distill_run(copy, way, dropout == "on", 2 * part, args.lr,
+                                                                args.epochs, seed, no_dropout_cli)
+                        shutil.rmtree(copy)
+                    deviation = {way: {c: relative(losses[way][c], losses["one process"][c]) for c in COLUMNS}
+                                 for way in WAYS[1:]}
+                    results.append({"dropout": dropout, "clips_per_process": part, "global_batch": 2 * part,
+                                    "seed": seed, "losses": losses, "relative_deviation": deviation,
+                                    "train_seconds": seconds})
 
-    print(f"condi-sr {STUDENT} {WIDTH}x, lr {args.lr}, {args.epochs} epochs: eval loss per epoch and its relative "
-          "deviation from one process")
-    print(f"{'clips/process':>13}{'seed':>6}  {'one process':<26}{'2 processes':<26}{'2 processes, sync':<26}")
-    for r in results:
-        one = " ".join(f"{v:.4f}" for v in r["eval_loss"]["one process"])
-        cells = [" ".join(f"{100 * d:4.1f}%" for d in r["relative_deviation"][way]) for way in WAYS[1:]]
-        print(f"{r['clips_per_process']:>13}{r['seed']:>6}  {one:<26}{cells[0]:<26}{cells[1]:<26}")
-    print(f"\n{'clips/process':>13}  max deviation: {'2 processes':>12}{'2 processes, sync':>20}")
-    summary = {}
-    for part in parts:
-        worst = {way: max(max(r["relative_deviation"][way]) for r in results if r["clips_per_process"] == part)
-                 for way in WAYS[1:]}
-        summary[str(part)] = worst
-        print(f"{part:>13}  {'':>15}{100 * worst[WAYS[1]]:>11.1f}%{100 * worst[WAYS[2]]:>19.1f}%")
-
+    summary = print_table(results, args)
     info = machine()
     folder = REPO / "bench" / "results" / (re.sub(r"[^a-z0-9]+", "-", info["cpu"].lower()).strip("-") or "unknown")
     folder.mkdir(parents=True, exist_ok=True)
     out = {"machine": info, "loss": LOSS, "student": f"{STUDENT} {WIDTH}", "teacher": TEACHER, "lr": args.lr,
            "epochs": args.epochs, "processes": 2, "backend": "gloo", "threads_per_process": 1,
-           "train_clips_per_epoch": 40, "runs": results, "max_relative_deviation": summary}
+           "train_clips_per_epoch": 40, "runs": results, "max_eval_loss_deviation": summary}
     (folder / "batchnorm_drift.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwritten {folder / 'batchnorm_drift.json'}")
 

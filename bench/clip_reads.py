@@ -19,7 +19,8 @@ same run; "cores busy" is this process's CPU-seconds per second with threads (ab
 zarr decompresses the chunks of one slice concurrently in its own thread pool). Then: clips per CPU-second of
 one thread (clips/s per core), and the cores a GPU student needs: its training FLOPs per clip (3x the forward's,
 measured) against a published GPU throughput at a stated utilisation. Other processes on the machine lower every
-rate; the load average is printed before and after.
+rate; the load average is printed before and after. The figures are recorded with the commit and the machine
+(``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import tempfile
 import time
 
 import numpy as np
+from record import add_record_options, record
 
 from condi_pipe.compute.clip_loader import ClipLoader, ClipReader
 from condi_pipe.storage.clip_array import CLIP_SHAPE, create_clip_array, open_clip_array, write_clip_range
@@ -70,25 +72,27 @@ def steady_rate(url: str, specs: list[np.ndarray], workers: int, kind: str) -> t
     return clips / seconds, clips / cpu if cpu > 0 else float("nan"), cpu / seconds
 
 
-def cores_for_a_gpu_student(clips_per_core: float, student: str, width: float, utilisation: float) -> str:
+def cores_for_a_gpu_student(clips_per_core: float, student: str, width: float, utilisation: float) -> dict:
     from condi_pipe.models import build_model
     from condi_pipe.models.registry import measure_flops
 
     forward = measure_flops(build_model(student, 101, width))
     clips_per_second = A100_BF16_DENSE * utilisation / (3 * forward)  # forward + backward ~ 3 forwards
-    return (f"{student} {width}x: {forward / 1e9:.3f} GFLOP forward, {3 * forward / 1e9:.2f} GFLOP to train per clip; "
-            f"an A100 (312 TFLOP/s bf16 dense) at {utilisation:.0%} trains {clips_per_second:,.0f} clips/s, which "
-            f"needs {clips_per_second / clips_per_core:.0f} cores reading at {clips_per_core:.0f} clips/s per core")
+    print(f"{student} {width}x: {forward / 1e9:.3f} GFLOP forward, {3 * forward / 1e9:.2f} GFLOP to train per clip; "
+          f"an A100 (312 TFLOP/s bf16 dense) at {utilisation:.0%} trains {clips_per_second:,.0f} clips/s, which "
+          f"needs {clips_per_second / clips_per_core:.0f} cores reading at {clips_per_core:.0f} clips/s per core")
+    return {"student": f"{student} {width}x", "forward_gflop": forward / 1e9, "a100_utilisation": utilisation,
+            "a100_clips_per_s": clips_per_second, "cores_needed": clips_per_second / clips_per_core}
 
 
-def measure(folder: str, args, kinds: list[str], rng: np.random.Generator) -> list[float]:
-    """Print the table; return one thread's clips per CPU-second of every case."""
+def measure(folder: str, args, kinds: list[str], rng: np.random.Generator) -> tuple[list[float], dict]:
+    """Print the table; return one thread's clips per CPU-second of every case, and the table's figures."""
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.batches} batches of "
           f"{args.batch} clips ({args.batch * CLIP_BYTES / 1e6:.1f} MB decompressed each) of {args.clips}")
     header = (f"{'store':<8} {'ids':<12} {'kind':<8} {'1 worker':>19} {'2 workers':>19} {'2/1':>5} "
               f"{'cores busy (1, 2)':>18}")
     print(header + "\n" + "-" * len(header))
-    per_core = []
+    per_core, figures = [], {}
     for store, url in (("path", folder), ("file://", f"file://{folder}")):
         for order in ("consecutive", "random"):
             specs = batch_ids(order, args.clips, args.batch, args.batches + 1, rng)
@@ -99,7 +103,9 @@ def measure(folder: str, args, kinds: list[str], rng: np.random.Generator) -> li
                 cells = [f"{r:6.0f} clips/s {r * CLIP_BYTES / 1e6:4.0f} MB/s" for r in (one, two)]
                 busy = f"{one_busy:.2f}, {two_busy:.2f}" if kind == "thread" else "-"
                 print(f"{store:<8} {order:<12} {kind:<8} {cells[0]:>19} {cells[1]:>19} {two / one:5.2f} {busy:>18}")
-    return per_core
+                figures[f"{store} {order} {kind}"] = {"1 worker clips/s": one, "2 workers clips/s": two,
+                                                      "2 / 1": two / one}
+    return per_core, figures
 
 
 def main() -> None:
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="thread,process", help="thread, process or both (comma-separated)")
     parser.add_argument("--store", help="an existing local store to read (default: a temporary array)")
     parser.add_argument("--utilisation", type=float, default=0.1, help="the GPU's share of its peak FLOP/s")
+    add_record_options(parser)
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     rng = np.random.default_rng(0)
@@ -119,12 +126,14 @@ def main() -> None:
             args.clips = int(open_clip_array(Store(folder)).shape[0])
         else:
             build_array(folder, args.clips, rng)
-        per_core = measure(folder, args, kinds, rng)
+        per_core, figures = measure(folder, args, kinds, rng)
     print(f"load average {os.getloadavg()[0]:.2f}")
     if per_core:
         clips_per_core = float(np.median(per_core))
         print(f"one thread: {clips_per_core:.0f} clips per CPU-second (median over the store/ids cases)")
-        print(cores_for_a_gpu_student(clips_per_core, "shufflenetv2_3d", 0.25, args.utilisation))
+        figures["one thread clips per CPU-s"] = clips_per_core
+        figures["GPU student"] = cores_for_a_gpu_student(clips_per_core, "shufflenetv2_3d", 0.25, args.utilisation)
+    record("clip_reads", figures, args, clip_mb=CLIP_BYTES / 1e6)
 
 
 if __name__ == "__main__":

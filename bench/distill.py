@@ -7,7 +7,7 @@ teacher's logits read from the cache. Online (what distillation without a cache 
 pass (no grad, eval mode) on the same clips inside the step, then the same student step. Same student
 (shufflenetv2_3d 0.5x), same batch of random uint8 clips, same ConDi-SR loss, the pipeline's memory layout
 (channels-last 3D unless ``--contiguous``); random weights (the time does not depend on them). Prints the
-median time of each and their ratio (target: online / cached >= 5).
+median time of each and their ratio (target: online / cached >= 5), and records them (``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from record import add_record_options, record
 
 from condi_pipe.compute.torch_runtime import RuntimeOptions, synchronize, to_runtime_layout
 from condi_pipe.methods.losses import condi_sr_loss
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=101)
     parser.add_argument("--contiguous", action="store_true",
                         help="NCDHW tensors instead of the pipeline's default channels-last 3D layout")
+    add_record_options(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,6 +87,8 @@ def main() -> None:
     print(f"cached distillation step (student forward + backward, cached teacher logits): {cached:.3f} s")
     print(f"online distillation step ({args.teacher} forward in the loop + the same student step): {online:.3f} s")
     print(f"online / cached: {online / cached:.1f}x")
+    record("distill", {"cached_step_s": cached, "online_step_s": online, "online_over_cached": online / cached},
+           args, threads=torch.get_num_threads(), layout=layout)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ For each file shape (generated once with the bundled ffmpeg, seeded, cached unde
 - the codec table: bytes per clip against single-core encode MB/s for candidate zarr codecs, on the shape's clips.
 
 Every rate is frames/s over the shape's decoded frames; the ratios printed at the end are the issue's targets.
+The figures are recorded with the commit and the machine (``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from record import add_record_options, record
 
 from condi_pipe.pipeline.executor import ExecutorOptions, dask_client
 from condi_pipe.stages.extract import ExtractRequest, extract
@@ -348,6 +350,45 @@ def bench_shape(shape: Shape, videos: int, cache: Path, work: Path, torch_env: d
     return out
 
 
+def shape_figures(result: dict) -> dict:
+    """What the run of one shape records: every variant's rate, CPU and store, and the ratios to the targets."""
+    variants = result["variants"]
+    limit = max((m for n, m in variants.items() if n.startswith("ffmpeg filter chain")), key=lambda m: m.rate)
+    one, two = variants["extract, 1 worker"], variants["extract, 2 workers"]
+    decode, steady = variants["ffmpeg decode-only"], result["steady state"]
+    fast = variants["extract, 1 worker, --zstd-level 1"]
+
+    def measured(m: Measure | str) -> dict | str:
+        if isinstance(m, str):
+            return f"did not run: {m}"
+        size = {"store MB": m.store_bytes / 1e6} if m.store_bytes is not None else {}
+        return {"frames/s": m.rate, "CPU-s per 1000 frames": m.cpu_per_1000, **size}
+
+    ratios = {
+        "1 worker / filter-chain limit (>= 0.85)": one.rate / limit.rate,
+        "1 worker / decode-only (>= 0.6)": one.rate / decode.rate,
+        "CPU per frame, 1 worker / limit (<= 1.3)": one.cpu_per_1000 / limit.cpu_per_1000,
+        "steady state / filter-chain limit (>= 0.85)": steady.rate / limit.rate,
+        "steady state / decode-only (>= 0.6)": steady.rate / decode.rate,
+        "CPU per frame, steady state / limit (<= 1.3)": steady.cpu_per_1000 / limit.cpu_per_1000,
+        "2 workers / 1 worker (>= 1.0)": two.rate / one.rate,
+        "zstd level 1 / 3, frames/s": fast.rate / one.rate,
+        "zstd level 1 / 3, CPU per frame": fast.cpu_per_1000 / one.cpu_per_1000,
+        "CPU per frame, zstd level 1 / limit": fast.cpu_per_1000 / limit.cpu_per_1000,
+        "zstd level 1 / 3, store": fast.store_bytes / one.store_bytes,
+    }
+    for name, m in variants.items():
+        if "->" in name and not name.startswith("ffmpeg") and not isinstance(m, str):  # the peers
+            ratios[f"1 worker / {name}, frames/s (>= 1)"] = one.rate / m.rate
+            ratios[f"1 worker / {name}, store (<= 1.1)"] = one.store_bytes / m.store_bytes
+    return {"files": result["files"], "frames": result["frames"], "ratios": ratios,
+            "variants": {**{name: measured(m) for name, m in variants.items()}, "steady state": measured(steady)},
+            "fixed seconds": result["fixed seconds"],
+            "per core, steady state": {"frames per CPU-s": 1000 / steady.cpu_per_1000,
+                                       "frames/s wall": steady.rate / PARALLEL},
+            "codecs": {name: {"KB per clip": size / 1e3, "MB/s": speed} for name, size, speed in result["codecs"]}}
+
+
 def report(shape: Shape, result: dict) -> None:
     variants = result["variants"]
     w, h = shape.size
@@ -359,29 +400,12 @@ def report(shape: Shape, result: dict) -> None:
             continue
         size = f"{m.store_bytes / 1e6:9.1f}" if m.store_bytes is not None else f"{'':>9}"
         print(f"  {name:<40} {m.rate:9.0f} {m.cpu_per_1000:14.2f} {size}")
-    limit = max((m for n, m in variants.items() if n.startswith("ffmpeg filter chain")), key=lambda m: m.rate)
-    one, two = variants["extract, 1 worker"], variants["extract, 2 workers"]
-    decode = variants["ffmpeg decode-only"]
-    print(f"  extract 1 worker / filter-chain limit      = {one.rate / limit.rate:.2f}  (target >= 0.85)")
-    print(f"  extract 1 worker / decode-only             = {one.rate / decode.rate:.2f}  (target >= 0.6)")
-    print(f"  CPU per frame, extract 1 worker / limit    = {one.cpu_per_1000 / limit.cpu_per_1000:.2f}  "
-          "(target <= 1.3)")
     steady = result["steady state"]
     print(f"  steady state of extract 1 worker (the whole run less a run on half the files: "
           f"{steady.rate:.0f} frames/s, {steady.cpu_per_1000:.2f} CPU-s/1000 fr; fixed {result['fixed seconds']:.1f} s)")
-    print(f"    steady state / filter-chain limit        = {steady.rate / limit.rate:.2f}  (target >= 0.85)")
-    print(f"    steady state / decode-only               = {steady.rate / decode.rate:.2f}  (target >= 0.6)")
-    print(f"    CPU per frame, steady state / limit      = {steady.cpu_per_1000 / limit.cpu_per_1000:.2f}  "
-          "(target <= 1.3)")
-    print(f"  2 workers / 1 worker                       = {two.rate / one.rate:.2f}  (target >= 1.0)")
-    fast = variants["extract, 1 worker, --zstd-level 1"]
-    print(f"  --zstd-level 1 / level 3: frames/s {fast.rate / one.rate:.2f}, CPU per frame "
-          f"{fast.cpu_per_1000 / one.cpu_per_1000:.2f} ({fast.cpu_per_1000 / limit.cpu_per_1000:.2f}x the limit's), "
-          f"store {fast.store_bytes / one.store_bytes:.2f}")
-    for name, m in variants.items():
-        if "->" in name and not name.startswith("ffmpeg") and not isinstance(m, str):  # the peers
-            print(f"  extract 1 worker / {name:<22}  = {one.rate / m.rate:.2f} frames/s (target >= 1), "
-                  f"store {one.store_bytes / m.store_bytes:.2f}x theirs (target <= 1.1)")
+    print("  extract's ratios (target in brackets):")
+    for name, value in shape_figures(result)["ratios"].items():
+        print(f"    {name:<56} {value:5.2f}")
     # A core's rate two ways: frames per CPU-second of the steady state (process and children; waiting on a loaded
     # machine does not inflate it) and the steady state's wall rate over the cores.
     rates = {"CPU": 1000 / steady.cpu_per_1000, "wall": steady.rate / PARALLEL}
@@ -404,13 +428,16 @@ def main() -> None:
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--peer-out", help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
+    add_record_options(parser)
     args = parser.parse_args()
     if args.peer:
         peer_main(args.peer, args.peer_out, args.files)
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    print(f"{os.cpu_count()} cores; ffmpeg {ffmpeg_exe()}; load average {os.getloadavg()[0]:.2f}")
+    load_at_start = os.getloadavg()[0]
+    print(f"{os.cpu_count()} cores; ffmpeg {ffmpeg_exe()}; load average {load_at_start:.2f}")
+    figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         try:
@@ -421,7 +448,10 @@ def main() -> None:
         for name in args.shapes.split(","):
             shape = SHAPES[name]
             videos = max(1, shape.videos // 3) if args.quick else shape.videos
-            report(shape, bench_shape(shape, videos, cache, work, torch_env))
+            result = bench_shape(shape, videos, cache, work, torch_env)
+            report(shape, result)
+            figures[f"{name} {shape.size[0]}x{shape.size[1]}"] = shape_figures(result)
+    record("extract", figures, args, omit=("files",), load_average_at_start=load_at_start)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ The GPU column is a projection, not a measurement: the models' FLOPs (torch's co
 at batch 32-64 rarely reach more). The paper's own rate is its published Dense time per video (method.md, Table 3:
 UCF-101 3.7 s, Kinetics-600 5.3 s), which includes whatever its implementation spent besides the teacher. A GPU
 student is fed by CPU cores reading clips (``--cores`` at ``--read-rate`` clips per core-second), and the slower
-of reading and computing sets its time.
+of reading and computing sets its time. The figures are recorded with the commit and the machine
+(``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 import time
 
 import torch
+from record import add_record_options, record
 
 from condi_pipe.compute.torch_runtime import RuntimeOptions, configure_threads
 from condi_pipe.models import build_model, measure_flops
@@ -106,11 +108,12 @@ def main() -> None:
     parser.add_argument("--read-rate", type=float, default=800.0,
                         help="clips read per CPU-second by one core (bench/clip_reads.py measures it)")
     parser.add_argument("--cores", type=int, default=32, help="cores reading clips for the GPU")
+    add_record_options(parser)
     args = parser.parse_args()
     configure_threads(RuntimeOptions(threads=args.threads))
     print(f"# {args.threads} threads, batch {args.batch}, median of {args.repeats}")
 
-    costs = {}
+    costs, figures = {}, {}
     for name, width in (TEACHER, *STUDENTS):
         for bf16 in (False, True):
             cost = model_costs(name, width, args.batch, args.repeats, bf16)
@@ -118,8 +121,12 @@ def main() -> None:
             train = f", train step {cost['train'] * 1e3:.1f} ms/clip" if "train" in cost else ""
             print(f"{name} {width or ''} {'bf16' if bf16 else 'fp32'}: {cost['gflops']:.2f} GFLOPs, "
                   f"forward {cost['forward'] * 1e3:.1f} ms/clip{train}")
+            figures[f"{name} {width or ''}".strip() + (" bf16" if bf16 else " fp32")] = {
+                "gflops": cost["gflops"], **{f"{part} ms/clip": 1e3 * cost[part] for part in ("forward", "train")
+                                             if part in cost}}
     decode = decode_seconds_per_frame(args.repeats)
     print(f"decode + filter chain (1 ffmpeg thread): {1 / decode:.0f} frames/s per core")
+    figures["decode + filter chain, frames/s per core"] = 1 / decode
 
     gpu_rate = A100_BF16_TFLOPS * 1e12 * args.gpu_utilisation
     teacher = min(costs[TEACHER[0], bf]["forward"] for bf in (False, True))
@@ -140,6 +147,13 @@ def main() -> None:
         print(f"| {dataset} | {clips:,} | {_hours(videos * frames * decode)} | {_hours(clips * teacher)} | "
               f"{_hours(clips * teacher_flops / gpu_rate)} | {_hours(videos * paper) if paper else '-'} | "
               f"{_hours(seen * student)} ({epochs} epochs) | {_hours(gpu_distill)} |")
+        figures[f"{dataset} hours (projected)"] = {
+            "clips": clips, "decode, 1 core": videos * frames * decode / 3600,
+            "teacher-cache here": clips * teacher / 3600,
+            "teacher-cache, A100": clips * teacher_flops / gpu_rate / 3600,
+            "paper's Dense": videos * paper / 3600 if paper else None, "distill here": seen * student / 3600,
+            "distill, A100": gpu_distill / 3600}
+    record("paper_scale", figures, args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ one fewer-frames run, training histories), every clip in the ``test`` split (the
 everything), then times each table (build + Markdown rendering) and prints seconds and the ratio against a
 baseline measured in the same run: reading just the columns and the logits every table needs
 (teacher clips.parquet: clip_id, video_id, split, label; teacher logits.zarr). An existing ``--store`` that
-holds a complete bench store of the same size is reused; a temporary one is deleted unless ``--keep``.
+holds a complete bench store of the same size is reused; a temporary one is deleted unless ``--keep``. The figures
+are recorded with the commit and the machine (``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from record import add_record_options, record
 
 from condi_pipe.report import build_report, render
 from condi_pipe.storage import clip_outputs
@@ -152,6 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="Keep a temporary store.")
     parser.add_argument("--json", action="store_true", help="Also print the figures as JSON.")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    add_record_options(parser)
     args = parser.parse_args(argv)
     if args.generate_only:  # child process: keeps the generator's memory out of the timed process
         generate(Store(args.store), args.clips, args.classes)
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
             render(report, "md")
             took, cpu = time.perf_counter() - start, time.process_time() - cpu
             name = f"{table}" + (" (7 methods)" if options else "")
-            figures[name] = {"wall_s": took, "cpu_s": cpu, "x_baseline": took / base}
+            figures[f"table {name}"] = {"wall_s": took, "cpu_s": cpu, "x_baseline": took / base}
             print(f"{name:<24}{took:>8.2f}{took / base:>12.2f}{cpu:>8.2f}")
         print("(3 = ConDi-SR, Equidistant, BCE-Conf, ST-Ent, Dense; 7 methods adds ST-Conf, Random (3 seeds), Oracle; "
               "accuracy = K 1..10 for every method; CPU s = process CPU time, all threads)")
@@ -194,6 +197,7 @@ def main(argv=None) -> int:
         print(render(build_report(store, "3"), "md"))
         if args.json:
             print(json.dumps(figures, indent=2))
+        record("report", figures, args)
     finally:
         if temporary and not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,8 @@ Measured in one run, on the embedded benchmark generated at ``videos / 2`` and `
   ``log(t_large / t_small) / log(n_large / n_small)`` is 1 for a stage whose cost is linear in its input;
   the line through both points splits each time into a fixed cost and a cost per 1,000 frames or clips.
 
-The teacher runs with random weights (its speed does not depend on them).
+The teacher runs with random weights (its speed does not depend on them). The figures are recorded with the commit
+and the machine (``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from record import add_record_options, record
 
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.compute.torch_runtime import RuntimeOptions
@@ -100,6 +103,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="resnet10_3d_small")
     parser.add_argument("--report-clips", default="250000,1000000", help="Two store sizes for the report, in clips.")
     parser.add_argument("--seed", type=int, default=0)
+    add_record_options(parser)
     args = parser.parse_args()
     small_clips, large_clips = (int(v) for v in args.report_clips.split(","))
 
@@ -122,12 +126,14 @@ def main() -> None:
     print(f"embedded benchmark: {args.videos // 2} and {args.videos} videos ({sizes['small']} and {sizes['large']} "
           f"frames; {clips['small']} and {clips['large']} clips); cluster start-up {min(startups):.1f}-"
           f"{max(startups):.1f} s, not counted")
+    figures = {"frames": sizes, "clips": clips, "cluster_startup_s": {"min": min(startups), "max": max(startups)}}
     print("\nworkers (larger dataset)")
     print(f"{'stage':<16}{'1 worker':>16}{'2 workers':>16}{'2 / 1':>8}")
     for stage, times, unit, n in (("extract", ext, "frames/s", sizes["large"]),
                                   ("teacher-cache", tc, "clips/s", clips["large"])):
         one, two = n / times["large", 1], n / times["large", 2]
         print(f"{stage:<16}{one:>9.0f} {unit:<6}{two:>9.0f} {unit:<6}{two / one:>8.2f}")
+        figures[f"{stage} ({unit}, larger dataset)"] = {"1 worker": one, "2 workers": two, "2 / 1": two / one}
     print("\ncost against input size (1 worker; exponent 1 = linear)")
     print(f"{'stage':<16}{'input':>22}{'seconds':>18}{'exponent':>10}{'fixed s':>9}{'per 1k units':>14}")
     rows = (("extract", sizes["small"], sizes["large"], ext["small", 1], ext["large", 1], "frames"),
@@ -137,6 +143,11 @@ def main() -> None:
         fixed, marginal = fixed_and_marginal(n_small, t_small, n_large, t_large)
         print(f"{stage:<16}{f'{n_small} -> {n_large} {unit}':>22}{f'{t_small:.2f} -> {t_large:.2f}':>18}"
               f"{exponent(n_small, t_small, n_large, t_large):>10.2f}{fixed:>9.2f}{1000 * marginal:>12.3f} s")
+        figures[f"{stage} against input"] = {
+            f"{unit} (small, large)": [n_small, n_large], "seconds (small, large)": [t_small, t_large],
+            "exponent": exponent(n_small, t_small, n_large, t_large), "fixed_s": fixed,
+            f"s per 1000 {unit}": 1000 * marginal}
+    record("scale", figures, args)
 
 
 if __name__ == "__main__":

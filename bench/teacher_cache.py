@@ -14,6 +14,7 @@ otherwise; the latency curve alone is ~230 clip passes, so it takes ~1,500 clips
 Naive baseline, same clips, same threads: ``model(x)`` per video batch, fp32, NCDHW, eager, one pass.
 GFLOP/s: the teacher's FLOPs per clip (``models.measure_flops``) times clips/s; peaks: ``torch.mm`` of two
 square matrices (3072, or 1024 with --quick) in fp32 and bf16 on the same threads. Target: steady >= 1.5x naive.
+The figures are recorded with the commit and the machine (``bench/record.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from record import add_record_options, record
 
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.compute.torch_runtime import RuntimeOptions, configure_threads
@@ -89,6 +91,7 @@ def main() -> None:
                         help="videos of the larger run (the smaller: a quarter); ~7 clips each")
     parser.add_argument("--bf16", default="off", choices=["off", "on", "auto"])
     parser.add_argument("--quick", action="store_true", help="12 videos, small matmuls: checks the bench runs")
+    add_record_options(parser)
     args = parser.parse_args()
     # Both runs time their runtime choice (fixed cost of a first run on a machine): none reuses the other's.
     os.environ[MACHINE_CACHE_ENV] = "off"
@@ -125,6 +128,18 @@ def main() -> None:
     print(f"  matmul peak ({size}^2): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s; "
           f"steady state reaches {flops * steady / 1e9 / peaks[dtype]:.0%} of the {dtype} peak, "
           f"the naive loop {flops * naive / 1e9 / peaks['fp32']:.0%} of the fp32 peak")
+    record("teacher_cache", {
+        "clips": {"small run": clips[0], "large run": clips[1]},
+        "seconds": {"small run": seconds[0], "large run": seconds[1]},
+        "gflop_per_clip": flops / 1e9,
+        "runtime_chosen": f"{choice['layout']}/{dtype} at batch {choice['batch']}",
+        "naive_clips_per_s": naive, "steady_clips_per_s": steady, "steady_over_naive": steady / naive,
+        "fixed_s": fixed, "fixed_share_of_large_run": fixed / seconds[1],
+        "end_to_end_clips_per_s": {"small run": clips[0] / seconds[0], "large run": clips[1] / seconds[1]},
+        "matmul_peak_gflops": {**peaks, "size": size},
+        "steady_share_of_peak": flops * steady / 1e9 / peaks[dtype],
+        "naive_share_of_fp32_peak": flops * naive / 1e9 / peaks["fp32"],
+    }, args, threads=threads, videos=videos)
 
 
 if __name__ == "__main__":

@@ -245,14 +245,3 @@ def latency_curve_task(batch_sizes: tuple[int, ...], store_url: str, ref: ModelR
 
         seconds.append(float(np.median([timed(forward, device).seconds for _ in range(repeats)])))
     return {"batch": list(batch_sizes), "seconds": seconds}
-
-
-def latency_for_batch(curve: dict, size: int) -> float:
-    """Seconds for a batch of ``size`` clips from a measured curve: linear between points, and beyond the
-    largest measured batch, its per-clip cost times ``size``."""
-    batches, seconds = np.asarray(curve["batch"], float), np.asarray(curve["seconds"], float)
-    if size <= 0:
-        return 0.0
-    if size > batches[-1]:
-        return float(seconds[-1] / batches[-1] * size)
-    return float(np.interp(size, batches, seconds))

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from condi_pipe.pipeline.options import check_fields, option
+
 #: ``--bf16`` values: off (fp32), on (bfloat16 autocast), auto (bf16 where it is faster and agrees with fp32 on a
 #: calibration batch; decided by ``pipeline.runtime_choice`` in teacher-cache, score and infer).
 BF16_MODES = ("off", "on", "auto")
@@ -59,14 +61,21 @@ class RuntimeOptions:
     and the layout by a timed :class:`~condi_pipe.compute.runtime_choice.RuntimeChoice`; an unresolved ``"auto"``
     runs in fp32 (distill and teacher-train keep the options as given)."""
 
-    device: str = "cpu"  # "cpu", "cuda", "cuda:1"
-    threads: int | None = None  # intra-op threads per process; None: the cores divided among the workers
-    bf16: bool | str = False  # bfloat16 autocast (fast on CPUs with AVX-512 bf16 and on recent GPUs), or "auto"
-    layout: str = "auto"  # one of LAYOUT_MODES: "auto" is timed by the model stages, channels-last in training
+    device: str = option("cpu", help="cpu, cuda or cuda:N.")
+    threads: int | None = option(None, low=1, help="Torch threads per process (default: the cores divided among the "
+                                                   "workers).")
+    # bfloat16 autocast is fast on CPUs with AVX-512 bf16 and on recent GPUs
+    bf16: bool | str = option(False, validate=bf16_mode, help=(
+        "bfloat16 autocast: on (--bf16 alone), off, or auto (teacher-cache, score, infer: bf16 when it is faster here "
+        "and agrees with fp32 on a calibration batch)."))
+    layout: str = option("auto", validate=layout_mode, help=(
+        "Memory layout: auto (teacher-cache, score, infer: the faster here, timed once per machine; training: "
+        "channels-last) or one pinned, for the same output bytes on machines that would time differently."))
     # The layout computed in: NDHWC unless ``layout`` pins NCDHW; the model stages set it from their timed choice.
     channels_last: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self)
         mode = bf16_mode(self.bf16)
         object.__setattr__(self, "bf16", "auto" if mode == "auto" else mode == "on")
         layout = layout_mode(self.layout)

@@ -68,6 +68,7 @@ from condi_pipe.compute.torch_runtime import (
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.methods.video_prediction import video_predictions
 from condi_pipe.pipeline import faults
+from condi_pipe.pipeline.options import check_fields, option
 from condi_pipe.pipeline.progress import progress_bar
 from condi_pipe.pipeline.splits import DEFAULT_VALIDATION_FRACTION
 from condi_pipe.storage import training_artifacts as artifacts
@@ -78,43 +79,45 @@ CHECKPOINT_FORMAT = 1
 
 
 # ------------------------------------------------------------------------------------------------ options
+KEEP_CHOICES = ("best", "last")
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """The optimisation settings every training stage shares (recorded in the stage's configuration)."""
 
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    seed: int = 0
-    eval_every: int = 1  # evaluate after every N-th epoch (and always after the last)
+    epochs: int = option(low=1, help="Training epochs (passes over the training videos).")
+    batch_size: int = option(low=1, help="Clips per optimizer step (all processes together).")
+    lr: float = option(low=0, low_open=True, help="Base learning rate (SGD).")
+    momentum: float = option(0.9, low=0, help="SGD momentum.")
+    weight_decay: float = option(1e-4, low=0, help="SGD weight decay (L2).")
+    seed: int = option(0, help="Seed of the initial weights, the data order and the per-step random choices.")
+    eval_every: int = option(1, low=1, help="Evaluate on the validation split after every N-th epoch (and after "
+                                           "the last).")
     deterministic: bool = True
     # The validation split carved from train (pipeline.splits.training_splits): models fit on the rest, every
     # eval column and every choice (the epoch kept) comes from it. 0: no carving, the last epoch is kept.
-    val_fraction: float = DEFAULT_VALIDATION_FRACTION
-    val_seed: int = 0
-    keep: str = "best"  # "best": the epoch with the best validation selection metric; "last": the last epoch
-    # Threads reading the epoch's batches (pipeline.clip_loader); None: 1 on a CPU, more on a GPU. How the data
-    # is read, not what is trained: left out of the stage's configuration, so a run resumes with any value.
-    loader_workers: int | None = None
-    # Under torchrun: BatchNorm statistics of the global batch, not of each process's part (compute.sync_batchnorm)
-    sync_batchnorm: bool = False
+    val_fraction: float = option(DEFAULT_VALIDATION_FRACTION, low=0, high=1, high_open=True,
+                                 help="Share of each class's groups carved from train for validation (every choice "
+                                      "made during training; 0: none, the last epoch is kept).")
+    val_seed: int = option(0, help="Seed of the validation carve.")
+    keep: str = option("best", choices=KEEP_CHOICES,
+                       help="Keep the evaluated epoch with the best validation selection metric (ties: the earlier), "
+                            "or the last epoch.")
+    # How the data is read, not what is trained: left out of the stage's configuration, so a run resumes with any
+    # value.
+    loader_workers: int | None = option(None, low=1, help=(
+        "Workers reading training batches, in order: 1 is a thread, more are processes started once per run "
+        "(default: 1 on a CPU, up to 4 with a GPU). The batches and the result do not depend on it."))
+    sync_batchnorm: bool = option(False, help=(
+        "Under torchrun: BatchNorm normalises with the statistics of the whole global batch rather than each "
+        "process's part (one all-reduce per BatchNorm layer, forward and backward). Keeps the run close to one "
+        "process when each process has few clips per step."))
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("epochs, batch size and eval-every must be >= 1")
-        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("need lr > 0, momentum >= 0 and weight decay >= 0")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.keep not in KEEP_CHOICES:
-            raise ValueError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
-        if self.loader_workers is not None and self.loader_workers < 1:
-            raise ValueError(f"--loader-workers must be >= 1, got {self.loader_workers}")
+        check_fields(self)
 
 
-KEEP_CHOICES = ("best", "last")
 #: The TrainOptions fields a user sets (CLI options, run-config keys); ``deterministic`` is the pipeline's own.
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "eval_every", "val_fraction",
                  "val_seed", "keep", "loader_workers", "sync_batchnorm")
@@ -124,7 +127,7 @@ TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed
 class StepDecay:
     """Divide the LR by ``factor`` after every epoch: epoch e (from 0) trains at ``lr / factor**e``.
 
-    ConDi's schedule (method.md): factor 5 for the confidence head, 1.25 for the rest of the network, so the
+    ConDi's schedule (docs/method.md): factor 5 for the confidence head, 1.25 for the rest of the network, so the
     first epoch runs at the base LR and the third at ``lr / 5**2`` and ``lr / 1.25**2``.
     """
 
@@ -417,11 +420,11 @@ def run_training(
     log: Callable[[str], None] = print,
     processes: TrainingProcesses = SINGLE_PROCESS,
     on_epoch: Callable[[list[dict]], None] | None = None,
-    name: str | None = None,
+    run_name: str | None = None,
 ) -> TrainingRun:
     """Train ``task`` for ``options.epochs`` epochs, resuming from ``<folder>/checkpoints/last.pt`` if present.
 
-    A non-finite training loss stops it with a FloatingPointError naming ``stage``, ``name`` (the run or teacher)
+    A non-finite training loss stops it with a FloatingPointError naming ``stage``, ``run_name`` (the run or teacher)
     and the epoch; the epochs checkpointed before it stay, nothing is published.
 
     ``on_epoch(history)`` (rank 0 only) is called after each epoch's checkpoint with the history rows so far, the
@@ -479,7 +482,7 @@ def run_training(
 
         for epoch in range(start, options.epochs):
             row = _train_epoch(task, modules, optimizer, groups, samples_seen, options, runtime, device, epoch, stage,
-                               quiet, processes, loader, batchnorm, name=name)
+                               quiet, processes, loader, batchnorm, run_name=run_name)
             samples_seen += int(row["train_samples"])
             scheduler.step()
             processes.average_buffers(modules.values())
@@ -531,7 +534,7 @@ def _silent(message: str) -> None:
 
 def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_before: int, options, runtime, device,
                  epoch, stage, quiet, processes: TrainingProcesses, loader: ClipLoader,
-                 batchnorm: BatchNormSync, name: str | None = None) -> dict:
+                 batchnorm: BatchNormSync, run_name: str | None = None) -> dict:
     rng = np.random.default_rng([options.seed, epoch])
     generator = torch.Generator().manual_seed(derived_seed(options.seed, epoch, 1))
     if processes.distributed:
@@ -560,7 +563,7 @@ def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_bef
                 with autocast(runtime, device):
                     result = task.train_step(batch, generator)
                 if not torch.isfinite(result.loss.detach()).all():
-                    who = f"{stage} {name}" if name else stage
+                    who = f"{stage} {run_name}" if run_name else stage
                     raise FloatingPointError(f"{who}: the training loss became {float(result.loss.detach())} in "
                                              f"epoch {epoch + 1} of {options.epochs} (lr {options.lr:g}); lower the "
                                              "learning rate")

@@ -1,7 +1,7 @@
 """Model-free training losses of Confidence Distillation (ConDi) and of the baselines it is compared with.
 
 Equation numbers refer to Manzuri Shalmani et al., "Efficient Action Recognition Using Confidence Distillation"
-(arXiv 2109.02137), summarised in ``method.md``. Every loss takes plain tensors and returns :class:`LossTerms`, so a
+(arXiv 2109.02137), summarised in ``docs/method.md``. Every loss takes plain tensors and returns :class:`LossTerms`, so a
 training loop can log each term the same way whichever method it trains.
 
 Shapes: ``B`` samples (clips, or videos for the fewer-frames losses), ``C`` classes. Logits are ``(B, C)``; a
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Paper values (method.md): tau = 0.9 ("larger did not converge"), lambda in {0.5, 1.5, 2.0}, mu = 1.5.
+# Paper values (docs/method.md): tau = 0.9 ("larger did not converge"), lambda in {0.5, 1.5, 2.0}, mu = 1.5.
 DEFAULT_TAU = 0.9
 DEFAULT_LAMBDA = 1.5
 DEFAULT_MU = 1.5

@@ -1,7 +1,7 @@
 """Clip selection and video prediction on cached per-clip outputs, vectorised over videos (NumPy only, no model).
 
 A video has N clips; a selection picks K of them for the teacher, and the video prediction is the argmax of the
-mean teacher softmax over the chosen clips (method.md, "Baseline samplers"). Any K >= N selects all N clips;
+mean teacher softmax over the chosen clips (docs/method.md, "Baseline samplers"). Any K >= N selects all N clips;
 K <= 0 is an error.
 
 Every clip of every video sits in flat arrays with CSR-style ``offsets`` (video v owns clips

@@ -1,7 +1,7 @@
 """Similarity Guided Sampling (SGS, from ATFR: Fayyaz et al., CVPR 2021): fewer temporal slices for similar frames.
 
 Inserted after a stage of a 3D CNN, SGS maps the stage's T temporal slices to B' <= T slices, so the layers after
-it compute on less time and FLOPs fall with how static a clip is. Per clip (method.md, "SGS / ATFR"):
+it compute on less time and FLOPs fall with how static a clip is. Per clip (docs/method.md, "SGS / ATFR"):
 
 1. pool each slice over H, W and embed it with two 1x1 1D convolutions to L = 8 dimensions: Z_t;
 2. its magnitude Delta_t = ||Z_t||;

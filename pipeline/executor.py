@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
+from condi_pipe.pipeline.options import check_fields, option
 from condi_pipe.pipeline.progress import progress_bar
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -24,13 +25,17 @@ INFERENCE_WORKERS = 1
 class ExecutorOptions:
     """Where tasks run. ``workers=0`` runs them in this process (no Dask), for debugging and tiny inputs."""
 
-    workers: int = 2
-    scheduler_address: str | None = None
+    workers: int = option(2, low=0, help="Local Dask worker processes (0: run in this process).")
+    scheduler_address: str | None = option(None, help="Use an existing Dask cluster (tcp://HOST:PORT) instead of "
+                                                      "starting local workers.")
     in_process: bool = False  # threads in this process (needed for memory:// stores)
     resources: dict[str, float] | None = None  # e.g. {"GPU": 1} for teacher tasks on GPU workers
     # Tasks per local worker at once. Model tasks want 1 (torch uses the cores); extract tasks spend most of
     # their time waiting on an ffmpeg child process, so 2 overlap one video's decoding with another's writes.
     threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def resolved_address(self) -> str | None:
         return self.scheduler_address or os.environ.get(SCHEDULER_ENV) or None

@@ -126,6 +126,7 @@ class TrainingSplits(NamedTuple):
                 "validation_videos": 0 if self.validation is None else int(len(self.validation.video_id))}
 
 
+TRAIN_SPLIT = "train"  # the split training stages fit on (and carve their validation part from)
 DEFAULT_VALIDATION_FRACTION = 0.1  # the paper carves 10% of Something-Something's train split for validation
 
 

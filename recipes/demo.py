@@ -1,26 +1,19 @@
 """``condi-pipe demo``: generate the embedded benchmark and run the whole pipeline on it (the README's first
-command). The configuration is ``examples/embedded.toml``'s, kept here so an installed package has it too
-(``tests/test_run.py`` checks that the two agree)."""
+command). Its run configuration is ``embedded.toml`` beside this module, shipped with the package;
+``condi-pipe run --config`` runs the same file."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
-from condi_pipe.app.run_config import (
-    DistillSection,
-    ExtractSection,
-    ReportSection,
-    RunConfig,
-    SGSSection,
-    TeacherSection,
-    TeacherTrainSection,
-)
+from condi_pipe.app.run_config import RunConfig, SGSSection, load_run_config
 from condi_pipe.app.runner import run_pipeline
 from condi_pipe.methods.registry import default_method_names
-from condi_pipe.models.pretrained import PRETRAINED
 from condi_pipe.report import render
 from condi_pipe.report.across_stores import build_report_across_stores
 from condi_pipe.report.write import write_table
@@ -33,11 +26,10 @@ DEMO_LENGTH_PROFILE = "ucf101"  # videos as long as UCF-101's (11.3 clips on ave
 # Half of each class's train groups (350 train videos, ~4,000 clips): the students need no more, and generating,
 # extracting and caching the other half would cost ~4 minutes; the 300 test videos are all written.
 DEMO_TRAIN_SHARE = 0.5
-# The students Table 3 compares ConDi-SR with; `demo --all-students` adds the other default methods (ST-Conf).
-DEMO_LOSSES = ("condi-sr", "bce-conf", "st-ent")
 SEEDS_TABLES = ("3",)  # `demo --seeds`: the tables combined over the seeds' stores
 SYNTH_FOLDER = "synth"  # the generated videos, inside the demo's store folder
 REPORTS_FOLDER = "reports"
+DEMO_CONFIG = resources.files("condi_pipe.recipes") / "embedded.toml"
 
 
 # `demo --sgs`: the trained teacher fine-tuned 4 epochs with SGS after res2 (about 1.5 more minutes here)
@@ -45,26 +37,25 @@ DEMO_SGS = SGSSection(stage="res2", kernel="linear", epochs=4, batch_size=16, lr
 
 
 def demo_config(store_dir: str | os.PathLike, *, sgs: bool = False, all_students: bool = False) -> RunConfig:
-
+    """The shipped ``embedded.toml`` with its store at ``store_dir`` (data, reports and the generator's clip kinds
+    inside it); ``sgs`` adds :data:`DEMO_SGS`, ``all_students`` trains every default method."""
     store_dir = os.path.abspath(store_dir)
-    return RunConfig(
-        store=store_dir,
-        extract=ExtractSection(source="ucf101", root=os.path.join(store_dir, SYNTH_FOLDER), workers=2),
-        # the shipped teacher, trained on a corpus of its own (`condi-pipe pretrain-teacher`): like the paper's
-        # Kinetics-pretrained teacher, it never saw the clips the students learn its z from
-        teacher=TeacherSection(name="resnet10_3d_motion", weights=PRETRAINED, workers=1),
-        teacher_train=TeacherTrainSection(epochs=8, batch_size=16, lr=0.05, flip=False),  # only for `demo --sgs`
-        # Table 3's students (DEMO_LOSSES; all_students: every default method); a validation part of 20% (70
-        # videos) keeps each student's epoch and judges its context rankings
-        distill=DistillSection(student="resnet10_3d_motion_skim", epochs=10, batch_size=32, lr=0.1, val_fraction=0.2,
-                               losses=list(default_method_names() if all_students else DEMO_LOSSES)),
-        report=ReportSection(tables=["3", "pairwise", "4", "accuracy", "oracle", "confidence", "kinds"],
-                             k=[1, 2, 3, 4, 5, 7],
-                             out_dir=os.path.join(store_dir, REPORTS_FOLDER),
-                             clip_kinds=os.path.join(store_dir, SYNTH_FOLDER, "synth_clips.csv")),
+    with resources.as_file(DEMO_CONFIG) as path:
+        shipped = load_run_config(path)
+    synth = os.path.join(store_dir, SYNTH_FOLDER)
+    losses = list(default_method_names()) if all_students else shipped.distill.losses
+    return dataclasses.replace(
+        shipped, store=store_dir, source_file=os.path.join(store_dir, "demo.toml"),
+        extract=dataclasses.replace(shipped.extract, root=synth),
+        distill=dataclasses.replace(shipped.distill, losses=losses),
+        report=dataclasses.replace(shipped.report, out_dir=os.path.join(store_dir, REPORTS_FOLDER),
+                                   clip_kinds=os.path.join(synth, "synth_clips.csv")),
         sgs=DEMO_SGS if sgs else None,
-        source_file=os.path.join(store_dir, "demo.toml"),
     )
+
+
+#: The students Table 3 compares ConDi-SR with: the shipped file's (``demo --all-students`` adds ST-Conf).
+DEMO_LOSSES = tuple(demo_config(os.curdir).distill.losses)
 
 
 def run_demo(store_dir: str | os.PathLike, *, videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED, quiet: bool = False,

@@ -7,13 +7,13 @@ Per-clip losses train on every clip of the *fit* part of the train split (or ``c
 video and epoch), with the teacher's cached logits, its z (Eq. 1) and the video's label; no augmentation (the cached
 teacher outputs are for the unflipped clips). Video-level losses take ``batch_size // k`` videos per step.
 
-Optimisation (method.md): SGD momentum 0.9, LR 0.1 from scratch; the confidence head's LR is divided by 5 per
+Optimisation (docs/method.md): SGD momentum 0.9, LR 0.1 from scratch; the confidence head's LR is divided by 5 per
 epoch and everything else's by 1.25. ``schedule_unit`` says what an epoch is:
 
 * ``samples`` (default): a reference epoch of ``reference_epoch`` training samples (default 9,537, one clip per
   training video of UCF-101 split 1, the paper's scale; videos for the video-level losses). The step taken after
   ``s`` samples runs at ``conf_lr / 5**(s / N)`` and ``lr / 1.25**(s / N)``, set before every optimizer step, so
-  a small dataset's passes decay the LR only as far as the samples they hold (method.md "Schedules by epoch").
+  a small dataset's passes decay the LR only as far as the samples they hold (docs/method.md "Schedules by epoch").
 * ``passes``: the literal reading, one epoch per pass over the data: pass e (from 0) trains at ``conf_lr / 5**e``
   and ``lr / 1.25**e``.
 
@@ -65,12 +65,11 @@ from condi_pipe.compute.training import (
 from condi_pipe.methods import losses as L
 from condi_pipe.methods.catalogue import ClipBatch, LossContext, VideoBatch
 from condi_pipe.methods.metrics import auroc, false_positive_rate, sigmoid, softmax
-from condi_pipe.methods.registry import method_names
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.methods.video_prediction import video_mean_probs
 from condi_pipe.models import build_model, load_weights
 from condi_pipe.models.checkpoints import check_checkpoint
-from condi_pipe.pipeline.splits import training_splits
+from condi_pipe.pipeline.splits import TRAIN_SPLIT, training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 
 # The request lives beside its option table (stages.distill_request); importers of this module find it here too.
@@ -87,9 +86,6 @@ DISTILL = define_stage(
     writes=("students/{key}",),
     summary="train a student from the teacher cache with ConDi-SR or a baseline loss",
 )
-TRAIN_SPLIT = "train"
-
-LOSSES, VIDEO_LOSSES = method_names(), method_names("video")  # as registered at import, for tests/test_distill.py
 TERMS = ("total", "kd", "conf", "ce", "rep")
 class TeacherCache:
     """The cached teacher outputs the losses need, indexed by clip id."""
@@ -445,7 +441,7 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
                 "the train split has two groups): training on all of it, keeping the last epoch")
         decision.send("train")
         result = run_training(store, folder, task, request.train, request.runtime, stage=DISTILL.name,
-                              quiet=quiet, log=log, processes=processes, on_epoch=on_epoch, name=run_name)
+                              quiet=quiet, log=log, processes=processes, on_epoch=on_epoch, run_name=run_name)
         last, kept = result.history[-1], result.kept
         test = {k: _finite(v) for k, v in task.test_metrics(result.kept_epoch).items()}  # the kept weights, once: choose nothing
         artifacts.write_state_dict(store, folder, task.model.state_dict())
@@ -532,7 +528,7 @@ def _distill_beside_rank_0(store: Store, request: DistillRequest, processes: Tra
         return detail
     *_, task = _distill_task(store, request)
     run_training(store, artifacts.student_folder(request.run), task, request.train, request.runtime,
-                 stage=DISTILL.name, quiet=True, log=lambda message: None, processes=processes, name=request.run)
+                 stage=DISTILL.name, quiet=True, log=lambda message: None, processes=processes, run_name=request.run)
     return processes.share(None)
 
 

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from condi_pipe.compute.torch_runtime import RUNTIME_OPTIONS, RuntimeOptions
 from condi_pipe.compute.training import TRAIN_OPTIONS, TrainOptions
 from condi_pipe.methods import losses as L
-from condi_pipe.methods.registry import Method, get_method
+from condi_pipe.methods.registry import Method, get_method, method_names
 from condi_pipe.models import model_spec
-from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.options import RESET_HEAD_HELP, OptionTable, check_fields, nested_paths, option
 
 SCHEDULE_UNITS = ("samples", "passes")
 #: The reference epoch of the per-sample LR schedule: one clip per training video of UCF-101 split 1 (9,537
@@ -27,20 +27,25 @@ DEFAULT_LOSS = "condi-sr"
 class LossOptions:
     """Hyperparameters of the losses (each is ignored by the losses that do not use it)."""
 
-    tau: float = L.DEFAULT_TAU  # temperature (condi-sr, st-ent, trivial-mt)
-    lam: float = L.DEFAULT_LAMBDA  # weight of the confidence term (condi-sr, trivial-mt)
-    mu: float = L.DEFAULT_MU  # weight of the positive BCE term (condi-sr, trivial-mt)
-    detach_confidence: bool = False  # condi-sr: stop the KD gradient into z~ (Eq. 5)
-    beta: float = 0.5  # trivial-mt: weight of CE
-    downsample: bool = True  # bce-conf: balance z per batch
-    budget: float = 0.3  # st-conf: the budget beta on mean(-log c)
-    lambda_init: float = 0.1  # st-conf: initial lambda
-    lambda_factor: float = 1.01  # st-conf: lambda update factor
-    hint_fraction: float = 0.5  # st-conf: share of each batch given hints
-    k: int = 3  # fewer-frames / uniform-k: clips the student sees per video
-    alpha_rep: float = 1.0  # fewer-frames weights
-    alpha_kl: float = 1.0
-    alpha_ce: float = 1.0
+    tau: float = option(L.DEFAULT_TAU, low=0, low_open=True, help="Distillation temperature.")
+    lam: float = option(L.DEFAULT_LAMBDA, low=0, help="Weight of the confidence term (condi-sr, trivial-mt).")
+    mu: float = option(L.DEFAULT_MU, low=0, help="Weight of the positive BCE term (condi-sr, trivial-mt).")
+    detach_confidence: bool = option(False, help="condi-sr: no KD gradient into z~ (Eq. 5).")
+    beta: float = option(0.5, low=0, high=1, help="trivial-mt: CE weight.")
+    downsample: bool = option(True, help="bce-conf: balance z = 0 and z = 1 in each batch.")
+    budget: float = option(0.3, low=0, low_open=True, help="st-conf: the budget on mean(-log c).")
+    lambda_init: float = option(0.1, low=0, low_open=True, help="st-conf: initial lambda.")
+    # BudgetLambda divides lambda by the factor or by 2 - factor: both must stay in (0, 2)
+    lambda_factor: float = option(1.01, low=1, high=2, low_open=True, high_open=True,
+                                  help="st-conf: lambda update factor.")
+    hint_fraction: float = option(0.5, low=0, high=1, help="st-conf: share of each batch given hints.")
+    k: int = option(3, low=1, help="fewer-frames, uniform-k: equidistant clips the student sees per video.")
+    alpha_rep: float = option(1.0, low=0, help="fewer-frames: weight of ||E_T - E_S||^2.")
+    alpha_kl: float = option(1.0, low=0, help="fewer-frames: weight of KL(P_T || P_S).")
+    alpha_ce: float = option(1.0, low=0, help="fewer-frames: weight of CE.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def default_distill_options() -> TrainOptions:
@@ -55,31 +60,34 @@ def default_run_name(loss: str, student: str, width: float | None, k: int | None
 
 @dataclass(frozen=True)
 class DistillRequest:
-    loss: str
-    student: str
-    teacher: str
-    width: float | None = None
-    name: str | None = None  # default: default_run_name(...)
+    loss: str = option(choices=method_names, help=(
+        "condi-sr: the method; bce-conf, st-ent, st-conf: baseline samplers; trivial-mt: the cheating ablation; "
+        "fewer-frames, uniform-k: one prediction per video from K clips."))
+    student: str = option(help="Registered student model (see `condi-pipe models`).")
+    teacher: str = option(help="Teacher whose cache to distil from (`condi-pipe teacher-cache`).")
+    width: float | None = option(None, low=0, low_open=True, help="Width multiplier (default: the model's default).")
+    name: str | None = option(None, help="Run name (default: <loss>-<student>-<width>, plus -k<K> for video losses).")
     losses: LossOptions = LossOptions()
     train: TrainOptions = field(default_factory=default_distill_options)
-    conf_lr: float | None = None  # confidence head's base LR; None: the same as train.lr
-    lr_decay: float = 1.25  # the network's LR is divided by this after every epoch
-    conf_lr_decay: float = 5.0  # the confidence head's LR is divided by this after every epoch
-    schedule_unit: str = "samples"  # what an epoch of the LR decays is: a reference epoch of samples, or a pass
-    reference_epoch: int = REFERENCE_EPOCH  # samples per reference epoch (schedule_unit "samples")
-    clips_per_video: int | None = None  # per-clip losses: train on this many random clips per video and epoch
-    weights: str | None = None  # initialise the student from a local checkpoint (fine-tuning: use lr 0.01)
-    reset_head: bool = False
+    conf_lr: float | None = option(None, low=0, low_open=True, help="Base LR of the confidence head (default: --lr).")
+    lr_decay: float = option(1.25, low=1, help="The network's LR is divided by this per epoch (see --schedule-unit).")
+    conf_lr_decay: float = option(5.0, low=1, help="The confidence head's LR is divided by this per epoch (see "
+                                                   "--schedule-unit).")
+    schedule_unit: str = option("samples", choices=SCHEDULE_UNITS, help=(
+        "samples: the decays apply per --reference-epoch training samples, set before every optimizer step; "
+        "passes: per pass over the data."))
+    reference_epoch: int = option(REFERENCE_EPOCH, low=1, help=(
+        f"Samples per epoch of the LR decays with --schedule-unit samples ({REFERENCE_EPOCH}: one clip per training "
+        "video of UCF-101 split 1, the paper's scale)."))
+    clips_per_video: int | None = option(None, low=1, help="Per-clip losses: train each epoch on this many random "
+                                                           "clips of each video (default: all).")
+    weights: str | None = option(None, help="Start the student from this local checkpoint (the paper fine-tunes at "
+                                            "--lr 0.01).")
+    reset_head: bool = option(False, help=RESET_HEAD_HELP)
     runtime: RuntimeOptions = RuntimeOptions()
 
     def __post_init__(self) -> None:
-        get_method(self.loss)  # ValueError naming the registered methods
-        if self.losses.k < 1:
-            raise ValueError("--k must be >= 1")
-        if self.schedule_unit not in SCHEDULE_UNITS:
-            raise ValueError(f"--schedule-unit must be one of {', '.join(SCHEDULE_UNITS)}, got {self.schedule_unit!r}")
-        if self.reference_epoch < 1:
-            raise ValueError(f"--reference-epoch must be >= 1 sample, got {self.reference_epoch}")
+        check_fields(self)
 
     @property
     def method(self) -> Method:

@@ -24,12 +24,12 @@ import numpy as np
 from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
-from condi_pipe.pipeline.options import OptionTable
+from condi_pipe.pipeline.options import Constraint, OptionTable, check_fields, option
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.storage import clip_array, staging, tables
 from condi_pipe.storage.store import Store
 from condi_pipe.video.decode import DecodeError, DecodeOptions, stream_clips
-from condi_pipe.video.sources import SourcePlan, VideoEntry, plan_source
+from condi_pipe.video.sources import SOURCES, SourcePlan, VideoEntry, plan_source
 
 EXTRACT = define_stage(
     "extract",
@@ -53,20 +53,32 @@ class ExtractSummary(NamedTuple):
         return self.errors + self.warnings
 
 
+#: The constraints of the decoding options a user sets (``video.decode``, a lower layer, cannot declare them).
+DECODE_CONSTRAINTS = {
+    "fps": Constraint(low=0, low_open=True, help="Resample to this frame rate (default: the video's own)."),
+    "short_side": Constraint(low=DecodeOptions().crop, help=f"Scale frames to this short side before the "
+                                                             f"{DecodeOptions().crop}-pixel crop."),
+}
+
+
 @dataclass(frozen=True)
 class ExtractRequest:
     """What to extract: the dataset (``source``, ``root``, ``annotations``, ``split``) and how to cut it."""
 
-    source: str
-    root: str
-    annotations: str | None = None
-    split: int = 1
+    source: str = option(choices=lambda: sorted(SOURCES), help="Dataset layout.")
+    root: str = option(help="Dataset root folder.")
+    annotations: str | None = option(None, help="Annotation file or folder (default: looked up under --root).")
+    split: int = option(1, low=1, high=3, help="UCF-101 / HMDB-51 split.")
     decode: DecodeOptions = DecodeOptions()
-    clips_per_shard: int = clip_array.DEFAULT_CLIPS_PER_SHARD
-    zstd_level: int = clip_array.DEFAULT_ZSTD_LEVEL  # the clips' compression: 1 is ~2.5x faster, ~8% larger
+    clips_per_shard: int = option(clip_array.DEFAULT_CLIPS_PER_SHARD, low=1, help="Clips per shard file of the clip "
+                                                                                  "array.")
+    zstd_level: int = option(clip_array.DEFAULT_ZSTD_LEVEL, low=clip_array.ZSTD_LEVELS[0],
+                             high=clip_array.ZSTD_LEVELS[1], help="The clips' zstd level: 1 compresses ~2.5x faster "
+                                                                  "into a ~8% larger store (README, Decoding).")
 
     def __post_init__(self) -> None:
-        clip_array.clip_codec(self.zstd_level)  # ValueError naming the allowed levels
+        check_fields(self)
+        check_fields(self.decode, DECODE_CONSTRAINTS)
 
     def config(self) -> dict:
         cfg = asdict(self)
@@ -81,7 +93,7 @@ class ExtractRequest:
 EXTRACT_OPTIONS = OptionTable(ExtractRequest, {
     "source": "source", "root": "root", "annotations": "annotations", "split": "split", "fps": "decode.fps",
     "short_side": "decode.short_side", "clips_per_shard": "clips_per_shard", "zstd_level": "zstd_level",
-})
+}, constraints=DECODE_CONSTRAINTS)
 
 
 def staging_key(rel_path: str) -> str:

@@ -57,7 +57,7 @@ from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
-from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.options import OptionTable, check_fields, nested_paths, option
 from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.report.inputs import positions
@@ -76,9 +76,12 @@ SCORE = define_stage(
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    run: str
+    run: str = option(help="The distill run to score (its --name).")
     runtime: RuntimeOptions = RuntimeOptions()
-    clips_per_group: int = 256
+    clips_per_group: int = option(256, low=1, help="Clips per task (whole videos; each task stages its outputs).")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def config(self) -> dict:
         return asdict(self)

@@ -44,7 +44,14 @@ from condi_pipe.models.pretrained import is_shipped, resolve_weights
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
-from condi_pipe.pipeline.options import OptionTable, nested_paths
+from condi_pipe.pipeline.options import (
+    RESET_HEAD_HELP,
+    TEACHER_MODEL_HELP,
+    OptionTable,
+    check_fields,
+    nested_paths,
+    option,
+)
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.stages.extract import EXTRACT
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
@@ -76,13 +83,20 @@ class TeacherChoice:
     """The teacher to cache as a user names it (``condi-pipe teacher-cache``, a run config's ``[teacher]``): the
     stage resolves it (:meth:`resolve`), the one place teacher weights are looked up."""
 
-    teacher: str  # registered architecture
-    width: float | None = None
-    weights: str | None = None  # a local checkpoint, or "pretrained" (shipped); None: the store's trained teacher
-    random_init: bool = False  # random weights: for tests and timing only
-    reset_head: bool = False  # with weights: a fresh classifier (another class count)
+    teacher: str = option(help=TEACHER_MODEL_HELP)
+    width: float | None = option(None, low=0, low_open=True, help="Width multiplier, for models that have one.")
+    weights: str | None = option(None, help=(
+        "Local checkpoint (plain state dict or {'state_dict': ...}), or `pretrained` for the weights shipped with the "
+        "package (resnet10_3d_motion: trained on a generated corpus no demo uses); default: the store's trained "
+        "teacher from `condi-pipe teacher-train`."))
+    random_init: bool = option(False, help="Random weights: for tests and timing only.")
+    reset_head: bool = option(False, help=RESET_HEAD_HELP)
     sgs: SGSOptions | None = None
-    name: str | None = None  # the teacher's name in the store (default: teacher, plus "+sgs" with SGS)
+    name: str | None = option(None, help="The teacher's name in the store (default: --teacher, plus '+sgs' with "
+                                         "--sgs).")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @property
     def teacher_name(self) -> str:
@@ -129,8 +143,14 @@ class TeacherChoice:
 class TeacherCacheRequest:
     teacher: ModelRef | TeacherChoice  # a TeacherChoice is resolved by the stage, before anything is recorded
     runtime: RuntimeOptions = RuntimeOptions()
-    clips_per_group: int = 256
-    z_labels: str | None = None  # out-of-fold | in-sample; None: out-of-fold when the teacher has fold teachers
+    clips_per_group: int = option(256, low=1, help="Clips per task (whole videos; each task stages its outputs).")
+    z_labels: str | None = option(None, choices=Z_LABELS, help=(
+        "Confidence labels of the clips the teacher trained on: from the fold teacher that never saw the video "
+        "(needs teacher-train --oof-folds F), or the teacher's own (default: out-of-fold when the store's trained "
+        "teacher has fold teachers, else in-sample)."))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def resolved(self, store: Store) -> "TeacherCacheRequest":
         """This request with its teacher a ModelRef."""
@@ -190,8 +210,6 @@ def refuse_pretraining_clips(store: Store, teacher: ModelRef) -> None:
 def label_teachers(store: Store, request: TeacherCacheRequest, log: Callable[[str], None]) -> FoldTeachers | None:
     """The fold teachers that label the train clips out of fold, or None for in-sample labels; a one-line error
     when out-of-fold labels are asked for and there are no fold teachers."""
-    if request.z_labels not in (None, *Z_LABELS):
-        raise ValueError(f"--z-labels must be one of {', '.join(Z_LABELS)}, got {request.z_labels!r}")
     teacher = request.teacher
     folds = None if request.z_labels == IN_SAMPLE else fold_teachers(store, teacher)
     if request.z_labels == OUT_OF_FOLD and folds is None:

@@ -63,8 +63,15 @@ from condi_pipe.models import build_model, load_state, load_weights
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.options import OptionTable, nested_paths
-from condi_pipe.pipeline.splits import TrainingSplits, grouped_folds, training_splits, video_group
+from condi_pipe.pipeline.options import (
+    RESET_HEAD_HELP,
+    TEACHER_MODEL_HELP,
+    OptionTable,
+    check_fields,
+    nested_paths,
+    option,
+)
+from condi_pipe.pipeline.splits import TRAIN_SPLIT, TrainingSplits, grouped_folds, training_splits, video_group
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.clip_array import open_clip_array
@@ -78,7 +85,6 @@ TEACHER_TRAIN = define_stage(
     writes=("trained_teachers/{key}",),
     summary="train a teacher on the train split; per-epoch eval accuracy, final weights in trained_teachers/<name>/",
 )
-TRAIN_SPLIT = "train"
 SCHEDULE = "cosine"
 
 
@@ -92,21 +98,32 @@ class TeacherTrainRequest:
     """What to train: a registered model ``teacher`` (``width`` if it has one), optionally initialised from a
     local checkpoint ``weights`` (``reset_head`` for a different class count), and how."""
 
-    teacher: str
-    width: float | None = None
+    teacher: str = option(help=TEACHER_MODEL_HELP)
+    width: float | None = option(None, low=0, low_open=True, help="Width multiplier, for models that have one.")
     train: TrainOptions = field(default_factory=default_teacher_options)
-    flip: bool = True
-    weights: str | None = None
-    reset_head: bool = False
-    clips_per_video: int | None = None  # per epoch; None: every clip
+    flip: bool = option(True, help=(
+        "Random horizontal flips of whole clips. Use --no-flip for direction-sensitive classes: the embedded "
+        "benchmark (TranslateLeft/Right, RotateClockwise/Anticlockwise) and Something-Something V2, where a flipped "
+        "clip shows another class."))
+    weights: str | None = option(None, help="Start from this local checkpoint (fine-tuning) instead of random "
+                                            "weights.")
+    reset_head: bool = option(False, help=RESET_HEAD_HELP)
+    clips_per_video: int | None = option(None, low=1, help="Train each epoch on this many random clips of each "
+                                                           "video (default: all clips).")
     runtime: RuntimeOptions = RuntimeOptions()
     sgs: SGSOptions | None = None
-    name: str | None = None  # default: teacher, plus "+sgs" with SGS (sgs_teacher_name)
+    name: str | None = option(None, help="The teacher's name in the store (default: --teacher, plus '+sgs' with "
+                                         "--sgs).")
     store_weights: str | None = None  # start from a state dict inside the store (e.g. the plain teacher's)
     # digest of the starting weights, so retrained weights are a new configuration; config() fills it in for a
     # local ``weights`` file, a caller passing ``store_weights`` gives it
     weights_sha256: str | None = None
-    oof_folds: int | None = None  # also train this many fold teachers (out-of-fold z labels); None: none
+    oof_folds: int | None = option(None, low=2, help=(
+        "Also train F fold teachers, each on the training videos outside one group-wise fold, so teacher-cache can "
+        "label every training clip out of fold (default: none)."))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @property
     def output_name(self) -> str:
@@ -252,8 +269,6 @@ def teacher_train(
     key = f"{TEACHER_TRAIN.name}/{name}"
     folder = artifacts.trained_teacher_folder(name)
     check_checkpoint(request.weights)  # before anything is recorded or --force deletes the old teacher
-    if request.oof_folds is not None and request.oof_folds < 2:
-        raise ValueError(f"--oof-folds must be at least 2, got {request.oof_folds}")
     with stage_run(store, TEACHER_TRAIN, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:
             return run.previous.get("counts", {})
@@ -270,7 +285,7 @@ def teacher_train(
         artifacts.unpublish(store, folder)
         task = TeacherTask(store, request, len(classes), train_videos, evaluation)
         result = run_training(store, folder, task, request.train, request.runtime, stage=TEACHER_TRAIN.name,
-                              quiet=quiet, log=log, name=name)
+                              quiet=quiet, log=log, run_name=name)
         last, kept = result.history[-1], result.kept
         model = task.model
         test_metrics = {}
@@ -344,7 +359,7 @@ def _train_fold_teachers(store: Store, request: TeacherTrainRequest, splits: Tra
             task = TeacherTask(store, request, num_classes, trains_on, splits.validation)
             result = run_training(store, fold_folder, task, request.train, request.runtime,
                                   stage=TEACHER_TRAIN.name, quiet=quiet, log=log,
-                                  name=f"{request.output_name} fold {fold}")
+                                  run_name=f"{request.output_name} fold {fold}")
             artifacts.write_state_dict(store, fold_folder, task.model.state_dict())
             # before meta.json: a kill in between retrains this fold from scratch, to the same weights
             artifacts.remove_checkpoints(store, fold_folder)

@@ -33,6 +33,7 @@ from condi_pipe.compute.runtime_choice import RuntimeChoice
 from condi_pipe.compute.torch_runtime import (
     RuntimeOptions,
     autocast,
+    bf16_mode,
     configure_threads,
     device_name,
     timed,
@@ -40,7 +41,7 @@ from condi_pipe.compute.torch_runtime import (
 )
 from condi_pipe.methods.registry import method_names
 from condi_pipe.methods.video_time import robust_summary
-from condi_pipe.pipeline.options import OptionTable
+from condi_pipe.pipeline.options import OptionTable, check_fields, field_like, option
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.stages.score import student_ref
 from condi_pipe.stages.teacher_cache import cached_teacher
@@ -72,16 +73,19 @@ DECODE_SAMPLE_SEED = 0
 
 @dataclass(frozen=True)
 class TimeModelsRequest:
-    teacher: str  # the teacher cache's name (``teacher/<name>/``)
-    runs: tuple[str, ...] | None = None  # score runs to time; None: every score run made for this teacher
-    repeats: int = DEFAULT_REPEATS
-    device: str = "cpu"
-    threads: int | None = None  # None: every core (one process, as teacher-cache and score with one worker)
-    bf16: bool = False  # True: every model under bf16 autocast; False: each as its own stage ran it
+    teacher: str = option(help="The teacher cache whose teacher and score runs are timed.")
+    runs: tuple[str, ...] | None = option(None, help=(
+        "Score runs to time, comma-separated (default: every one made for the teacher; the report needs all of "
+        "them)."))
+    repeats: int = option(DEFAULT_REPEATS, low=1, help="Interleaved repeats per model and batch size.")
+    device: str = field_like(RuntimeOptions, "device")
+    # one process, as teacher-cache and score with one worker
+    threads: int | None = option(None, low=1, help="Torch threads (default: every core).")
+    bf16: bool = option(False, validate=bf16_mode, help=(
+        "Time every model under bfloat16 autocast (off: each as its own stage ran it)."))
 
     def __post_init__(self) -> None:
-        if self.repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        check_fields(self)
 
 
 #: Every option of ``condi-pipe time-models`` -> its field in :class:`TimeModelsRequest` (the CLI's --runs is a

@@ -19,15 +19,14 @@ import torch
 from condi_pipe.compute.torch_runtime import RuntimeOptions
 from condi_pipe.compute.training import TrainOptions, read_clips
 from condi_pipe.methods.metrics import auroc, softmax
+from condi_pipe.methods.registry import method_names
 from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.models import build_model, registry
 from condi_pipe.pipeline.faults import KILL_ENV
 from condi_pipe.pipeline.splits import training_splits
 from condi_pipe.pipeline.stage import StageError
 from condi_pipe.stages.distill import (
-    LOSSES,
     TERMS,
-    VIDEO_LOSSES,
     DistillRequest,
     DistillTask,
     LossOptions,
@@ -42,6 +41,8 @@ from condi_pipe.storage.store import Store
 TEACHER = "resnet10_3d_small"
 STUDENT, WIDTH = "shufflenetv2_3d", 0.25
 QUIET = dict(quiet=True, log=lambda message: None)
+
+LOSSES, VIDEO_LOSSES = method_names(), method_names("video")  # the built-in methods, as registered
 
 
 FIT_VIDEOS, VALIDATION_VIDEOS = 20, 10  # the default carve of validation_teacher_store's 30 train videos

@@ -198,3 +198,20 @@ def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
     assert card_a["held_out"]["clips"] == int(videos.clips.sum())
     for kind, zs in per_kind.items():
         assert card_a["held_out"]["by_kind"][kind] == {"clips": len(zs), "accuracy": round(float(np.mean(zs)), 4)}
+
+    # the written file is a checkpoint teacher-cache --weights accepts (under another name, beside the recipe's own
+    # cache): it records the card's digest and gives the recipe's cache's logits
+    from click.testing import CliRunner
+
+    from condi_pipe.cli import main as cli
+    from condi_pipe.storage.run_state import stage_record
+
+    result = CliRunner().invoke(cli, ["teacher-cache", "--teacher", "resnet10_3d_motion", "--weights", str(a),
+                                      "--name", "from-file", "--store", str(tmp_path / "a" / "work" / "store"),
+                                      "--workers", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = stage_record(store, "teacher-cache/from-file")
+    assert record["state"] == "done" and record["config"]["teacher"]["weights_sha256"] == card_a["weights_sha256"]
+    recipe_logits = clip_outputs.read_array(store, clip_outputs.teacher_folder("resnet10_3d_motion"), "logits")
+    file_logits = clip_outputs.read_array(store, clip_outputs.teacher_folder("from-file"), "logits")
+    np.testing.assert_allclose(file_logits, recipe_logits, rtol=1e-3, atol=1e-3)

@@ -1,7 +1,7 @@
 """teacher-cache records the runtime it chose (layout, dtype, timings) before its first output, in its run record,
 the store's runtime records and meta.json; a resumed run keeps the interrupted run's choice (even one made on
 another machine) and ends with the uninterrupted run's bytes. (Reuse of a store's record on the same machine and
-re-timing on another: tests/unit/pipeline/test_runtime_choice.py.)"""
+re-timing on another: tests/unit/compute/test_runtime_choice.py.)"""
 
 from __future__ import annotations
 

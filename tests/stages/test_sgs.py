@@ -419,10 +419,10 @@ def test_demo_sgs_is_the_examples_commented_sgs_section(tmp_path):
     from condi_pipe.app.run_config import load_run_config
     from condi_pipe.recipes.demo import demo_config
 
-    text = (Path(__file__).resolve().parents[2] / "examples" / "embedded.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "recipes" / "embedded.toml").read_text()
     uncommented = re.sub(r"^# (\[sgs\]|\w+ = .*)$", r"\1", text, flags=re.M)
     assert uncommented != text
-    path = tmp_path / "examples" / "embedded.toml"
+    path = tmp_path / "recipes" / "embedded.toml"
     path.parent.mkdir()
     path.write_text(uncommented)
     example = load_run_config(path)

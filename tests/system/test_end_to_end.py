@@ -48,7 +48,7 @@ out_dir = "reports"
 """
 # [time_models] repeats: the tests check the report's arithmetic on the stored curves, not their precision (the default
 # 7 repeats time every batch size of the teacher and both students 7 times, in the fixture and again in the killed
-# run); tests/stages/test_timing.py covers the repeats themselves.
+# run); tests/stages/test_time_models.py covers the repeats themselves.
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,14 @@ def test_minimal_config_resolves_paths_relative_to_the_file(tmp_path):
     ("[distill]\nlosses = \"condi-sr\"\n", r"\[distill\].losses must be list\[str\]"),
     ("[teacher_train]\nflip = 1\n", r"\[teacher_train\].flip must be bool"),
     ("[reporting]\nx = 1\n", r"unknown section or key 'reporting'"),
-    ("[distill]\nschedule_unit = \"steps\"\n", r"\[distill\].schedule_unit must be samples or passes"),
-    ("[distill]\nreference_epoch = 0\n", r"\[distill\].reference_epoch must be > 0"),
-    ("[teacher_train]\nkeep = \"first\"\n", r"\[teacher_train\].keep must be best or last"),
+    ("[distill]\nschedule_unit = \"steps\"\n",
+     r"\[distill\].schedule_unit must be one of samples, passes, got 'steps'$"),
+    ("[distill]\nreference_epoch = 0\n", r"\[distill\].reference_epoch must be >= 1, got 0$"),
+    ("[teacher_train]\nkeep = \"first\"\n", r"\[teacher_train\].keep must be one of best, last, got 'first'$"),
     ("[teacher_train]\nval_fraction = 1.0\n", r"\[teacher_train\].val_fraction must be in \[0, 1\)"),
     ("[distill]\nlambda_factor = 2.5\n", r"\[distill\].lambda_factor must be in \(1, 2\)"),
     ("[distill]\nweights = 3\n", r"\[distill\].weights must be str \| None"),
-    ("[score]\nclips_per_group = 0\n", r"\[score\].clips_per_group must be > 0"),
+    ("[score]\nclips_per_group = 0\n", r"\[score\].clips_per_group must be >= 1, got 0$"),
 ])
 def test_bad_config_is_one_line_naming_the_file_and_key(tmp_path, extra, message):
     path = write(tmp_path, MINIMAL + extra)
@@ -80,8 +81,8 @@ def test_missing_section_and_bad_toml(tmp_path):
 
 
 def test_demo_runs_the_example_configuration():
-    """`condi-pipe demo` and examples/embedded.toml describe the same run."""
-    example = load_run_config(ROOT / "examples" / "embedded.toml")
+    """`condi-pipe demo` and `condi-pipe run --config recipes/embedded.toml` describe the same run."""
+    example = load_run_config(ROOT / "recipes" / "embedded.toml")
     demo = demo_config(ROOT / "demo_store")
     strip = dict(store=None, source_file=None)
     assert dataclasses.replace(example, **strip) == dataclasses.replace(demo, **strip)

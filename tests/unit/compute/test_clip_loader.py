@@ -294,7 +294,7 @@ def test_bad_settings_are_refused_and_the_default_is_one_worker_on_a_cpu():
                             ({"kind": "fibre"}, "kind must be one of thread, process")):
         with pytest.raises(ValueError, match=message):
             ClipLoader(lambda spec: spec, **kwargs)
-    with pytest.raises(ValueError, match="--loader-workers must be >= 1"):
+    with pytest.raises(ValueError, match="^loader_workers must be >= 1, got 0$"):
         TrainOptions(1, 8, 0.1, loader_workers=0)
     assert default_loader_workers("cpu", cores=16) == 1
     assert default_loader_workers("cuda", cores=16) == 4

@@ -147,9 +147,9 @@ def test_resume_restores_the_samples_seen_and_the_best_snapshot(tmp_path):
 
 
 def test_bad_selection_options_are_refused():
-    with pytest.raises(ValueError, match="--keep must be one of best, last"):
+    with pytest.raises(ValueError, match=r"^keep must be one of best, last, got 'first'$"):
         TrainOptions(1, 1, 0.1, keep="first")
-    with pytest.raises(ValueError, match=r"--val-fraction must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"^val_fraction must be in \[0, 1\), got 1.0$"):
         TrainOptions(1, 1, 0.1, val_fraction=1.0)
     with pytest.raises(ValueError, match="reference epoch must be >= 1"):
         SampleDecay(5, 0)

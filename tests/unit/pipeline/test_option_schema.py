@@ -1,5 +1,7 @@
-"""One option schema: each stage option's default is its request field's, on the command line and in a run config,
-and the CLI and the runner build the same request from the same options.
+"""One option schema: each stage option's default, help and allowed values are its request field's, on the command
+line, in a run config and in the Python API (a bad value gets the same one-line message from all three), the run
+config's sections are made from the option tables, and the CLI and the runner build the same request from the same
+options.
 
 The correspondence of click parameters and run-config keys to request fields is written out here: a parameter or
 key is a field of the same name somewhere in the stage's request (``epochs`` is ``train.epochs``), or listed below
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import typing
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from condi_pipe.app.run_config import (
+    ConfigError,
     DistillSection,
     ExtractSection,
     ScoreSection,
@@ -27,11 +31,14 @@ from condi_pipe.app.run_config import (
 )
 from condi_pipe.app.runner import PipelineRequests
 from condi_pipe.cli import main as cli
+from condi_pipe.compute.torch_runtime import RUNTIME_OPTIONS
+from condi_pipe.compute.training import TrainOptions
+from condi_pipe.methods.registry import method_names
 from condi_pipe.models.sgs import SGSOptions
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
-from condi_pipe.pipeline.options import default_of
+from condi_pipe.pipeline.options import constraint_of, default_of
 from condi_pipe.pipeline.stage import step_order
-from condi_pipe.stages.distill_request import DISTILL_OPTIONS, DistillRequest
+from condi_pipe.stages.distill_request import DISTILL_OPTIONS, SCHEDULE_UNITS, DistillRequest, LossOptions
 from condi_pipe.stages.extract import EXTRACT_OPTIONS, ExtractRequest
 from condi_pipe.stages.score import SCORE_OPTIONS, ScoreRequest
 from condi_pipe.stages.teacher_cache import TEACHER_CACHE_OPTIONS, TeacherCacheRequest, TeacherChoice
@@ -179,7 +186,7 @@ DISTILL_VALUES = {
 TEACHER_TRAIN_VALUES = {
     "epochs": 3, "batch_size": 8, "lr": 0.01, "momentum": 0.5, "weight_decay": 0.001, "flip": False, "seed": 4,
     "eval_every": 2, "val_fraction": 0.2, "val_seed": 5, "keep": "last", "clips_per_video": 2,
-    "weights": "kinetics_teacher.pt", "reset_head": True, "folds": 3, "sync_batchnorm": True,
+    "weights": "kinetics_teacher.pt", "reset_head": True, "oof_folds": 3, "sync_batchnorm": True, "loader_workers": 2,
 }
 
 
@@ -232,8 +239,6 @@ def test_a_run_config_sets_every_teacher_train_option(tmp_path):
 
 def test_teacher_weights_in_both_teacher_sections_are_refused(tmp_path):
     """[teacher] weights skip teacher-train, so [teacher_train] weights (its starting point) would be ignored."""
-    from condi_pipe.app.run_config import ConfigError
-
     path = tmp_path / "run.toml"
     path.write_text('store = "s"\n[extract]\nsource = "ucf101"\nroot = "d"\n[teacher]\nname = "t"\nweights = "b.pt"\n'
                     '[teacher_train]\nweights = "a.pt"\n')
@@ -301,3 +306,156 @@ def test_the_runner_orders_its_steps_by_what_the_stages_read_and_use(tmp_path):
         "extract/", f"teacher-train/{plain}", f"teacher-cache/{plain}", f"teacher-train/{sgs}",
         f"teacher-cache/{sgs}", f"distill/{runs[0]}", f"score/{runs[0]}", f"distill/{runs[1]}", f"score/{runs[1]}",
         f"time-models/{plain}"]
+
+
+# ------------------------------------------------------------------------------ one check, one message everywhere
+
+# the run-config section each command's options are set in
+SECTION_OF = {"extract": "extract", "teacher-train": "teacher_train", "teacher-cache": "teacher", "distill": "distill",
+              "score": "score", "time-models": "time_models"}
+# what each command's request needs, through the Python API and on the command line
+API_REQUIRED = {"extract": {"source": "ucf101", "root": "data"}, "teacher-train": {"teacher": "t"},
+                "teacher-cache": {"teacher": "t"}, "distill": {"loss": "condi-sr", "student": "s", "teacher": "t"},
+                "score": {"run": "r"}, "time-models": {"teacher": "t"}}
+CLI_REQUIRED = {"extract": ["--source", "ucf101", "--root", "{tmp}"], "teacher-train": ["--teacher", "t"],
+                "teacher-cache": ["--teacher", "t"], "distill": ["--student", "s", "--teacher", "t"],
+                "score": ["--student", "r"], "time-models": ["--teacher", "t"]}
+
+# option, the command taking it, a bad value as typed on the command line and as written in TOML, and the message
+BAD_VALUES = [
+    ("lambda_factor", "distill", "5.0", 5.0, "lambda_factor must be in (1, 2), got 5.0"),
+    ("beta", "distill", "1.5", 1.5, "beta must be in [0, 1], got 1.5"),
+    ("lr", "distill", "-0.1", -0.1, "lr must be > 0, got -0.1"),
+    ("epochs", "teacher-train", "0", 0, "epochs must be >= 1, got 0"),
+    ("schedule_unit", "distill", "steps", "steps", "schedule_unit must be one of samples, passes, got 'steps'"),
+    ("val_fraction", "teacher-train", "1.0", 1.0, "val_fraction must be in [0, 1), got 1.0"),
+    ("keep", "distill", "first", "first", "keep must be one of best, last, got 'first'"),
+    ("layout", "distill", "sideways", "sideways", "layout must be one of auto, ncdhw, channels-last, got 'sideways'"),
+    ("bf16", "teacher-cache", "maybe", "maybe", "bf16 must be one of off, on, auto (or true/false), got 'maybe'"),
+    ("k", "distill", "0", 0, "k must be >= 1, got 0"),
+    ("threads", "distill", "0", 0, "threads must be >= 1, got 0"),
+    ("loader_workers", "teacher-train", "0", 0, "loader_workers must be >= 1, got 0"),
+    ("split", "extract", "4", 4, "split must be in [1, 3], got 4"),
+    ("zstd_level", "extract", "23", 23, "zstd_level must be in [1, 22], got 23"),
+    ("short_side", "extract", "100", 100, "short_side must be >= 112, got 100"),
+    ("z_labels", "teacher-cache", "oof", "oof", "z_labels must be one of out-of-fold, in-sample, got 'oof'"),
+    ("oof_folds", "teacher-train", "1", 1, "oof_folds must be >= 2, got 1"),
+    ("clips_per_group", "score", "0", 0, "clips_per_group must be >= 1, got 0"),
+    ("repeats", "time-models", "0", 0, "repeats must be >= 1, got 0"),
+]
+
+
+def _toml_config(tmp_path, section: str, values: dict):
+    """A run config with the required sections and ``values`` set in ``section``; its path."""
+    sections = {"extract": {"source": "ucf101", "root": "data"}, "teacher": {"name": "t"}}
+    sections.setdefault(section, {}).update(values)
+    path = tmp_path / "run.toml"
+    path.write_text('store = "store"\n' + "".join(_toml(name, keys) for name, keys in sections.items()))
+    return path
+
+
+def _cli(tmp_path, command: str, *args: str):
+    required = [arg.format(tmp=tmp_path) for arg in CLI_REQUIRED[command]]
+    return CliRunner().invoke(cli, [command, *required, "--store", str(tmp_path / "store"), *args])
+
+
+@pytest.mark.parametrize("name, command, typed, written, message", BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_a_bad_value_gets_one_message_from_the_api_a_run_config_and_the_cli(tmp_path, name, command, typed, written,
+                                                                          message):
+    table, _ = COMMANDS[command]
+    with pytest.raises(ValueError) as api:  # the request's (and its option dataclasses') constructors
+        table.request(**API_REQUIRED[command], **{name: written})
+    assert str(api.value) == message
+
+    path = _toml_config(tmp_path, SECTION_OF[command], {name: written})
+    with pytest.raises(ConfigError) as config:
+        load_run_config(path)
+    assert str(config.value) == f"{path}: [{SECTION_OF[command]}].{message}"
+
+    result = _cli(tmp_path, command, f"--{name.replace('_', '-')}", typed)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_losses_are_the_registered_methods_everywhere(tmp_path):
+    refused = f"must be one of {', '.join(method_names())}, got 'nope'"
+    with pytest.raises(ValueError) as api:
+        DistillRequest("nope", "s", "t")
+    assert str(api.value) == f"loss {refused}"
+    path = _toml_config(tmp_path, "distill", {"losses": ["condi-sr", "nope"]})
+    with pytest.raises(ConfigError) as config:
+        load_run_config(path)
+    assert str(config.value) == f"{path}: [distill].losses {refused}"
+    result = _cli(tmp_path, "distill", "--loss", "nope")
+    assert result.exit_code == 2 and f"loss {refused}" in result.output
+
+
+def test_the_option_dataclasses_check_their_own_fields():
+    """A LossOptions or TrainOptions made directly (not through a request) refuses what the CLI refuses."""
+    with pytest.raises(ValueError, match=r"^lambda_factor must be in \(1, 2\), got 5\.0$"):
+        LossOptions(lambda_factor=5.0)
+    with pytest.raises(ValueError, match=r"^lambda_factor must be in \(1, 2\), got 2\.0$"):
+        DistillRequest("condi-sr", "s", "t", losses=LossOptions(lambda_factor=2.0))
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        TrainOptions(epochs=1, batch_size=0, lr=0.1)
+    with pytest.raises(ValueError, match=r"^workers must be >= 0, got -1$"):
+        ExecutorOptions(workers=-1)
+    assert LossOptions(lambda_factor=1.5).lambda_factor == 1.5
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_option_of_a_stage_command_has_its_fields_help_and_values(command):
+    """The help, the choices and the range --help shows are the field's declaration, not the command's."""
+    table, _ = COMMANDS[command]
+    for name, param in command_options(command).items():
+        if name in table and name != "sgs":  # --sgs, --sgs-stage and --sgs-kernel make one field: sgs_options
+            constraint = table.constraint(name)
+            assert constraint.help and param.help == constraint.help, f"{command} --{name}"
+            if constraint.choices is not None:
+                assert tuple(param.type.choices) == constraint.allowed(), f"{command} --{name}"
+            if constraint.bounded:
+                bounds = (param.type.min, param.type.max, param.type.min_open, param.type.max_open)
+                assert bounds == (constraint.low, constraint.high, constraint.low_open, constraint.high_open)
+        elif name in ("workers", "scheduler_address"):
+            assert param.help == constraint_of(ExecutorOptions, name).help
+    if command == "distill":
+        assert command_options(command)["schedule_unit"].type.choices == SCHEDULE_UNITS
+
+
+# section -> (the table it is made from, the options it leaves out, options under another key, keys of its own)
+GENERATED = {
+    ExtractSection: (EXTRACT_OPTIONS, set(), {}, {"workers"}),
+    TeacherSection: (TEACHER_CACHE_OPTIONS, {"random_init", "sgs", "name"}, {"teacher": "name"}, {"workers"}),
+    TeacherTrainSection: (TEACHER_TRAIN_OPTIONS, {"teacher", "width", "sgs", "name", *RUNTIME_OPTIONS}, {}, set()),
+    DistillSection: (DISTILL_OPTIONS, {"loss", "teacher", "name"}, {}, {"losses"}),  # per run: each of losses
+    ScoreSection: (SCORE_OPTIONS, {"run", *RUNTIME_OPTIONS}, {}, set()),
+    TimeModelsSection: (TIME_MODELS_OPTIONS, {"teacher", "runs", "device", "threads", "bf16"}, {}, set()),
+    SGSSection: (TEACHER_TRAIN_OPTIONS, set(TEACHER_TRAIN_OPTIONS.names()) - {"name", "epochs", "batch_size", "lr"},
+                 {}, {"stage", "kernel", "from_teacher"}),
+}
+
+
+@pytest.mark.parametrize("section", GENERATED, ids=lambda s: s.__name__)
+def test_a_section_declares_by_hand_only_the_keys_of_its_own(section):
+    """Every other key is made from the option table, with the option's type and constraint."""
+    table, left_out, renamed, own = GENERATED[section]
+    options = [name for name in table.names() if name not in left_out]
+    assert {f.name for f in dataclasses.fields(section)} == {renamed.get(n, n) for n in options} | own
+    assert set(vars(section).get("__annotations__", {})) == own
+    hints = typing.get_type_hints(section)
+    for name in options:
+        key = renamed.get(name, name)
+        assert constraint_of(section, key) is table.constraint(name), f"{section.__name__}.{key}"
+        if (section, key) != (ExtractSection, "split"):  # a list of splits: one store each (folds)
+            assert hints[key] == table.type_of(name), f"{section.__name__}.{key}"
+
+
+def test_a_sweep_checks_its_space_with_the_distill_options_constraints():
+    from condi_pipe.app.sweep_config import SweepSection, numeric_distill_keys
+
+    keys = numeric_distill_keys()
+    assert keys["lambda_factor"] is float and keys["k"] is int and "epochs" not in keys and "keep" not in keys
+    with pytest.raises(ValueError, match=r"^space\.lambda_factor must be in \(1, 2\), got 5\.0$"):
+        SweepSection("a", {"lambda_factor": [1.5, 5.0]})
+    with pytest.raises(ValueError, match=r"^space\.k must be >= 1, got 0$"):
+        SweepSection("a", {"k": [0, 3]})

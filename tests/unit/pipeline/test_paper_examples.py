@@ -1,6 +1,6 @@
 """The example run configs are the paper's protocol: each parses, and each value the paper gives matches it.
 
-The paper's values are written out below once, each with the sentence of ``../shared/method.md`` (the project's
+The paper's values are written out below once, each with the sentence of ``docs/method.md`` (the project's
 summary of the paper) that states it; a test checks that the sentence is still there, so the table cannot drift
 from the source it cites. Values the paper leaves open are not checked (the files mark them "decision").
 """
@@ -18,7 +18,7 @@ from condi_pipe.models.registry import build_model, count_parameters
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
-METHOD = REPO.parent / "shared" / "method.md"
+METHOD = REPO / "docs" / "method.md"
 
 # (value, the method.md sentence that gives it)
 TAU = (0.9, "tau = 0.9 (larger did not converge)")
