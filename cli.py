@@ -31,6 +31,8 @@ from condi_pipe.methods.registry import default_method_names, method_names
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.stage import ensure_store, open_store
 from condi_pipe.recipes.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_SEED, DEMO_TRAIN_SHARE, DEMO_VIDEOS
+from condi_pipe.report.build import TEACHER_TIME
+from condi_pipe.report.render import FORMATS
 from condi_pipe.stages.distill_request import DEFAULT_LOSS, DISTILL_OPTIONS
 from condi_pipe.stages.extract import EXTRACT_OPTIONS
 from condi_pipe.stages.score import SCORE_OPTIONS
@@ -174,10 +176,10 @@ def models(num_classes, as_json):
               help="Clip budgets K, comma-separated (default 1,3,5,7; accuracy 1..10; oracle 1,5,10,15).")
 @click.option("--ks", "ks_values", default=None, help="Table 4: student clips K_s, comma-separated (default 0,1,3,5).")
 @click.option("--methods", default=None, help="Methods or score-run names, comma-separated (default per table).")
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "latex"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Also write a PNG figure here.")
-@click.option("--teacher-time", type=click.Choice(["auto", "share", "curve", "side-by-side"]), default="auto",
+@click.option("--teacher-time", type=click.Choice(TEACHER_TIME), default="auto",
               show_default=True,
               help="How models are costed: side-by-side: every model's curve from `condi-pipe time-models` (what auto "
                    "picks when those timings cover the teacher and every score run); else each model's own run: the "
@@ -423,6 +425,8 @@ def sweep(config_path, quiet):
               show_default=True, help="Video lengths (see `condi-pipe synth --help`).")
 @click.option("--train-share", type=click.FloatRange(0, 1, min_open=True), default=DEMO_TRAIN_SHARE,
               show_default=True, help="Share of each class's train groups generated (the test split is whole).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Each student's training epochs (default: embedded.toml's; fewer: a quicker, rougher table).")
 @click.option("--all-students", is_flag=True,
               help=f"Train every default method ({', '.join(default_method_names())}), not only Table 3's "
                    f"({', '.join(DEMO_LOSSES)}).")
@@ -430,13 +434,13 @@ def sweep(config_path, quiet):
 @click.option("--sgs", is_flag=True, help="Also fine-tune the teacher with SGS inserted (ATFR), cache it, and print "
                                           "the table comparing it with the plain teacher (about 1.5 more minutes).")
 @one_line_errors
-def demo(store_dir, videos, seed, seeds, length_profile, train_share, all_students, quiet, sgs):
+def demo(store_dir, videos, seed, seeds, length_profile, train_share, epochs, all_students, quiet, sgs):
     """Generate the embedded benchmark, run the whole pipeline on it, and print Table 3."""
     from condi_pipe.recipes.demo import run_demo, run_demo_seeds
     from condi_pipe.report.build import parse_int_list
 
     options = dict(videos=videos, quiet=quiet, sgs=sgs, all_students=all_students, length_profile=length_profile,
-                   train_share=train_share)
+                   train_share=train_share, epochs=epochs)
     if seeds is not None:
         click.echo(run_demo_seeds(store_dir, parse_int_list(seeds, "--seeds"), **options))
         return
@@ -513,6 +517,27 @@ def repair(store, workers, scheduler_address):
 
     executor = ExecutorOptions(workers, scheduler_address)
     _list_problems(repair_store(open_store(store), executor=executor), prefix="still damaged: ")
+
+
+@main.command()
+@click.option("--store", required=True, help="Store holding the teacher cache and the student run.")
+@click.option("--out", required=True, help="The bundle's folder (made; a bundle there is replaced).")
+@click.option("--method", type=RegistryChoice(_infer_methods), default=DEFAULT_LOSS, show_default=True,
+              help="dense or equidistant (no student unless --ks), or the loss the student run was trained with.")
+@click.option("--student", "student_run", default=None,
+              help="Student run (from distill); default: the store's only run of --method from --teacher.")
+@click.option("--teacher", default=None, help="Teacher name (default: the one the student was distilled from).")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="Clips classified in all.")
+@click.option("--ks", type=click.IntRange(min=0), default=0, show_default=True,
+              help="How many of the K clips the student classifies itself (ConDi-SR type b).")
+@one_line_errors
+def bundle(store, out, method, student_run, teacher, k, ks):
+    """Package a store's teacher and student for `predict --model` (weights, classes, method, K, K_s, decode
+    options, runtime choices, a model card)."""
+    from condi_pipe.app.bundle import make_bundle
+
+    make_bundle(open_store(store), out, method=method, k=k, ks=ks, student_run=student_run, teacher=teacher,
+                log=click.echo)
 
 
 def entry_point() -> None:

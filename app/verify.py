@@ -113,19 +113,20 @@ def _runtime(config: dict) -> RuntimeOptions:
 def _redo(store: Store, key: str, config: dict, executor: ExecutorOptions, log: Callable[[str], None]) -> None:
     """Run the stage of record ``key`` again (--force) with the configuration it recorded."""
     stage = key.split("/", 1)[0]
-    quiet = dict(force=True, quiet=True, log=log)
+    again = {"force": True, "quiet": True, "log": log}
     if stage == "teacher-cache":
         z_labels = OUT_OF_FOLD if config.get("z_labels") == OUT_OF_FOLD else IN_SAMPLE
-        teacher_cache(store, TeacherCacheRequest(ModelRef(**config["teacher"]), _runtime(config),
-                                                 config["clips_per_group"], z_labels), executor, **quiet)
+        teacher = ModelRef(**_known(ModelRef, config["teacher"]))
+        teacher_cache(store, TeacherCacheRequest(teacher, _runtime(config), config["clips_per_group"], z_labels),
+                      executor, **again)
     elif stage == "score":
         score(store, ScoreRequest(**{**_known(ScoreRequest, config), "runtime": _runtime(config)}), executor,
-              **quiet)
+              **again)
     else:
         distill(store, DistillRequest(**{**_known(DistillRequest, config),
                                          "losses": LossOptions(**_known(LossOptions, config["losses"])),
                                          "train": TrainOptions(**_known(TrainOptions, config["train"])),
-                                         "runtime": _runtime(config)}), **quiet)
+                                         "runtime": _runtime(config)}), **again)
 
 
 def _weights_digest(store: Store, key: str) -> str | None:
@@ -159,12 +160,12 @@ def repair_store(store: Store, log: Callable[[str], None] = print,
                 f"`condi-pipe {key.split('/')[0]}` (or `condi-pipe run`) to redo it")
     while redo:  # outside the lock: each stage takes it
         key = redo.pop(0)
-        log(f"repair: {key} is damaged ({damaged.get(key, 'its student was retrained')}); redoing it with its "
-            "recorded configuration")
+        log(f"repair: {key} is damaged ({damaged[key]}); redoing it with its recorded configuration")
         before = _weights_digest(store, key) if key.startswith("distill/") else None
         _redo(store, key, run["stages"][key]["config"], executor, log)
         scored = f"score/{key.split('/', 1)[1]}"
         if (before is not None and _weights_digest(store, key) != before and scored not in redo
                 and run["stages"].get(scored, {}).get("state") == "done"):
             redo.append(scored)  # the retrained weights differ (another CPU): their scores are stale
+            damaged[scored] = f"scored with the weights {key} had before it was redone"
     return verify_store(store)

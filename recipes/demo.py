@@ -36,9 +36,11 @@ DEMO_CONFIG = resources.files("condi_pipe.recipes") / "embedded.toml"
 DEMO_SGS = SGSSection(stage="res2", kernel="linear", epochs=4, batch_size=16, lr=0.01)
 
 
-def demo_config(store_dir: str | os.PathLike, *, sgs: bool = False, all_students: bool = False) -> RunConfig:
+def demo_config(store_dir: str | os.PathLike, *, sgs: bool = False, all_students: bool = False,
+                epochs: int | None = None) -> RunConfig:
     """The shipped ``embedded.toml`` with its store at ``store_dir`` (data, reports and the generator's clip kinds
-    inside it); ``sgs`` adds :data:`DEMO_SGS`, ``all_students`` trains every default method."""
+    inside it); ``sgs`` adds :data:`DEMO_SGS`, ``all_students`` trains every default method, ``epochs`` (if given)
+    replaces the students' training epochs."""
     store_dir = os.path.abspath(store_dir)
     with resources.as_file(DEMO_CONFIG) as path:
         shipped = load_run_config(path)
@@ -47,7 +49,7 @@ def demo_config(store_dir: str | os.PathLike, *, sgs: bool = False, all_students
     return dataclasses.replace(
         shipped, store=store_dir, source_file=os.path.join(store_dir, "demo.toml"),
         extract=dataclasses.replace(shipped.extract, root=synth),
-        distill=dataclasses.replace(shipped.distill, losses=losses),
+        distill=dataclasses.replace(shipped.distill, losses=losses, epochs=epochs or shipped.distill.epochs),
         report=dataclasses.replace(shipped.report, out_dir=os.path.join(store_dir, REPORTS_FOLDER),
                                    clip_kinds=os.path.join(synth, "synth_clips.csv")),
         sgs=DEMO_SGS if sgs else None,
@@ -60,17 +62,18 @@ DEMO_LOSSES = tuple(demo_config(os.curdir).distill.losses)
 
 def run_demo(store_dir: str | os.PathLike, *, videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED, quiet: bool = False,
              sgs: bool = False, all_students: bool = False, length_profile: str = DEMO_LENGTH_PROFILE,
-             train_share: float = DEMO_TRAIN_SHARE, log: Callable[[str], None] = print) -> dict[str, str]:
+             train_share: float = DEMO_TRAIN_SHARE, epochs: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, str]:
     """Generate (once) and run everything; returns the rendered tables. Re-running skips finished stages. ``sgs``
     also fine-tunes and caches an SGS teacher and renders table ``sgs``; ``all_students`` trains every default
-    method, not only Table 3's."""
+    method, not only Table 3's; ``epochs``: each student's training epochs (default: the shipped file's)."""
 
     overlap = pretraining_corpus_overlap(seed, videos)
     if overlap is not None:
         raise ValueError(f"seed {seed} {overlap}; a demo on it would grade the pretrained teacher on its own "
                          "training clips: pick another --seed")
     start = time.perf_counter()
-    config = demo_config(store_dir, sgs=sgs, all_students=all_students)
+    config = demo_config(store_dir, sgs=sgs, all_students=all_students, epochs=epochs)
     data = Path(config.extract.root)
     if not benchmark_is_complete(data, videos, seed, length_profile, train_share):
         made = generate_benchmark(data, videos=videos, seed=seed, workers=2, length_profile=length_profile,

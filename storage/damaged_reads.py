@@ -81,6 +81,8 @@ def guarded_parquet(path: str, open_file: Callable, read: Callable[[object], T])
     try:
         with open_file() as fh:
             return read(fh)
+    except FileNotFoundError:  # missing, not damaged: the callers say which stage writes it
+        raise
     except READ_ERRORS as exc:
         try:
             with open_file() as fh:

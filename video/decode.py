@@ -5,8 +5,9 @@ correction all run inside ffmpeg's own filter graph in C, and the process only h
 the Python side copies ~37 KB per frame; it also isolates crashes of broken files in a child process. The
 measured rate is in ``bench/extract.py``.
 
-The filter chain, in order: ffmpeg's autorotate (honours the display-matrix rotation tag), ``scale=iw*sar:ih``
-(square pixels), optional ``fps=N`` resampling, resize so the short side is 128, centre crop 112x112.
+The filter chain, in order: ffmpeg's autorotate (honours the display-matrix rotation tag), optional ``fps=N``
+resampling, ``scale=iw*sar:ih`` (square pixels), resize so the short side is 128, centre crop 112x112.
+``clip_reader`` builds on the same pieces (windows with timestamps, reduced reads, seeking to chosen clips).
 """
 
 from __future__ import annotations
@@ -112,14 +113,30 @@ DECODER_THREADS = 1
 
 def decode_command(path: str, options: DecodeOptions) -> list[str]:
     """The ffmpeg command that writes ``path``'s frames, through the filter chain, as raw rgb24 to stdout."""
-    # An absolute path: a relative name with a colon would be read as a protocol ("a:b.mp4").
-    stream = ffmpeg.input(os.path.abspath(path), threads=DECODER_THREADS).video
-    stream = stream.filter("scale", "iw*sar", "ih")
+    stream = input_stream(path)
     if options.fps:
         stream = stream.filter("fps", fps=options.fps)
+    return raw_rgb_command(resize_and_crop(stream, options))
+
+
+def input_stream(path: str, **input_options):
+    """``path``'s video stream as an ffmpeg-python node, decoded with DECODER_THREADS; ``input_options`` go before
+    ``-i`` (e.g. ``ss``, ``lowres``)."""
+    # An absolute path: a relative name with a colon would be read as a protocol ("a:b.mp4").
+    return ffmpeg.input(os.path.abspath(path), threads=DECODER_THREADS, **input_options).video
+
+
+def resize_and_crop(stream, options: DecodeOptions):
+    """The per-frame part of the filter chain: square pixels, short side ``options.short_side``, centre crop.
+    Frame selection (``fps``, ``select``) commutes with it, so callers put theirs before it."""
+    stream = stream.filter("scale", "iw*sar", "ih")
     side = options.short_side
     stream = stream.filter("scale", f"if(lt(iw,ih),{side},-2)", f"if(lt(iw,ih),-2,{side})")
-    stream = stream.filter("crop", options.crop, options.crop).filter("setsar", 1)
+    return stream.filter("crop", options.crop, options.crop).filter("setsar", 1)
+
+
+def raw_rgb_command(stream) -> list[str]:
+    """The ffmpeg command writing ``stream``'s frames as raw rgb24 to stdout, one frame per decoded frame."""
     out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
     threads = str(DECODER_THREADS)
     return out.global_args("-hide_banner", "-nostats", "-nostdin", "-filter_complex_threads", threads

@@ -58,7 +58,7 @@ def format_value(value) -> str:
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, list):
         if any(isinstance(v, (dict, list)) for v in value):
-            return f"{len(value)} entries (in the JSON file)"
+            return f"{len(value)} {'entry' if len(value) == 1 else 'entries'} (in the JSON file)"
         return ", ".join(format_value(v) for v in value)
     return str(value)
 

@@ -276,7 +276,7 @@ def test_sigkill_in_fold_training_and_caching_resumes_to_the_same_bytes(trained,
     assert not (store_dir / "staging").exists()
 
 
-def test_run_config_takes_folds_and_z_labels(tmp_path):
+def test_run_config_takes_oof_folds_and_z_labels(tmp_path):
     from condi_pipe.app.run_config import ConfigError, load_run_config
 
     path = tmp_path / "run.toml"
@@ -285,7 +285,10 @@ def test_run_config_takes_folds_and_z_labels(tmp_path):
     path.write_text(body.format(t=TEACHER, z="out-of-fold", f=3))
     config = load_run_config(path)
     assert (config.teacher_train.oof_folds, config.teacher.z_labels) == (3, "out-of-fold")
-    for z, f, key in (("out-of-fold", 1, "folds"), ("oof", 2, "z_labels")):
+    for z, f, key in (("out-of-fold", 1, "oof_folds"), ("oof", 2, "z_labels")):
         path.write_text(body.format(t=TEACHER, z=z, f=f))
         with pytest.raises(ConfigError, match=rf"\]\.{key} must be"):
             load_run_config(path)
+    path.write_text(body.format(t=TEACHER, z="out-of-fold", f=3).replace("oof_folds", "folds"))
+    with pytest.raises(ConfigError, match=r"\[teacher_train\] folds is now called oof_folds"):
+        load_run_config(path)

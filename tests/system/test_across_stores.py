@@ -202,7 +202,7 @@ def test_a_split_list_is_one_fold_per_split(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"split = [1, 2, 3]": "split = [1, 1]"}, r"\[extract\].split must be one split or a list of two or more"),
     ({"split = [1, 2, 3]": "split = [2]"}, r"\[extract\].split must be one split or a list of two or more"),
-    ({"split = [1, 2, 3]": "split = [1, 4]"}, r"out of 1, 2, 3"),
+    ({"split = [1, 2, 3]": "split = [1, 4]"}, r"\[extract\].split must be in \[1, 3\], got 4"),
     ({"split = [1, 2, 3]": "split = [0, 1]"}, r"\[extract\].split must be in \[1, 3\], got 0"),
     ({"split = [1, 2, 3]": 'split = ["1"]'}, r"\[extract\].split must be int \| list\[int\], got list"),
     ({'source = "ucf101"': 'source = "kinetics"'}, r"a list of splits \(folds\) applies to ucf101 and hmdb51"),

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from condi_pipe.cli import main as cli
+from condi_pipe.storage.store import FORMAT_VERSION
 
 TEACHER = "resnet10_3d_small"
 
@@ -46,7 +47,7 @@ def _not_a_store(kind: str, folder: Path) -> tuple[Path, str]:
     path.mkdir()
     if kind == "empty":
         return path, "it holds no run.json"
-    (path / "run.json").write_text(json.dumps({"format_version": 1, "stages": {}}))  # repair cleared every stage
+    (path / "run.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "stages": {}}))  # repair cleared every stage
     return path, "its run.json records no stage"
 
 
