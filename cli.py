@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from condi_pipe.app.model_choice import predict_methods
+from condi_pipe.app.predict import PredictRequest
 from condi_pipe.app.status import TIME_HELP as STATUS_TIME_HELP
 from condi_pipe.cli_options import (
     STORE_HELP,
@@ -16,6 +18,7 @@ from condi_pipe.cli_options import (
     bf16_option,
     common_stage_options,
     executor_options,
+    field_option,
     fine_tuning_options,
     layout_option,
     model_errors,
@@ -27,7 +30,7 @@ from condi_pipe.cli_options import (
     train_options,
 )
 from condi_pipe.compute.torch_runtime import RuntimeOptions
-from condi_pipe.methods.registry import default_method_names, method_names
+from condi_pipe.methods.registry import default_method_names
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.stage import ensure_store, open_store
 from condi_pipe.recipes.demo import DEMO_LENGTH_PROFILE, DEMO_LOSSES, DEMO_SEED, DEMO_TRAIN_SHARE, DEMO_VIDEOS
@@ -56,12 +59,6 @@ def _table_help() -> str:
     from condi_pipe.report.registry import tables_help
 
     return tables_help()
-
-
-def _infer_methods() -> tuple[str, ...]:
-    from condi_pipe.app.infer import UNRANKED_METHODS  # only when `infer` is used
-
-    return (*UNRANKED_METHODS, *method_names("clip"))
 
 
 # Commands that know how to share one run among the processes torchrun starts (pipeline.distributed).
@@ -349,7 +346,7 @@ def time_models(store, runs, force, quiet, **options):
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--store", required=True, help="Store holding the teacher cache and the student run.")
 @click.option("--teacher", required=True, help="Teacher name (as cached by teacher-cache).")
-@click.option("--method", type=RegistryChoice(_infer_methods), default=DEFAULT_LOSS, show_default=True,
+@click.option("--method", type=RegistryChoice(predict_methods), default=DEFAULT_LOSS, show_default=True,
               help="dense or equidistant (no student unless --ks), or the loss the student run was trained with.")
 @click.option("--student", "student_run", default=None,
               help="Student run (from distill) for ranked methods / --ks (default: the store's only suitable run "
@@ -520,9 +517,51 @@ def repair(store, workers, scheduler_address):
 
 
 @main.command()
+@click.argument("videos", nargs=-1)
+@click.option("--list", "list_file", default=None, help="A CSV with a 'path' column (relative to the CSV's folder).")
+@click.option("--root", default=None, help="Every video file under this folder (local path or fsspec URL).")
+@click.option("--model", "bundle", default=None, help="A model bundle (`condi-pipe bundle`): no training store needed.")
+@click.option("--store", "model_store", default=None, help="Or a training store with the teacher cache and student.")
+@click.option("--student", "student_run", default=None, help="With --store: the student run (default: the only one).")
+@click.option("--teacher", default=None, help="With --store: the teacher (default: the student's).")
+@click.option("--out", required=True, help="Output folder (a store): predictions.parquet, step_seconds.parquet, "
+                                           "failures.parquet.")
+@field_option(PredictRequest, "method", "--method")
+@field_option(PredictRequest, "k", "--k")
+@field_option(PredictRequest, "ks", "--ks")
+@field_option(PredictRequest, "window", "--window")
+@field_option(RuntimeOptions, "device", "--device")
+@field_option(RuntimeOptions, "threads", "--threads")
+@bf16_option(default=False)
+@layout_option(default=RuntimeOptions().layout)
+@executor_options(workers=0)
+@common_stage_options
+@one_line_errors
+@model_errors
+def predict(videos, list_file, root, bundle, model_store, student_run, teacher, out, method, k, ks, window, device,
+            threads, bf16, layout, workers, scheduler_address, force, quiet):
+    """Classify a new video collection the ConDi way, decode included: one row per video, failures apart."""
+    from condi_pipe.app.predict import collect_videos, models_from_bundle, models_from_store
+    from condi_pipe.app.predict import predict as run_predict
+
+    if (bundle is None) == (model_store is None):
+        raise click.UsageError("give the models as --model BUNDLE or as --store STORE (one of the two)")
+    request = PredictRequest(method=method, k=k, ks=ks, window=window,
+                             runtime=RuntimeOptions(device=device, threads=threads, bf16=bf16, layout=layout))
+    if bundle is not None:
+        models = models_from_bundle(bundle, request)
+    else:
+        models = models_from_store(open_store(model_store), request, teacher=teacher, student_run=student_run,
+                                   log=click.echo)
+    paths = collect_videos(videos, list_file=list_file, root=root)
+    run_predict(ensure_store(out), paths, models, request, ExecutorOptions(workers, scheduler_address), force=force,
+                quiet=quiet, log=click.echo)
+
+
+@main.command()
 @click.option("--store", required=True, help="Store holding the teacher cache and the student run.")
 @click.option("--out", required=True, help="The bundle's folder (made; a bundle there is replaced).")
-@click.option("--method", type=RegistryChoice(_infer_methods), default=DEFAULT_LOSS, show_default=True,
+@click.option("--method", type=RegistryChoice(predict_methods), default=DEFAULT_LOSS, show_default=True,
               help="dense or equidistant (no student unless --ks), or the loss the student run was trained with.")
 @click.option("--student", "student_run", default=None,
               help="Student run (from distill); default: the store's only run of --method from --teacher.")

@@ -8,7 +8,7 @@ import datetime
 import hashlib
 from typing import Callable
 
-from condi_pipe.app.infer import UNRANKED_METHODS, choose_student_run
+from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.methods.registry import get_method
 from condi_pipe.models import count_parameters

@@ -1,22 +1,25 @@
 """How far 2-process training drifts from one process, with and without synchronised BatchNorm.
 
-    .venv/bin/python bench/batchnorm_drift.py [--clips-per-process 4,8] [--seeds 1,2] [--lr 0.02] [--epochs 3]
-                                              [--dropout on,off]
+    .venv/bin/python bench/batchnorm_drift.py [--clips-per-process 4,8] [--seeds 1,2] [--lr 0.02,1e-6]
+                                              [--epochs 3] [--dropout on]
 
 The store of ``tests/system/test_distributed.py``: 40 embedded-benchmark videos (seed 7; 20 fit, 10 validation,
 10 test) with a random-init ``resnet10_3d_small`` teacher cache. For every global batch (2 x clips per process)
-and seed, condi-sr distils ``shufflenetv2_3d`` 0.25x (2 clips per video, so 40 clips per epoch) three ways: one
-process, 2 gloo processes under ``torchrun`` (each normalising its own part), and 2 processes with
-``--sync-batchnorm``. ``--dropout off`` runs the same with the classifier's dropout replaced by the identity in
-every process (a wrapper around the CLI), so the runs differ only by BatchNorm and float summation order; as
-shipped (``on``) each process also draws its own dropout masks. Prints each epoch's validation loss
-(``eval_total``) and its relative deviation from the one-process run, and writes them (and the training loss's)
-to ``bench/results/<machine>/batchnorm_drift.json`` with the git commit and the CPU. One thread per process.
+and seed, condi-sr distils ``shufflenetv2_3d`` 0.25x (2 clips per video, so 40 clips per epoch) four ways: one
+process; one process with ``--layout ncdhw`` (only the float summation order of the convolutions differs: how far
+the curve moves from that alone, the noise floor); 2 gloo processes under ``torchrun`` (each normalising its own
+part); 2 processes with ``--sync-batchnorm``. At lr 1e-6 the weights hardly move and the eval loss shows the
+running statistics alone. ``--dropout off`` replaces the classifier's dropout by the identity in every process (a
+wrapper around the CLI); as shipped (``on``) each process draws its own dropout masks. Prints each epoch's
+validation loss (``eval_total``) and its relative deviation from the one-process run, and writes them (and the
+training loss's) to ``bench/results/<machine>/batchnorm_drift.json`` with the git commit and the CPU. One thread
+per process.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -43,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TEACHER, STUDENT, WIDTH, LOSS = "resnet10_3d_small", "shufflenetv2_3d", 0.25, "condi-sr"
 RUN = default_run_name(LOSS, STUDENT, WIDTH)
-WAYS = ("one process", "2 processes", "2 processes, sync")
+WAYS = ("one process", "one process, ncdhw", "2 processes", "2 processes, sync")
 COLUMNS = ("eval_total", "train_total")
 # The CLI with every nn.Dropout the identity (--dropout off).
 NO_DROPOUT_CLI = """
@@ -82,8 +85,8 @@ def distill_run(store: Path, way: str, dropout: bool, batch: int, lr: float, epo
             "--epochs", str(epochs), "--batch-size", str(batch), "--clips-per-video", "2", "--lr", str(lr),
             "--seed", str(seed), "--threads", "1", "--quiet", "--store", str(store)]
     cli = [str(no_dropout_cli)] if not dropout else ["-m", "condi_pipe.cli"]
-    if way == "one process":
-        command = [sys.executable, *cli, *args]
+    if way.startswith("one process"):
+        command = [sys.executable, *cli, *args, *(["--layout", "ncdhw"] if way.endswith("ncdhw") else [])]
     else:
         command = [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                    f"--master_port={_free_port()}", *cli, *args]
@@ -116,23 +119,29 @@ def relative(ours: list[float], reference: list[float]) -> list[float]:
     return [abs(a - b) / abs(b) for a, b in zip(ours, reference)]
 
 
-def print_table(results: list[dict], args) -> dict:
+def print_table(results: list[dict], epochs: int) -> dict:
     """The per-epoch table and the worst deviation of each setting (returned)."""
-    print(f"condi-sr {STUDENT} {WIDTH}x, lr {args.lr}, {args.epochs} epochs: eval loss per epoch and its relative "
-          "deviation from one process")
-    print(f"{'dropout':>7}{'clips/process':>14}{'seed':>5}  {'one process':<22}{WAYS[1]:<25}{WAYS[2]:<25}")
+    print(f"condi-sr {STUDENT} {WIDTH}x, {epochs} epochs: eval loss per epoch (one process) and each other way's "
+          "relative deviation from it, per epoch")
+    widths = (7, 8, 14, 5, 22)
+    head = ("lr", "dropout", "clips/process", "seed", "one process")
+    print("".join(f"{h:>{w}}" for h, w in zip(head[:4], widths)) + f"  {head[4]:<{widths[4]}}"
+          + "".join(f"{way:<27}" for way in WAYS[1:]))
     for r in results:
         one = " ".join(f"{v:.4f}" for v in r["losses"]["one process"]["eval_total"])
-        cells = [" ".join(f"{100 * d:6.2f}%" for d in r["relative_deviation"][way]["eval_total"]) for way in WAYS[1:]]
-        print(f"{r['dropout']:>7}{r['clips_per_process']:>14}{r['seed']:>5}  {one:<22}{cells[0]:<25}{cells[1]:<25}")
-    print(f"\n{'dropout':>7}{'clips/process':>14}  max eval-loss deviation: {WAYS[1]:>12}{WAYS[2]:>20}")
+        cells = [" ".join(f"{d:7.1e}" for d in r["relative_deviation"][way]["eval_total"]) for way in WAYS[1:]]
+        keys = (f"{r['lr']:g}", r["dropout"], r["clips_per_process"], r["seed"])
+        print("".join(f"{k:>{w}}" for k, w in zip(keys, widths)) + f"  {one:<{widths[4]}}"
+              + "".join(f"{c:<27}" for c in cells))
+    print("\nworst relative eval-loss deviation over the epochs and seeds")
+    print(f"{'lr':>7}{'dropout':>8}{'clips/process':>14}  " + "".join(f"{way:>22}" for way in WAYS[1:]))
     summary = {}
-    for dropout in dict.fromkeys(r["dropout"] for r in results):
-        for part in dict.fromkeys(r["clips_per_process"] for r in results):
-            chosen = [r for r in results if r["dropout"] == dropout and r["clips_per_process"] == part]
-            worst = {way: max(max(r["relative_deviation"][way]["eval_total"]) for r in chosen) for way in WAYS[1:]}
-            summary[f"dropout {dropout}, {part} clips per process"] = worst
-            print(f"{dropout:>7}{part:>14}  {'':>25}{100 * worst[WAYS[1]]:>11.2f}%{100 * worst[WAYS[2]]:>19.2f}%")
+    for setting in dict.fromkeys((r["lr"], r["dropout"], r["clips_per_process"]) for r in results):
+        chosen = [r for r in results if (r["lr"], r["dropout"], r["clips_per_process"]) == setting]
+        worst = {way: max(max(r["relative_deviation"][way]["eval_total"]) for r in chosen) for way in WAYS[1:]}
+        lr, dropout, part = setting
+        summary[f"lr {lr:g}, dropout {dropout}, {part} clips per process"] = worst
+        print(f"{lr:>7g}{dropout:>8}{part:>14}  " + "".join(f"{worst[way]:>22.1e}" for way in WAYS[1:]))
     return summary
 
 
@@ -140,42 +149,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips-per-process", default="4,8", help="Each process's part of the global batch.")
     parser.add_argument("--seeds", default="1,2")
-    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--lr", default="0.02,1e-6", help="Learning rates (1e-6: the running statistics alone).")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--dropout", default="on,off", help="on: as shipped; off: every Dropout the identity.")
+    parser.add_argument("--dropout", default="on", help="on: as shipped; off: every Dropout the identity; or both.")
     args = parser.parse_args()
     parts = [int(v) for v in args.clips_per_process.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
+    lrs = [float(v) for v in args.lr.split(",")]
     dropouts = [v.strip() for v in args.dropout.split(",")]
     if not set(dropouts) <= {"on", "off"}:
-        parser.error(f"--dropout takes on, off or both, got {args.dropout!r}")
+        parser.error(f"--dropout takes on, off or on,off, got {args.dropout!r}")
 
     results = []
     with tempfile.TemporaryDirectory(prefix="condi-bn-drift-") as tmp:
         store = make_store(Path(tmp))
         no_dropout_cli = Path(tmp) / "no_dropout_cli.py"
         no_dropout_cli.write_text(NO_DROPOUT_CLI)
-        for dropout in dropouts:
-            for part in parts:
-                for seed in seeds:
-                    losses, seconds = {}, {}
-                    for i, way in enumerate(WAYS):
-                        copy = Path(tmp) / f"run-{dropout}-{part}-{seed}-{i}"
-                        shutil.copytree(store, copy)
-                        losses[way], seconds[way] = distill_run(copy, way, dropout == "on", 2 * part, args.lr,
-                                                                args.epochs, seed, no_dropout_cli)
-                        shutil.rmtree(copy)
-                    deviation = {way: {c: relative(losses[way][c], losses["one process"][c]) for c in COLUMNS}
-                                 for way in WAYS[1:]}
-                    results.append({"dropout": dropout, "clips_per_process": part, "global_batch": 2 * part,
-                                    "seed": seed, "losses": losses, "relative_deviation": deviation,
-                                    "train_seconds": seconds})
+        for lr, dropout, part, seed in itertools.product(lrs, dropouts, parts, seeds):
+            losses, seconds = {}, {}
+            for i, way in enumerate(WAYS):
+                copy = Path(tmp) / f"run-{i}"
+                shutil.copytree(store, copy)
+                losses[way], seconds[way] = distill_run(copy, way, dropout == "on", 2 * part, lr, args.epochs, seed,
+                                                        no_dropout_cli)
+                shutil.rmtree(copy)
+            deviation = {way: {c: relative(losses[way][c], losses["one process"][c]) for c in COLUMNS}
+                         for way in WAYS[1:]}
+            results.append({"lr": lr, "dropout": dropout, "clips_per_process": part, "global_batch": 2 * part,
+                            "seed": seed, "losses": losses, "relative_deviation": deviation,
+                            "train_seconds": seconds})
 
-    summary = print_table(results, args)
+    summary = print_table(results, args.epochs)
     info = machine()
     folder = REPO / "bench" / "results" / (re.sub(r"[^a-z0-9]+", "-", info["cpu"].lower()).strip("-") or "unknown")
     folder.mkdir(parents=True, exist_ok=True)
-    out = {"machine": info, "loss": LOSS, "student": f"{STUDENT} {WIDTH}", "teacher": TEACHER, "lr": args.lr,
+    out = {"machine": info, "loss": LOSS, "student": f"{STUDENT} {WIDTH}", "teacher": TEACHER,
            "epochs": args.epochs, "processes": 2, "backend": "gloo", "threads_per_process": 1,
            "train_clips_per_epoch": 40, "runs": results, "max_eval_loss_deviation": summary}
     (folder / "batchnorm_drift.json").write_text(json.dumps(out, indent=2) + "\n")

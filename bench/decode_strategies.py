@@ -19,7 +19,8 @@ of them alike); the figure is the median wall ms per video and the median CPU ms
 Other work on the machine (the 2 cores are shared) slows every strategy: compare the ratios measured side by side
 in one run, not absolute ms across runs. Strategies, all through ``video.clip_reader``:
 
-* ``full``: every clip at 112 in windows (= Dense's and ConDi's one-pass read);
+* ``full``: every clip at 112 in windows with timestamps (= Dense's and ConDi's one-pass read);
+* ``decode_video``: the same frames through ``decode.stream_clips`` (no timestamps): what showinfo costs;
 * ``student_exact``: every second frame at 112 (the skim student's ``preprocess`` of it is bit-identical);
 * ``student_56`` / ``lowres1`` / ``lowres2``: every second frame resized to 56 by ffmpeg (lowres: the MPEG-4 Part 2
   decoder's half/quarter-size decoding); these change the student's pixels (tolerance in the tests);
@@ -53,6 +54,7 @@ from condi_pipe.video.clip_reader import (
     read_timeline,
     seek_spans,
 )
+from condi_pipe.video.decode import DecodeOptions, stream_clips
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,6 +88,7 @@ def strategies(path: Path, codec: str, k: int, seed: int) -> tuple[dict, dict]:
     spans = seek_spans(chosen, timeline)
     reads = {
         "full": lambda: drain(path, FULL),
+        "decode_video": lambda: stream_clips(path, DecodeOptions(), lambda clip: None),
         "student_exact": lambda: drain(path, STUDENT_EXACT),
         "student_56": lambda: drain(path, STUDENT_56),
         "seek_k": lambda: read_clips_at(path, chosen, timeline),
@@ -128,14 +131,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5, help="clips the teacher reads")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--encodings", default=",".join(ENCODINGS))
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--source", default=str(DEFAULT_SOURCE))
     add_record_options(parser)
     args = parser.parse_args()
     figures = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.encodings.split(","):
             for seconds in (int(s) for s in args.lengths.split(",")):
-                path = encode(args.source, Path(folder), name, seconds)
+                path = encode(Path(args.source), Path(folder), name, seconds)
                 timeline = read_timeline(path)
                 codec = timeline.info.codec
                 reads, facts = strategies(path, codec, args.k, zlib.crc32(path.name.encode()))

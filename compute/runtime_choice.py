@@ -288,14 +288,17 @@ def choice_identity(ref, runtime: RuntimeOptions, batch: int, machine: MachineKe
 
 
 def resolve_runtime(store, ref, runtime: RuntimeOptions, *, batch: int, workers: int = 1,
-                    pinned: dict | None = None, log=print, what: str = "", calibration: int = CALIBRATION_CLIPS,
-                    repeats: int = 5) -> tuple[RuntimeOptions, RuntimeChoice]:
+                    pinned: dict | None = None, log=print, what: str = "",
+                    calibration: int | torch.Tensor = CALIBRATION_CLIPS, repeats: int = 5,
+                    model_store=None) -> tuple[RuntimeOptions, RuntimeChoice]:
     """The runtime to run ``ref`` (a ``clip_inference.ModelRef``) in for batches of about ``batch`` clips, with
     the choice behind it: ``pinned`` (a choice a stage recorded before its first output: kept on resume), else
     the one candidate ``--layout`` and ``--bf16`` leave, else the choice recorded for this identity
     (:func:`choice_identity`) in the store or in this machine's cache, else a new timing, recorded in both.
 
-    Timed in this process with the threads each of ``workers`` local workers gets (``configure_threads``)."""
+    Timed in this process with the threads each of ``workers`` local workers gets (``configure_threads``), on
+    ``calibration`` clips of the store's train split (a count) or on the clips given (``predict``, whose output
+    store holds none); ``model_store`` holds the model's weights when they are not in ``store``."""
 
     configure_threads(runtime, workers)
     device = runtime.torch_device()
@@ -316,8 +319,9 @@ def resolve_runtime(store, ref, runtime: RuntimeOptions, *, batch: int, workers:
     if recorded is not None:
         choice = RuntimeChoice.from_json(recorded)
     else:
-        model = ref.build(store).eval()
-        choice = choose_runtime(model, calibration_clips(store, calibration), device, runtime.bf16, batch,
+        model = ref.build(model_store or store).eval()
+        clips = calibration if isinstance(calibration, torch.Tensor) else calibration_clips(store, calibration)
+        choice = choose_runtime(model, clips, device, runtime.bf16, batch,
                                 repeats=repeats, layout=runtime.layout)
         first, problem = runtime_choices.record_machine_record(identity, choice.to_json())
         choice = RuntimeChoice.from_json(first, reused=first != choice.to_json())

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -41,60 +42,60 @@ PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class _GlobalBatchNorm(torch.autograd.Function):
-    """Batch normalisation of ``x`` with the per-channel mean and variance of every process's part together."""
+    """Batch normalisation of ``x`` with the per-channel mean and variance of every process's part together.
+
+    The element-wise passes are torch's fused CPU/CUDA kernels: eval-mode ``batch_norm`` (normalising with given
+    statistics) and its backward (the per-channel gradient sums); only the reductions are added."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float,
                 layer: SynchronisedBatchNorm):
-        dims = [0, *range(2, x.dim())]
-        shape = (1, -1) + (1,) * (x.dim() - 2)
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # bf16 autocast: statistics in fp32
-        count = work.numel() // work.shape[1]
-        var, mean = torch.var_mean(work, dims, correction=0)
+        channels, count = work.shape[1], work.numel() // work.shape[1]
+        var, mean = torch.var_mean(work, [0, *range(2, work.dim())], correction=0)
         mean64 = mean.double()
         # per channel: sum, sum of squares; then the count. Float64, so Q/N - mean^2 loses nothing that matters.
-        sums = torch.cat([mean64 * count, (var.double() + mean64.square()) * count,
-                          mean64.new_tensor([float(count)])])
-        total_sums = layer.all_reduce(sums)
-        channels = work.shape[1]
-        total = float(total_sums[-1])
-        global_mean = total_sums[:channels] / total
-        global_var = (total_sums[channels:2 * channels] / total - global_mean.square()).clamp_min(0)
+        sums = layer.all_reduce(torch.cat([mean64 * count, (var.double() + mean64.square()) * count,
+                                           mean64.new_tensor([float(count)])]))
+        total = float(sums[-1])
+        global_mean = sums[:channels] / total
+        global_var = (sums[channels:2 * channels] / total - global_mean.square()).clamp_min(0)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
                 running_mean.lerp_(global_mean.to(running_mean), momentum)
                 running_var.lerp_((global_var * (total / max(total - 1.0, 1.0))).to(running_var), momentum)
-        mean = global_mean.to(work.dtype)
-        invstd = torch.rsqrt(global_var + eps).to(work.dtype)
-        out = (work - mean.view(shape)) * invstd.view(shape)
-        if weight is not None:
-            out = out * weight.to(work.dtype).view(shape) + bias.to(work.dtype).view(shape)
-        ctx.save_for_backward(work, weight, mean, invstd)
-        ctx.total, ctx.layer, ctx.share, ctx.input_dtype = total, layer, layer.part_share, x.dtype
+        mean, var = global_mean.to(work.dtype), global_var.to(work.dtype)
+        weight_ = None if weight is None else weight.to(work.dtype)
+        out = F.batch_norm(work, mean, var, weight_, None if bias is None else bias.to(work.dtype), False, 0.0, eps)
+        ctx.save_for_backward(work, weight_, mean, var)
+        ctx.eps, ctx.total, ctx.layer, ctx.share, ctx.input_dtype = eps, total, layer, layer.part_share, x.dtype
         return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        work, weight, mean, invstd = ctx.saved_tensors
-        dims = [0, *range(2, work.dim())]
-        shape = (1, -1) + (1,) * (work.dim() - 2)
+        work, weight, mean, var = ctx.saved_tensors
         grad = grad_out.to(work.dtype)
-        centred = work - mean.view(shape)
-        sum_dy = grad.sum(dims)
-        sum_dy_centred = (grad * centred).sum(dims)
+        ones = torch.ones_like(mean)
+        # eval-mode backward, fused: sum(grad * xhat) and sum(grad) per channel (xhat = (x - mean) * invstd)
+        _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            grad, work, ones, mean, var, None, None, False, ctx.eps, [False, True, True])
         # This process back-propagates its part's mean loss, the global loss divided by its share: weighting the sums
         # by the share before adding them up gives the global loss's sums, dividing after puts them in this scale.
         channels = work.shape[1]
-        global_sums = ctx.layer.all_reduce(torch.cat([sum_dy, sum_dy_centred]).double() * ctx.share) / ctx.share
-        mean_dy = (global_sums[:channels] / ctx.total).to(work.dtype)
-        mean_dy_centred = (global_sums[channels:] / ctx.total).to(work.dtype)
-        scale = invstd if weight is None else invstd * weight.to(work.dtype)
-        grad_x = (grad - mean_dy.view(shape) - centred * (invstd.square() * mean_dy_centred).view(shape)) \
-            * scale.view(shape)
+        global_sums = ctx.layer.all_reduce(torch.cat([sum_dy, sum_dy_xhat]).double() * ctx.share) / ctx.share
+        mean_dy, mean_dy_xhat = global_sums[:channels] / ctx.total, global_sums[channels:] / ctx.total
+        # grad_x = (grad - mean_dy - xhat * mean_dy_xhat) * invstd * weight = grad * a + x * b + c per channel
+        invstd = torch.rsqrt(var.double() + ctx.eps)
+        a = invstd * (1.0 if weight is None else weight.double())
+        b = -a * invstd * mean_dy_xhat
+        c = -a * mean_dy - b * mean.double()
+        shape = (1, -1) + (1,) * (work.dim() - 2)
+        # grad * a + c as an eval-mode batch_norm (mean 0, variance 1, eps 0): one fused pass, then x * b added
+        grad_x = F.batch_norm(grad, torch.zeros_like(mean), ones, a.to(work.dtype), c.to(work.dtype), False, 0.0, 0.0)
+        grad_x.addcmul_(work, b.to(work.dtype).view(shape))
         grad_weight = grad_bias = None
         if weight is not None:  # this part's own terms: reduce_step adds up the processes' parameter gradients
-            grad_weight = (sum_dy_centred * invstd).to(weight.dtype)
-            grad_bias = sum_dy.to(weight.dtype)
+            grad_weight, grad_bias = sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype)
         return grad_x.to(ctx.input_dtype), grad_weight, grad_bias, None, None, None, None, None
 
 

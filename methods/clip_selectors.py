@@ -363,11 +363,28 @@ def predict_video_division(
     >>> predict_video_division(teacher, student, z_scores=np.array([3.0, 1.0, 0.0]), k=2, ks=1)
     DivisionPrediction(prediction=1, num_teacher_clips=1, num_student_clips=1)
     """
-    k, ks = _check_division_budget(k, ks)
     teacher_probs, student_probs = np.asarray(teacher_probs), np.asarray(student_probs)
-    num_clips = teacher_probs.shape[0]
+    teacher_clips, student_clips = division_clips(z_scores, student_probs, k, ks)
+    prediction = int(division_mean(teacher_probs, student_probs, teacher_clips, student_clips).argmax())
+    return DivisionPrediction(prediction, len(teacher_clips), len(student_clips))
+
+
+def division_clips(z_scores: np.ndarray, student_probs: np.ndarray | None, k: int,
+                   ks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clips ConDi-SR with division sends to the teacher (the top K - K_s by z~) and those the student
+    classifies itself (the K_s of lowest student entropy), each best first."""
+    k, ks = _check_division_budget(k, ks)
     teacher_clips = top_k_indices(z_scores, k - ks) if k - ks > 0 else np.array([], dtype=np.int64)
     student_clips = top_k_indices(-_entropy(student_probs), ks) if ks > 0 else np.array([], dtype=np.int64)
+    return teacher_clips, student_clips
+
+
+def division_mean(teacher_probs: np.ndarray, student_probs: np.ndarray | None, teacher_clips: np.ndarray,
+                  student_clips: np.ndarray) -> np.ndarray:
+    """The video's class probabilities from the chosen clips: each teacher clip's softmax, each student clip's,
+    the mean of the two for a clip in both lists, averaged over the distinct clips (float64). Only the chosen
+    rows of ``teacher_probs`` (and ``student_probs``) are read."""
+    num_clips = teacher_probs.shape[0]
     in_teacher = np.zeros(num_clips, dtype=bool)
     in_teacher[teacher_clips] = True
     in_student = np.zeros(num_clips, dtype=bool)
@@ -381,8 +398,7 @@ def predict_video_division(
         else:
             vectors.append(student_probs[clip])
     # vectors in the input dtype, their mean accumulated in float64: the same arithmetic as the batch path
-    prediction = int(np.mean(vectors, axis=0, dtype=np.float64).argmax())
-    return DivisionPrediction(prediction, len(teacher_clips), len(student_clips))
+    return np.mean(vectors, axis=0, dtype=np.float64)
 
 
 def _check_video(video: VideoClips) -> None:

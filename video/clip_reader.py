@@ -18,9 +18,10 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import ffmpeg
 import numpy as np
@@ -38,6 +39,8 @@ from condi_pipe.video.decode import (
     raw_rgb_command,
     resize_and_crop,
 )
+
+DEFAULT_OPTIONS = DecodeOptions()
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def _spec_options(options: DecodeOptions, size: int) -> DecodeOptions:
     return replace(options, short_side=options.short_side * size // options.crop, crop=size)
 
 
-def pass_command(path: str, spec: ReadSpec = FULL, options: DecodeOptions = DecodeOptions()) -> list[str]:
+def pass_command(path: str, spec: ReadSpec = FULL, options: DecodeOptions = DEFAULT_OPTIONS) -> list[str]:
     """One pass over ``path``: showinfo logs every frame; then the spec's frame selection and size."""
     stream = input_stream(path, **({"lowres": spec.lowres} if spec.lowres else {}))
     if options.fps:
@@ -185,7 +188,7 @@ class ClipReader:
     """
 
     def __init__(self, path: str | os.PathLike, window: int = 32, spec: ReadSpec = FULL,
-                 options: DecodeOptions = DecodeOptions()):
+                 options: DecodeOptions = DEFAULT_OPTIONS):
         if window < 1:
             raise ValueError(f"window must be at least one clip, got {window}")
         if options.clip_length % spec.frame_stride:
@@ -299,7 +302,7 @@ def _timeline(path: str, log: _LogFollower, total: int, clips: int, options: Dec
                     np.array(log.keyframes, np.int64), info, warnings, options.clip_length)
 
 
-def read_timeline(path: str | os.PathLike, spec: ReadSpec = STUDENT_56, options: DecodeOptions = DecodeOptions(),
+def read_timeline(path: str | os.PathLike, spec: ReadSpec = STUDENT_56, options: DecodeOptions = DEFAULT_OPTIONS,
                   window: int = 64) -> Timeline:
     """Only the timeline (timestamps, key frames) of ``path``, from a pass at ``spec``'s (small) size."""
     reader = ClipReader(path, window, spec, options)
@@ -336,7 +339,7 @@ def seek_spans(indices: Sequence[int], timeline: Timeline, seek_cost_frames: int
     no further than ``seek_cost_frames`` past the run so far, where decoding on is cheaper than seeking."""
     length, keys = timeline.clip_length, timeline.keyframes
     spans: list[Span] = []
-    for clip in sorted(set(int(i) for i in indices)):
+    for clip in sorted({int(i) for i in indices}):
         if not 0 <= clip < timeline.clips:
             raise IndexError(f"clip {clip} is outside the video's {timeline.clips} clips")
         first, end = clip * length, min((clip + 1) * length, timeline.frames)
@@ -356,7 +359,7 @@ def decoded_frames(spans: Sequence[Span]) -> int:
 
 
 def seek_command(path: str, spans: Sequence[Span], timeline: Timeline,
-                 options: DecodeOptions = DecodeOptions()) -> list[str]:
+                 options: DecodeOptions = DEFAULT_OPTIONS) -> list[str]:
     """One ffmpeg that decodes every span (an input each, concatenated) and writes only the wanted frames."""
     streams = []
     for span in spans:
@@ -393,7 +396,7 @@ def _decode_spans(path: str, spans: Sequence[Span], timeline: Timeline, options:
 
 
 def read_clips_at(path: str | os.PathLike, indices: Sequence[int], timeline: Timeline,
-                  options: DecodeOptions = DecodeOptions(), seek_cost_frames: int = SEEK_COST_FRAMES) -> np.ndarray:
+                  options: DecodeOptions = DEFAULT_OPTIONS, seek_cost_frames: int = SEEK_COST_FRAMES) -> np.ndarray:
     """uint8 (len(indices), L, crop, crop, 3): clips ``indices`` of ``path`` (in that order), decoded by seeking
     to the key frame before each with ``timeline`` from an earlier pass; the last clip padded as
     ``frames_to_clips`` pads it. The same pixels as decoding everything (tests/unit/video/test_clip_reader.py).
@@ -508,7 +511,7 @@ class ReadPlanner:
         seen = self._seen.get(self._key(path))
         if not seen:
             return plan_reads("unknown", student=self.student, k=self.k, resampled=self.resampled)
-        codec = max(set(c for c, _, _ in seen), key=[c for c, _, _ in seen].count)
+        codec = max({c for c, _, _ in seen}, key=[c for c, _, _ in seen].count)
         frames = round(size_bytes / float(np.median([b for _, b, _ in seen])))
         interval = float(np.median([i for _, _, i in seen]))
         return plan_reads(codec, student=self.student, k=self.k, frames=frames, keyframe_interval_frames=interval,

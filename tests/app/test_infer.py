@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from condi_pipe.app.infer import choose_student_run
+from condi_pipe.app.model_choice import choose_student_run
 from condi_pipe.cli import main as cli
 from condi_pipe.models import build_model
 from condi_pipe.storage import training_artifacts as artifacts

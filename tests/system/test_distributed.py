@@ -233,17 +233,22 @@ def test_other_commands_refuse_to_run_under_torchrun(cached_store):
     assert "`condi-pipe status` does not run under torchrun (WORLD_SIZE=2)" in result.output
 
 
-# 4 clips per process (global batch 8) at lr 0.02: where each rank's own BatchNorm statistics drift furthest from
-# one process (docs/scaling.md; bench/batchnorm_drift.py measures it). SYNCED_EVAL_LOSS_TOLERANCE: see the test.
-SMALL_PARTS_BATCH, SMALL_PARTS_LR = 8, 0.02
-SYNCED_EVAL_LOSS_TOLERANCE = 0.02
+# 4 clips per process (global batch 8): where each rank's own BatchNorm statistics differ most from the global
+# batch's. At a training LR (0.02) the runs' curves are chaotic at this batch size: one process in another memory
+# layout (float summation order alone) already moves epoch 1's training loss by 2.3% and epoch 3's eval loss by
+# percents (bench/batchnorm_drift.py), which would swamp what BatchNorm does. At lr 1e-6 the weights hardly move,
+# so each epoch's eval loss shows the running statistics the processes gathered: measured (seed 1) 1.3e-4-3.6e-4
+# from one process without synchronisation, 5e-7-9e-6 with it.
+FROZEN_LR = 1e-6
+SYNCED_EVAL_LOSS_TOLERANCE = 1e-4
 
 
 @pytest.mark.slow
-def test_sync_batchnorm_keeps_small_parts_on_the_one_process_curve(cached_store, tmp_path):
-    """2 ranks x 4 clips with --sync-batchnorm follow the one-process eval loss curve (global batch 8) much more
-    closely than without; the option is in the stage's configuration and the weights are a plain state dict."""
-    args = distill_args(SMALL_PARTS_BATCH, SMALL_PARTS_LR)
+def test_sync_batchnorm_gathers_the_global_batch_statistics(cached_store, tmp_path):
+    """2 ranks x 4 clips with --sync-batchnorm end each epoch with the one-process running statistics (global batch
+    8): their eval losses match one process far more closely than without; the option is recorded in the stage's
+    configuration and the weights are a plain BatchNorm state dict."""
+    args = distill_args(8, FROZEN_LR)
     single, unsynced, synced = (_copy(cached_store, tmp_path / name) for name in ("single", "unsynced", "synced"))
     for run in (one_process(single, args), torchrun(unsynced, args=args),
                 torchrun(synced, args=[*args, "--sync-batchnorm"])):
@@ -252,7 +257,7 @@ def test_sync_batchnorm_keeps_small_parts_on_the_one_process_curve(cached_store,
     drift = {name: relative_differences(history(store), reference, "eval_total")
              for name, store in (("unsynced", unsynced), ("synced", synced))}
     assert drift["synced"].max() < SYNCED_EVAL_LOSS_TOLERANCE, drift
-    assert drift["synced"].max() < drift["unsynced"].max() / 2, drift
+    assert drift["synced"].max() < drift["unsynced"].max() / 5, drift
 
     def recorded(store: Path) -> dict:
         return Store(str(store)).read_json("run.json")["stages"][f"distill/{RUN}"]["config"]["train"]

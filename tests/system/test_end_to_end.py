@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -15,9 +16,10 @@ from click.testing import CliRunner
 
 from condi_pipe.app.infer import infer
 from condi_pipe.app.run_config import load_run_config
-from condi_pipe.app.runner import run_pipeline
+from condi_pipe.app.runner import pipeline_steps, run_pipeline
 from condi_pipe.cli import main as cli
 from condi_pipe.methods.metrics import auroc
+from condi_pipe.pipeline.stage import ensure_store, step_order
 from condi_pipe.report import build_report
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.store import Store
@@ -51,12 +53,24 @@ out_dir = "reports"
 # run); tests/stages/test_time_models.py covers the repeats themselves.
 
 
+BEFORE_STUDENTS = "store-before-students"
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(synth_root, tmp_path_factory):
+    """The uninterrupted run, whose store is also saved (``BEFORE_STUDENTS``) as it stood when the first student
+    was about to train: the killed run starts from that copy instead of redoing the stages before it."""
     work = tmp_path_factory.mktemp("e2e")
     path = work / "run.toml"
     path.write_text(textwrap.dedent(CONFIG.format(root=synth_root)))
-    rendered = run_pipeline(load_run_config(path), quiet=True, log=lambda message: None)
+    config = load_run_config(path)
+    quiet = dict(quiet=True, log=lambda message: None)
+    # run_pipeline's own steps in its own order, up to the first distill; run_pipeline then skips them
+    steps = step_order(pipeline_steps(config, ensure_store(config.store), **quiet))
+    for step in steps[: [step.stage for step in steps].index("distill")]:
+        step.run()
+    shutil.copytree(work / "store", work / BEFORE_STUDENTS)
+    rendered = run_pipeline(config, **quiet)
     return work, rendered
 
 
@@ -288,11 +302,15 @@ def test_infer_cli_prints_top5(pipeline_run, synth_root, stored):
 
 def test_run_killed_mid_pipeline_resumes_to_the_same_outputs(pipeline_run, run_cli, tmp_path):
     """`condi-pipe run` SIGKILLed as a whole (the first score run had staged its videos, nothing of it published)
-    and run again: it resumes that stage, runs the rest, and ends with the uninterrupted run's weights, teacher
-    outputs, scores and accuracies."""
+    and run again: it resumes that stage, runs the rest, and ends with the uninterrupted run's weights, scores and
+    accuracies, its teacher outputs untouched. The killed run starts from the uninterrupted run's store as it stood
+    before the first student (extract, teacher-train and teacher-cache done: their resume after a kill is
+    tests/system/faults/test_sigkill.py's), so it trains and scores every student itself."""
     from condi_pipe.pipeline.faults import KILL_ENV
 
     work, _ = pipeline_run
+    shutil.copytree(work / BEFORE_STUDENTS, tmp_path / "store")
+    assert not (tmp_path / "store" / "students").exists()
     config = tmp_path / "run.toml"
     config.write_text((work / "run.toml").read_text())  # store = "store": beside this copy
     killed = run_cli("run", "--config", str(config), "--quiet", env={KILL_ENV: "score.group:1"})

@@ -1,7 +1,9 @@
-"""Bad inputs end to end, through the CLI in real processes: the foundation issue's corpus of bad videos inside a
-dataset that goes through every stage, then a checkpoint that needs pickle execution, bad config files, K larger
-than the videos' clip counts and a store from a newer format version. Each gives one line naming the input
-(exit status 2), and nothing already stored changes."""
+"""Bad inputs end to end, through the CLI: the foundation issue's corpus of bad videos inside a dataset that goes
+through every stage (in real processes, ``pipeline_store``), then a checkpoint that needs pickle execution, bad
+config files, K larger than the videos' clip counts and a store from a newer format version, each refused by the
+CLI in this process (``CliRunner``: the refusals happen before any work, so a new process would only add its start;
+a refusal's one line from a real process is tests/stages/test_oof_labels.py's). Each gives one line naming the
+input (exit status 2), and nothing already stored changes."""
 
 from __future__ import annotations
 
@@ -12,15 +14,22 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 import torch
+from click.testing import CliRunner
 
+from condi_pipe.cli import main as cli
 from condi_pipe.models import build_model
 
 pytestmark = pytest.mark.slow
 
 
+def _invoke(*args: str):
+    """``condi-pipe ARGS`` in this process: a click Result (exit_code, stdout, stderr apart)."""
+    return CliRunner().invoke(cli, list(args))
+
+
 def _one_line_error(result, *names: str) -> str:
     """The error line of a refused command: exit status 2, one line on stderr, naming every one of ``names``."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for name in names:
@@ -68,9 +77,9 @@ def pickle_checkpoint(tmp_path):
      "resnet10_3d_small", "--name", "conf", "--epochs", "1", "--force"),
 ], ids=lambda c: c[0])
 def test_checkpoint_needing_pickle_is_refused_and_the_store_is_untouched(command, pickle_checkpoint, pipeline_store,
-                                                                        run_cli, fingerprint):
+                                                                        fingerprint):
     before = fingerprint(pipeline_store)
-    result = run_cli(*command, "--weights", str(pickle_checkpoint), "--store", str(pipeline_store), "--quiet")
+    result = _invoke(*command, "--weights", str(pickle_checkpoint), "--store", str(pipeline_store), "--quiet")
     line = _one_line_error(result, str(pickle_checkpoint))
     assert "pickle" in line
     assert fingerprint(pipeline_store) == before
@@ -86,30 +95,30 @@ VALID_CONFIG = "store = 'x'\n[extract]\nsource = 'ucf101'\nroot = '.'\n[teacher]
     (VALID_CONFIG + "[teacher_train]\nepochs = 0\n", ["epochs"]),
     (VALID_CONFIG + "[extract\n", []),
 ], ids=["unknown-key", "wrong-type", "wrong-type-nested", "out-of-range", "not-toml"])
-def test_bad_config_file_is_one_line_naming_the_file(body, names, tmp_path, run_cli):
+def test_bad_config_file_is_one_line_naming_the_file(body, names, tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(body)
-    result = run_cli("run", "--config", str(path))
+    result = _invoke("run", "--config", str(path))
     _one_line_error(result, str(path), *names)
     assert not (tmp_path / "x").exists()  # validated before anything ran
 
 
-def test_k_values_all_larger_than_every_video_are_refused(pipeline_store, run_cli, fingerprint):
+def test_k_values_all_larger_than_every_video_are_refused(pipeline_store, fingerprint):
     before = fingerprint(pipeline_store)
     longest = int(pq.read_table(pipeline_store / "videos.parquet").column("clips").to_numpy().max())
-    result = run_cli("report", "--store", str(pipeline_store), "--table", "3", "--k", f"{longest + 1},{longest + 5}")
+    result = _invoke("report", "--store", str(pipeline_store), "--table", "3", "--k", f"{longest + 1},{longest + 5}")
     _one_line_error(result, f"{longest + 1},{longest + 5}", str(longest))
     assert fingerprint(pipeline_store) == before
 
 
-def test_k_larger_than_a_short_video_uses_all_its_clips(pipeline_store, run_cli):
+def test_k_larger_than_a_short_video_uses_all_its_clips(pipeline_store):
     """K above some videos' clip counts is normal (short videos): they send every clip, and the table says so."""
     clips = pq.read_table(pipeline_store / "videos.parquet").to_pandas()
     clips = clips.loc[clips["split"] == "test", "clips"]
     k = int(clips.min()) + 1
     assert k <= clips.max()
-    result = run_cli("report", "--store", str(pipeline_store), "--table", "3", "--k", str(k))
-    assert result.returncode == 0, result.stderr
+    result = _invoke("report", "--store", str(pipeline_store), "--table", "3", "--k", str(k))
+    assert result.exit_code == 0, result.output
     short = int((clips < k).sum())
     assert f"K={k}: {short} of {len(clips)} videos have fewer than {k} clips and use all of them." in result.stdout
 
@@ -133,10 +142,10 @@ def newer_store(pipeline_store, tmp_path):
      "resnet10_3d_small", "--epochs", "1"),
     ("score", "--student", "conf", "--workers", "0"),
 ], ids=lambda c: c[0])
-def test_store_from_a_newer_format_version_is_refused_untouched(command, newer_store, run_cli, fingerprint):
+def test_store_from_a_newer_format_version_is_refused_untouched(command, newer_store, fingerprint):
     before = fingerprint(newer_store)
     name, *args = command
-    result = run_cli(name, "--store", str(newer_store), *args)
+    result = _invoke(name, "--store", str(newer_store), *args)
     line = _one_line_error(result, str(newer_store / "run.json"))
     assert "newer" in line
     assert fingerprint(newer_store) == before

@@ -18,13 +18,13 @@ from condi_pipe.video.clip_reader import (
     ReadPlanner,
     ReadSpec,
     Timeline,
+    _decode_spans,
     expand_frames,
     plan_reads,
     read_clips_at,
     read_timeline,
     seek_spans,
 )
-from condi_pipe.video.clip_reader import _decode_spans
 from condi_pipe.video.decode import DecodeError, DecodeOptions, StreamInfo, decode_video
 
 CLIP_BYTES = 16 * 112 * 112 * 3
@@ -59,8 +59,8 @@ def vfr_video(ffmpeg_video):
                         "-g", "12", "-pix_fmt", "yuv420p")
 
 
-def _windows(path, window, spec=FULL, options=DecodeOptions()):
-    reader = ClipReader(path, window, spec, options)
+def _windows(path, window, spec=FULL, options=None):
+    reader = ClipReader(path, window, spec, options or DecodeOptions())
     windows = list(reader)
     return windows, reader.timeline
 
@@ -251,7 +251,7 @@ def test_stopping_early_leaves_a_reader_that_reads_again(encoded):
     reader = ClipReader(encoded["kinetics_h264"], 2)
     first = next(iter(reader))
     with pytest.raises(RuntimeError, match="the timeline is known once every window was read"):
-        reader.timeline
+        _ = reader.timeline
     again = next(iter(reader))
     np.testing.assert_array_equal(first.clips, again.clips)
 
@@ -261,8 +261,8 @@ def test_stopping_early_leaves_a_reader_that_reads_again(encoded):
 
 def test_plan_reads_seeks_only_for_a_student_on_long_videos_with_close_key_frames():
     assert plan_reads("mpeg4", student=False, k=5, frames=90_000, keyframe_interval_frames=12).student is None
-    for short_or_unknown in (dict(frames=175, keyframe_interval_frames=12), dict(frames=None),
-                             dict(frames=1500, keyframe_interval_frames=1500)):
+    for short_or_unknown in ({"frames": 175, "keyframe_interval_frames": 12}, {"frames": None},
+                             {"frames": 1500, "keyframe_interval_frames": 1500}):
         assert plan_reads("mpeg4", student=True, k=5, **short_or_unknown).seek_teacher is False
     assert plan_reads("mpeg4", student=True, k=5, frames=90_000, keyframe_interval_frames=12,
                       resampled=True).seek_teacher is False
