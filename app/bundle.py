@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import io
 from typing import Callable
+
+import torch
 
 from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run
 from condi_pipe.compute.clip_inference import ModelRef
@@ -17,7 +20,6 @@ from condi_pipe.stages.extract import EXTRACT
 from condi_pipe.stages.score import student_ref
 from condi_pipe.stages.teacher_cache import cached_teacher
 from condi_pipe.storage import clip_outputs
-from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.model_bundle import (
     STUDENT_WEIGHTS,
     TEACHER_WEIGHTS,
@@ -36,8 +38,10 @@ def _weights_bytes(store: Store, ref: ModelRef) -> bytes:
     if ref.weights_path:
         with open(ref.weights_path, "rb") as fh:
             return fh.read()
-    raise StoreError(f"{store.url}: model '{ref.teacher_name}' has random weights (made for tests and timing): "
-                     "there is nothing to bundle")
+    # Random weights (a store made for tests or timing): the seeded ones its outputs came from, written out.
+    buffer = io.BytesIO()
+    torch.save(ref.build().state_dict(), buffer)
+    return buffer.getvalue()
 
 
 def _bundled(ref: ModelRef, file_name: str, data: bytes, runtime: dict | None) -> BundledModel:

@@ -16,7 +16,7 @@ def predict_methods() -> tuple[str, ...]:
     return (*UNRANKED_METHODS, *method_names("clip"))
 
 
-def _student_kind(method: str) -> str:
+def student_kind(method: str) -> str:
     return "clip-level student run" if method in UNRANKED_METHODS else f"{method} student run"
 
 
@@ -36,10 +36,10 @@ def choose_student_run(store: Store, teacher: str, method: str) -> str:
             runs.append(run)
     if not runs:
         raise ValueError(f"method '{method}' needs a student and {store.url} holds no finished "
-                         f"{_student_kind(method)} from teacher '{teacher}': run `condi-pipe distill`, or pass "
+                         f"{student_kind(method)} from teacher '{teacher}': run `condi-pipe distill`, or pass "
                          "--student RUN")
     if len(runs) > 1:
         raise ValueError(f"method '{method}' needs a student and {store.url} holds several "
-                         f"{_student_kind(method)}s from teacher '{teacher}': pass --student with one of "
+                         f"{student_kind(method)}s from teacher '{teacher}': pass --student with one of "
                          f"{', '.join(runs)}")
     return runs[0]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from condi_pipe.app.bundle import store_decode_options
-from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run, predict_methods
+from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run, predict_methods, student_kind
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.compute.runtime_choice import MachineKey, RuntimeChoice, pinned_choice, resolve_runtime
 from condi_pipe.compute.torch_runtime import (
@@ -142,7 +142,8 @@ def models_from_store(store: Store, request: PredictRequest, *, teacher: str | N
             if teacher is None:
                 raise ValueError("name the student run (--student) or the teacher (--teacher)")
             student_run = choose_student_run(store, teacher, request.method)
-            log(f"predict: using student run '{student_run}'")
+            log(f"predict: no --student given; using '{student_run}', the store's only "
+                f"{student_kind(request.method)} from teacher '{teacher}'")
         student, meta = student_ref(store, student_run)
         teacher = teacher or meta["teacher"]
         if request.method not in UNRANKED_METHODS and meta["loss"] != request.method:
@@ -417,6 +418,8 @@ def predict_task(item: tuple[int, str], out_url: str, models: PredictModels, req
                                                                            k=request.k - request.ks))
     try:
         with local_file(path) as local:
+            if not os.path.isfile(local):
+                raise DecodeError("missing-file", f"{path}: file not found")
             row, seconds = predict_video(local, models, request, runtime, planner)
         meta = {"row": row, "seconds": seconds}
     except DecodeError as error:

@@ -44,6 +44,7 @@ from record import add_record_options, record
 
 from condi_pipe.video.clip_reader import (
     FULL,
+    LOWRES_STUDENT,
     STUDENT_56,
     STUDENT_EXACT,
     ClipReader,
@@ -65,7 +66,7 @@ ENCODINGS = {  # name -> (container suffix, encoder arguments, size, fps)
     "kinetics-h264": (".mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "340:256", 30),
 }
 WINDOW = 32
-PLANNED = {None: "full", STUDENT_EXACT: "condi_exact", STUDENT_56: "condi_56", ReadSpec(56, 2, 1): "condi_lowres1"}
+PLANNED = {None: "full", STUDENT_EXACT: "condi_exact", STUDENT_56: "condi_56", LOWRES_STUDENT: "condi_lowres1"}
 
 
 def encode(source: Path, folder: Path, name: str, seconds: int) -> Path:
@@ -98,7 +99,7 @@ def strategies(path: Path, codec: str, k: int, seed: int) -> tuple[dict, dict]:
     if codec == "mpeg4":
         for level in (1, 2):
             reads[f"lowres{level}"] = lambda level=level: drain(path, ReadSpec(56, 2, level))
-        reads["condi_lowres1"] = lambda: (drain(path, ReadSpec(56, 2, 1)), read_clips_at(path, chosen, timeline))
+        reads["condi_lowres1"] = lambda: (drain(path, LOWRES_STUDENT), read_clips_at(path, chosen, timeline))
     facts = {"frames": timeline.frames, "clips": timeline.clips, "keyframes": len(timeline.keyframes),
              "keyframe_interval_s": round(timeline.keyframe_interval_s(), 2), "chosen": chosen,
              "seek_decoded_frames": decoded_frames(spans), "seek_inputs": len(spans)}

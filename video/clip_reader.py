@@ -7,8 +7,9 @@ resampling, before any frame is dropped), in the process that decodes: it logs e
 stream's time base, so a variable frame rate maps exactly (pts x time base, not the 6-digit ``pts_time``), key
 frames come with it, and no second pass or ffprobe (which the wheel lacks) is needed. ``-frame_pts`` only names
 image files, and a container output (nut, matroska) would need a demuxer on the Python side. ``checksum=0`` keeps
-showinfo from hashing frames; what remains is one log line per frame, read while ffmpeg decodes. Times are
-seconds from the file's start, the origin ``-ss`` seeks from.
+showinfo from hashing frames; what remains is two log lines a frame, read while ffmpeg decodes (~4 ms of parsing
+per 1,500 frames; ffmpeg's own time did not change measurably). Times are seconds from the file's start, the origin
+``-ss`` seeks from.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from typing import NamedTuple
 
 import ffmpeg
@@ -64,6 +64,8 @@ FULL = ReadSpec()
 STUDENT_EXACT = ReadSpec(112, 2)
 #: Every second frame resized to 56 by ffmpeg: the student's pixel count, not its exact pixels (see the tests).
 STUDENT_56 = ReadSpec(56, 2)
+#: The same from the MPEG-4 Part 2 decoder's half-size decoding (further from the student's pixels).
+LOWRES_STUDENT = ReadSpec(56, 2, lowres=1)
 
 
 class ClipWindow(NamedTuple):
@@ -135,7 +137,7 @@ class _LogFollower:
         self.pts: list[int | None] = []
         self.durations: list[int] = []
         self.keyframes: list[int] = []
-        self.time_base: Fraction | None = None
+        self.time_base: tuple[int, int] | None = None  # numerator, denominator
         self.lines: list[str] = []
 
     def poll(self) -> None:
@@ -163,7 +165,7 @@ class _LogFollower:
             self.pts.append(None if frame[2] == "NOPTS" else int(frame[2]))
             self.durations.append(int(frame[3]) if frame[3] and frame[3] != "NOPTS" else 0)
         elif self.time_base is None and (tb := _TIME_BASE_RE.search(line)) and int(tb[2]):
-            self.time_base = Fraction(int(tb[1]), int(tb[2]))
+            self.time_base = int(tb[1]), int(tb[2])
 
     def seconds(self, index: int, fallback_rate: float) -> float:
         if index >= len(self.pts):  # a frame ffmpeg wrote without its log line: one frame interval after the last
@@ -172,7 +174,7 @@ class _LogFollower:
         pts = self.pts[index]
         if pts is None or self.time_base is None:
             return index / (fallback_rate or 25.0)
-        return float(pts * self.time_base)
+        return pts * self.time_base[0] / self.time_base[1]  # one correctly rounded division of exact integers
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -283,7 +285,7 @@ def _read_frames(pipe, frames: np.ndarray) -> int:
 def _end_of(log: _LogFollower, total: int, rate: float) -> float:
     last = log.seconds(total - 1, rate)
     if log.time_base is not None and total <= len(log.durations) and log.durations[total - 1] > 0:
-        return last + float(log.durations[total - 1] * log.time_base)
+        return last + log.durations[total - 1] * log.time_base[0] / log.time_base[1]
     if total > 1:
         return last + (last - log.seconds(0, rate)) / (total - 1)
     return last + 1 / rate
@@ -432,11 +434,17 @@ def read_clips_at(path: str | os.PathLike, indices: Sequence[int], timeline: Tim
 # --- which reads to make ------------------------------------------------------------------------------------
 
 #: Costs in frames of a full pass (one frame decoded, resized to 112 and piped = 1), fitted to the CPU-seconds of
-#: bench/decode_strategies.py (2-core Xeon; MPEG-4 Part 2 and H.264 alike within the noise): starting an ffmpeg
-#: (~25-40 ms of CPU), a student pass per frame, and decoding a frame without handing it back when seeking.
+#: bench/decode_strategies.py on its 60 s files (2-core Xeon; bench/results/intel-xeon-2c/decode_strategies.json):
+#: starting an ffmpeg (~25-40 ms of CPU), a student pass per frame, and a frame decoded but not handed back when
+#: seeking (its decoding share of a full pass). MPEG-4 Part 2 decodes cheaply, so resizing weighs more there.
 START_COST_FRAMES = 100
-STUDENT_PASS_COST = {STUDENT_EXACT: 0.78, STUDENT_56: 0.68, ReadSpec(56, 2, lowres=1): 0.6}
-DECODE_SHARE = 0.75
+STUDENT_PASS_COST = {
+    "mpeg4": {STUDENT_EXACT: 0.70, STUDENT_56: 0.48, LOWRES_STUDENT: 0.44},
+    "other": {STUDENT_EXACT: 0.86, STUDENT_56: 0.70},
+}
+DECODE_SHARE = 0.55
+#: Two passes must promise at least this against one: the estimates were off by up to 0.1 on the bench's files.
+SWITCH_BELOW = 0.9
 
 
 class ReadPlan(NamedTuple):
@@ -455,7 +463,8 @@ def plan_reads(codec: str, *, student: bool, k: int, frames: int | None = None,
     Two passes (a student pass, then seeking to the teacher's clips) pay only when the video is long against
     ``k`` clips and key frames are close: each pass decodes the video or most of it, and each ffmpeg costs ~100
     frames to start. Otherwise one full pass at 112 feeds both: the student's ``preprocess`` reduces its clips
-    exactly, and the caller keeps the clips the teacher may read. ``approximate_student`` also weighs student
+    exactly, and the caller keeps the clips the teacher may read (an ffmpeg ``split`` into a 112 and a 56 output
+    would hand back the same 112 frames and resize twice; the student's own 2x2 reduction costs ~0.3 ms a clip). ``approximate_student`` also weighs student
     reads resized by ffmpeg (and ``lowres`` decoding for MPEG-4 Part 2), whose pixels differ from the student's
     own reduction (tolerances in tests/unit/video/test_clip_reader.py). A container without a seek index
     (``indexed=False``: MPEG-TS, MPEG-PS) is read in one pass."""
@@ -470,14 +479,13 @@ def plan_reads(codec: str, *, student: bool, k: int, frames: int | None = None,
         return one_pass._replace(reason="length or key frames not known yet: one pass")
     seek_frames = min(frames, k * (CLIP_LENGTH + keyframe_interval_frames / 2))
     full = START_COST_FRAMES + frames
-    specs = [STUDENT_EXACT]
-    if approximate_student:
-        specs += [STUDENT_56] + ([ReadSpec(56, 2, lowres=1)] if codec == "mpeg4" else [])
-    costs = {spec: (2 * START_COST_FRAMES + STUDENT_PASS_COST[spec] * frames + DECODE_SHARE * seek_frames
+    pass_cost = STUDENT_PASS_COST.get(codec, STUDENT_PASS_COST["other"])
+    specs = list(pass_cost) if approximate_student else [STUDENT_EXACT]
+    costs = {spec: (2 * START_COST_FRAMES + pass_cost[spec] * frames + DECODE_SHARE * seek_frames
                     + (1 - DECODE_SHARE) * CLIP_LENGTH * k) / full for spec in specs}
     best = min(costs, key=costs.get)
     facts = f"{codec}, {frames} frames, key frames {keyframe_interval_frames:.0f} frames apart, K={k}"
-    if costs[best] >= 1.0:
+    if costs[best] >= SWITCH_BELOW:
         return one_pass._replace(reason=f"{facts}: one pass (two would cost {costs[best]:.2f}x)")
     return ReadPlan(best, True, costs[best], f"{facts}: student pass {best}, then seek (~{costs[best]:.2f}x)")
 

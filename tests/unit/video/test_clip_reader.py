@@ -12,11 +12,11 @@ import torch
 from condi_pipe.models.registry import build_model
 from condi_pipe.video.clip_reader import (
     FULL,
+    LOWRES_STUDENT,
     STUDENT_56,
     STUDENT_EXACT,
     ClipReader,
     ReadPlanner,
-    ReadSpec,
     Timeline,
     _decode_spans,
     expand_frames,
@@ -148,7 +148,7 @@ def test_exact_student_read_gives_the_skim_students_input_bit_for_bit(encoded):
 
 # Pixel levels (0..255) between ffmpeg's 56x56 read and the student's 2x2 means of the 112 read, measured on these
 # files and the shared media: mean 1.8-3.2 and 99th percentile 10-26 at 56; lowres 1 on MPEG-4: 3.7-5.7 and 18-41.
-TOLERANCE = {STUDENT_56: (4.0, 32.0), ReadSpec(56, 2, lowres=1): (7.0, 48.0)}
+TOLERANCE = {STUDENT_56: (4.0, 32.0), LOWRES_STUDENT: (7.0, 48.0)}
 
 
 @pytest.mark.parametrize("spec", list(TOLERANCE), ids=["56", "lowres1"])
@@ -270,7 +270,7 @@ def test_plan_reads_seeks_only_for_a_student_on_long_videos_with_close_key_frame
     assert long_video.seek_teacher and long_video.student == STUDENT_EXACT and long_video.estimated_cost < 1
     approximate = plan_reads("mpeg4", student=True, k=5, frames=1500, keyframe_interval_frames=12,
                              approximate_student=True)
-    assert approximate.student == ReadSpec(56, 2, lowres=1) and approximate.estimated_cost < long_video.estimated_cost
+    assert approximate.student == LOWRES_STUDENT and approximate.estimated_cost < long_video.estimated_cost
     assert plan_reads("h264", student=True, k=5, frames=1500, keyframe_interval_frames=12,
                       approximate_student=True).student == STUDENT_56
 
