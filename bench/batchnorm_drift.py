@@ -12,26 +12,25 @@ part); 2 processes with ``--sync-batchnorm``. At lr 1e-6 the weights hardly move
 running statistics alone. ``--dropout off`` replaces the classifier's dropout by the identity in every process (a
 wrapper around the CLI); as shipped (``on``) each process draws its own dropout masks. Prints each epoch's
 validation loss (``eval_total``) and its relative deviation from the one-process run, and writes them (and the
-training loss's) to ``bench/results/<machine>/batchnorm_drift.json`` with the git commit and the CPU. One thread
-per process.
+training loss's) to ``bench/results/<machine>/batchnorm_drift.json`` (``bench/record.py``). One thread per
+process.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import platform
-import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from record import add_record_options, record
 
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.compute.torch_runtime import RuntimeOptions
@@ -42,7 +41,6 @@ from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
 from condi_pipe.storage.store import Store
 from condi_pipe.video.synth import generate_benchmark
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TEACHER, STUDENT, WIDTH, LOSS = "resnet10_3d_small", "shufflenetv2_3d", 0.25, "condi-sr"
 RUN = default_run_name(LOSS, STUDENT, WIDTH)
@@ -102,19 +100,6 @@ def distill_run(store: Path, way: str, dropout: bool, batch: int, lr: float, epo
     return losses, sum(float(row["train_seconds"]) for row in rows)
 
 
-def machine() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                   "")
-    except OSError:
-        cpu = ""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=False).stdout.strip()
-    return {"cpu": cpu or platform.processor() or platform.machine(), "processor": platform.processor(),
-            "platform": platform.platform(), "cores": os.cpu_count(), "commit": commit}
-
-
 def relative(ours: list[float], reference: list[float]) -> list[float]:
     return [abs(a - b) / abs(b) for a, b in zip(ours, reference)]
 
@@ -152,6 +137,7 @@ def main() -> None:
     parser.add_argument("--lr", default="0.02,1e-6", help="Learning rates (1e-6: the running statistics alone).")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dropout", default="on", help="on: as shipped; off: every Dropout the identity; or both.")
+    add_record_options(parser)
     args = parser.parse_args()
     parts = [int(v) for v in args.clips_per_process.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
@@ -180,14 +166,11 @@ def main() -> None:
                             "train_seconds": seconds})
 
     summary = print_table(results, args.epochs)
-    info = machine()
-    folder = REPO / "bench" / "results" / (re.sub(r"[^a-z0-9]+", "-", info["cpu"].lower()).strip("-") or "unknown")
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {"machine": info, "loss": LOSS, "student": f"{STUDENT} {WIDTH}", "teacher": TEACHER,
-           "epochs": args.epochs, "processes": 2, "backend": "gloo", "threads_per_process": 1,
-           "train_clips_per_epoch": 40, "runs": results, "max_eval_loss_deviation": summary}
-    (folder / "batchnorm_drift.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwritten {folder / 'batchnorm_drift.json'}")
+    seconds = {way: statistics.median(r["train_seconds"][way] for r in results) for way in WAYS}
+    figures = {"worst relative eval-loss deviation": summary,
+               f"training seconds, {args.epochs} epochs (median over runs)": seconds, "runs": results}
+    record("batchnorm_drift", figures, args, loss=LOSS, student=f"{STUDENT} {WIDTH}", teacher=TEACHER, processes=2,
+           backend="gloo", threads_per_process=1, train_clips_per_epoch=40)
 
 
 if __name__ == "__main__":
