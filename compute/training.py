@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +64,7 @@ from condi_pipe.compute.torch_runtime import (
     seed_everything,
     to_runtime_layout,
 )
+from condi_pipe.compute.training_state import Progress, TrainingState, snapshot
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.methods.video_prediction import video_predictions
 from condi_pipe.pipeline import faults
@@ -74,9 +74,6 @@ from condi_pipe.pipeline.splits import DEFAULT_VALIDATION_FRACTION
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.manifests import VideoSet, read_clip_batch
 from condi_pipe.storage.store import Store
-
-CHECKPOINT_FORMAT = 1
-
 
 # ------------------------------------------------------------------------------------------------ options
 KEEP_CHOICES = ("best", "last")
@@ -313,32 +310,6 @@ def derived_seed(seed: int, *parts: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- RNG state
-def rng_state() -> dict:
-    """The global RNG states as tensors and plain containers (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "internal": list(internal), "gauss": gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"]
-    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @contextmanager
 def deterministic_algorithms(enabled: bool, device: torch.device):
     """Deterministic kernels while training (warn-only); the previous settings are restored afterwards."""
@@ -402,12 +373,6 @@ def _set_sample_lrs(optimizer, groups: list[ParamGroup], samples_seen: int) -> N
             group["lr"] = group["initial_lr"] * spec.schedule(samples_seen)
 
 
-def _snapshot(modules: dict[str, nn.Module]) -> dict:
-    """A CPU copy of every module's state (the live tensors go on training)."""
-    return {name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-            for name, module in modules.items()}
-
-
 def run_training(
     store: Store,
     folder: str,
@@ -451,85 +416,51 @@ def run_training(
         optimizer, scheduler = build_optimizer(groups, options)
         columns = history_columns(task, names)
         modules = task.modules()
-        rows: list[dict] = []
-        start = 0
-        samples_seen = 0  # training samples of every finished epoch: where per-sample LR schedules stand
         selection = getattr(task, "selection_column", None) if options.keep == "best" else None
-        best: dict | None = None  # {"epoch", "value", "modules"}: the best evaluated epoch so far
-        checkpoint = artifacts.read_checkpoint(store, folder)
-        if checkpoint is not None:
-            if checkpoint.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{store.path(folder)}: checkpoint format {checkpoint.get('format')} is not "
-                                 f"{CHECKPOINT_FORMAT}; re-run with --force")
-            for name, module in modules.items():
-                module.load_state_dict(checkpoint["modules"][name])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["schedulers"][0])
-            task.load_extra_state(checkpoint["extra"])
-            set_rng_state(checkpoint["rng"])
-            rows = list(checkpoint["history"])
-            start = int(checkpoint["epoch"])
-            samples_seen = int(checkpoint.get("samples_seen", sum(int(r["train_samples"]) for r in rows)))
-            best = checkpoint.get("best")
-            if start < options.epochs:
-                log(f"{stage}: resuming after epoch {start} of {options.epochs}")
-                saved_by = int(checkpoint.get("world_size", 1))
-                if saved_by != processes.world_size:
-                    log(f"{stage}: note: the checkpoint was written by a run with {saved_by} process(es), this one "
-                        f"has {processes.world_size}: same global batches and data order, but the weights will "
-                        "differ slightly from an uninterrupted run")
+        state = TrainingState(store, folder, modules, optimizer, scheduler, task)
+        progress = state.resume(options.epochs, processes.world_size, stage, log)
         processes.check_in_sync(modules.values(), "before training")
 
-        for epoch in range(start, options.epochs):
-            row = _train_epoch(task, modules, optimizer, groups, samples_seen, options, runtime, device, epoch, stage,
-                               quiet, processes, loader, batchnorm, run_name=run_name)
-            samples_seen += int(row["train_samples"])
+        for epoch in range(progress.start, options.epochs):
+            row = _train_epoch(task, modules, optimizer, groups, progress.samples_seen, options, runtime, device, epoch,
+                               stage, quiet, processes, loader, batchnorm, run_name=run_name)
+            progress.samples_seen += int(row["train_samples"])
             scheduler.step()
             processes.average_buffers(modules.values())
             processes.check_in_sync(modules.values(), f"after epoch {epoch + 1}")
             evaluate = (epoch + 1) % options.eval_every == 0 or epoch + 1 == options.epochs
             if processes.is_main:  # the others go on to the next epoch and wait in its first reduction
-                began = time.perf_counter()
-                metrics = task.evaluate(epoch) if evaluate else {}
-                row.update({c: float(metrics.get(c, math.nan)) for c in task.eval_columns})
-                row["eval_seconds"] = time.perf_counter() - began if evaluate else math.nan
-                value = row.get(selection, math.nan) if selection else math.nan
-                if math.isfinite(value) and (best is None or value > best["value"]):  # ties keep the earlier
-                    best = {"epoch": epoch + 1, "value": value, "modules": _snapshot(modules)}
-            row = processes.share(row)
-            rows.append(row)
+                _evaluate_epoch(task, modules, row, epoch, evaluate, selection, progress)
+            progress.rows.append(processes.share(row))
             if processes.is_main:
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch + 1,
-                    "world_size": processes.world_size,
-                    "modules": {name: module.state_dict() for name, module in modules.items()},
-                    "optimizer": optimizer.state_dict(),
-                    "schedulers": [scheduler.state_dict()],
-                    "rng": rng_state(),
-                    "extra": task.extra_state(),
-                    "history": rows,
-                    "samples_seen": samples_seen,
-                    "best": best,
-                }
-                artifacts.write_checkpoint(store, folder, state)
-                artifacts.write_history(store, folder, rows, columns)
+                state.save(progress, epoch + 1, processes.world_size)
+                artifacts.write_history(store, folder, progress.rows, columns)
             faults.checkpoint(f"{stage}.epoch")
-            log(_epoch_line(stage, row, options.epochs, task.eval_columns if evaluate else ()))
+            log(_epoch_line(stage, progress.rows[-1], options.epochs, task.eval_columns if evaluate else ()))
             if on_epoch is not None and processes.is_main:
-                on_epoch(rows)
+                on_epoch(progress.rows)
         if processes.is_main:
-            artifacts.write_history(store, folder, rows, columns)
-        kept_epoch, value = len(rows), None
-        if best is not None:  # rank 0 only: it alone evaluates, and it alone writes the kept weights
-            for name, module in modules.items():
-                module.load_state_dict(best["modules"][name])
-            kept_epoch, value = int(best["epoch"]), float(best["value"])
-    return TrainingRun(task, rows, columns, start, names, kept_epoch, selection if best is not None else None, value)
+            artifacts.write_history(store, folder, progress.rows, columns)
+        kept_epoch, value = state.keep_best(progress)  # rank 0 only holds a best: it alone evaluates and writes
+    return TrainingRun(task, progress.rows, columns, progress.start, names, kept_epoch,
+                       selection if progress.best is not None else None, value)
 
 
 def _silent(message: str) -> None:
     """The log of every process but rank 0."""
+
+
+def _evaluate_epoch(task, modules: dict[str, nn.Module], row: dict, epoch: int, evaluate: bool,
+                    selection: str | None, progress: Progress) -> None:
+    """Rank 0: the epoch's evaluation columns in ``row``, and a snapshot of the weights when the selection column
+    beat every earlier epoch (ties keep the earlier)."""
+    began = time.perf_counter()
+    metrics = task.evaluate(epoch) if evaluate else {}
+    row.update({c: float(metrics.get(c, math.nan)) for c in task.eval_columns})
+    row["eval_seconds"] = time.perf_counter() - began if evaluate else math.nan
+    value = row.get(selection, math.nan) if selection else math.nan
+    if math.isfinite(value) and (progress.best is None or value > progress.best["value"]):
+        progress.best = {"epoch": epoch + 1, "value": value, "modules": snapshot(modules)}
 
 
 def _train_epoch(task, modules, optimizer, groups: list[ParamGroup], samples_before: int, options, runtime, device,

@@ -147,7 +147,7 @@ def test_an_exception_in_a_process_load_reaches_the_caller_and_the_slots_are_rem
 
 def test_loading_draws_no_random_numbers(clip_store):
     """A resumed run must draw what an uninterrupted one draws: the loader leaves every global RNG as it was."""
-    from condi_pipe.compute.training import rng_state
+    from condi_pipe.compute.training_state import rng_state
 
     np.random.seed(5)
     torch.manual_seed(5)
