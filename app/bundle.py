@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run
+from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run, only_teacher
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.methods.registry import get_method
 from condi_pipe.models import count_parameters
@@ -69,16 +69,14 @@ def make_bundle(store: Store, out: str, *, method: str = "condi-sr", k: int = 5,
     student_meta = None
     if needs_student:
         if student_run is None:
-            if teacher is None:
-                raise ValueError("name the student run (--student) or the teacher (--teacher)")
-            student_run = choose_student_run(store, teacher, method)
+            student_run = choose_student_run(store, teacher or only_teacher(store), method)
         student, student_meta = student_ref(store, student_run)
         teacher = teacher or student_meta["teacher"]
         if student_meta["teacher"] != teacher:
             raise ValueError(f"student run '{student_run}' was distilled from '{student_meta['teacher']}', not "
                              f"'{teacher}'")
     elif teacher is None:
-        raise ValueError(f"method '{method}' without K_s uses no student: name the teacher (--teacher)")
+        teacher = only_teacher(store)
     teacher_ref = cached_teacher(store, teacher)
     cache = clip_outputs.read_meta(store, clip_outputs.teacher_folder(teacher))
     weights = {TEACHER_WEIGHTS: _weights_bytes(store, teacher_ref)}

@@ -4,6 +4,7 @@ for a method, when the user names none."""
 from __future__ import annotations
 
 from condi_pipe.methods.registry import method_names
+from condi_pipe.storage import clip_outputs
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.store import Store
 
@@ -18,6 +19,16 @@ def predict_methods() -> tuple[str, ...]:
 
 def student_kind(method: str) -> str:
     return "clip-level student run" if method in UNRANKED_METHODS else f"{method} student run"
+
+
+def only_teacher(store: Store) -> str:
+    """The store's only finished teacher cache; ValueError naming them when there are several (or none)."""
+    names = [name for name in sorted(store.listdir(clip_outputs.TEACHER_ROOT)) if not name.startswith(".")
+             and clip_outputs.is_complete(store, clip_outputs.teacher_folder(name))]
+    if len(names) != 1:
+        raise ValueError(f"{store.url} holds {len(names)} finished teacher caches"
+                         + (f" ({', '.join(names)})" if names else "") + ": name one with --teacher")
+    return names[0]
 
 
 def choose_student_run(store: Store, teacher: str, method: str) -> str:

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from condi_pipe.app.bundle import store_decode_options
-from condi_pipe.app.model_choice import UNRANKED_METHODS, choose_student_run, predict_methods, student_kind
+from condi_pipe.app.model_choice import (
+    UNRANKED_METHODS,
+    choose_student_run,
+    only_teacher,
+    predict_methods,
+    student_kind,
+)
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.compute.runtime_choice import MachineKey, RuntimeChoice, pinned_choice, resolve_runtime
 from condi_pipe.compute.torch_runtime import (
@@ -139,8 +145,7 @@ def models_from_store(store: Store, request: PredictRequest, *, teacher: str | N
     student, ranking = None, None
     if request.needs_student:
         if student_run is None:
-            if teacher is None:
-                raise ValueError("name the student run (--student) or the teacher (--teacher)")
+            teacher = teacher or only_teacher(store)
             student_run = choose_student_run(store, teacher, request.method)
             log(f"predict: no --student given; using '{student_run}', the store's only "
                 f"{student_kind(request.method)} from teacher '{teacher}'")
@@ -153,7 +158,7 @@ def models_from_store(store: Store, request: PredictRequest, *, teacher: str | N
             raise ValueError(f"student run '{student_run}' ({meta['loss']}) predicts per video and ranks no clips")
         ranking = method.ranking
     elif teacher is None:
-        raise ValueError(f"{request.method} without K_s needs no student: name the teacher (--teacher)")
+        teacher = only_teacher(store)
     cache = clip_outputs.read_meta(store, clip_outputs.teacher_folder(teacher))
     recorded = (("teacher", cache.get("runtime_choice")),) if cache.get("runtime_choice") else ()
     return PredictModels(cached_teacher(store, teacher), student, tuple(cache["classes"]), ranking,

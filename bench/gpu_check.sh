@@ -39,6 +39,8 @@ batch_size = 32
 lr = 0.1
 val_fraction = 0.2
 device = "$DEVICE"
+[time_models]
+repeats = 3
 [report]
 tables = ["3"]
 k = [1, 3, 5]
