@@ -155,7 +155,7 @@ def test_each_fold_teacher_never_trained_on_its_fold(trained):
         weights = trained / "trained_teachers" / TEACHER / "folds" / str(f) / "weights.pt"
         assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["teachers"][f]["weights_sha256"]
         assert not (weights.parent / "checkpoints").exists()
-    assert stage_record(store, f"teacher-train/{TEACHER}")["config"]["folds"] == FOLDS
+    assert stage_record(store, f"teacher-train/{TEACHER}")["config"]["oof_folds"] == FOLDS
 
 
 def test_train_clips_are_labelled_by_the_fold_teacher_that_never_saw_them(trained):

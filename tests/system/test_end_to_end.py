@@ -276,7 +276,7 @@ def test_infer_cli_prints_top5(pipeline_run, synth_root, stored):
                                       "--teacher", TEACHER, "--student", run, "--k", "2", "--ks", "1", "--json"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)  # stdout is the JSON alone; notes (the runtime chosen) go to stderr
-    assert row["seconds"]["model"] == pytest.approx(row["seconds"]["student"] + row["seconds"]["rank"]
+    assert row["seconds"]["model"] == pytest.approx(row["seconds"]["student"] + row["seconds"]["selection"]
                                                     + row["seconds"]["teacher"])
 
     names, probs = zip(*row["top5"])

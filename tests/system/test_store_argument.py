@@ -107,7 +107,7 @@ def test_the_old_positional_store_still_works_with_a_warning(command, extra, sto
     elif command == "status" and extra:
         assert json.loads(old.stdout)["stages"]["extract"]["state"] == "done"
     elif command == "status":
-        assert old.stdout.splitlines()[0] == f"store {store_dir} (format 1)"
+        assert old.stdout.splitlines()[0] == f"store {store_dir} (format {FORMAT_VERSION})"
     else:
         assert old.stdout == ""  # repair: nothing was damaged, nothing to say
 
