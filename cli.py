@@ -175,7 +175,9 @@ def models(num_classes, as_json):
 @click.option("--methods", default=None, help="Methods or score-run names, comma-separated (default per table).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Also write a PNG figure here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG figure here (table 3 with GFLOPs per video: also accuracy against GFLOPs, "
+                   "beside it as <name>-gflops.png).")
 @click.option("--teacher-time", type=click.Choice(TEACHER_TIME), default="auto",
               show_default=True,
               help="How models are costed: side-by-side: every model's curve from `condi-pipe time-models` (what auto "
@@ -192,8 +194,9 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
     """Tables and figures from the stored outputs (no model runs): the paper's Tables 3 and 4, and more."""
     from pathlib import Path
 
-    from condi_pipe.report import build_report, plot_report, render
+    from condi_pipe.report import build_report, render
     from condi_pipe.report.across_stores import build_report_across_stores
+    from condi_pipe.report.plot import plot_figures
 
     stores = [open_store(store) for store in stores]
     options = dict(teacher=teacher, split=split, k=k_values, ks=ks_values, methods=methods, teacher_time=teacher_time,
@@ -208,9 +211,9 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
         click.echo(f"report: wrote table {table} to {out}", err=True)
     else:
         click.echo(text, nl=False)
-    if plot:
-        plot_report(result, plot)
-        click.echo(f"report: wrote {plot}", err=True)
+    if plot:  # Table 3 with GFLOPs per video: also accuracy against GFLOPs, beside it (<plot>-gflops.png)
+        for path in plot_figures(result, plot):
+            click.echo(f"report: wrote {path}", err=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -248,6 +251,7 @@ def teacher_train(store, force, quiet, **options):
 @option(TEACHER_CACHE_OPTIONS, "--reset-head", is_flag=True)
 @option(TEACHER_CACHE_OPTIONS, "--clips-per-group")
 @option(TEACHER_CACHE_OPTIONS, "--z-labels")
+@option(TEACHER_CACHE_OPTIONS, "--from-logits", type=click.Path(dir_okay=False))
 @sgs_options
 @runtime_options(TEACHER_CACHE_OPTIONS)
 @executor_options(workers=INFERENCE_WORKERS)
@@ -255,7 +259,10 @@ def teacher_train(store, force, quiet, **options):
 @one_line_errors
 @model_errors
 def teacher_cache(store, workers, scheduler_address, force, quiet, **options):
-    """Run the teacher once over every clip: logits, features, z and per-video timings in STORE/teacher/NAME/."""
+    """Run the teacher once over every clip: logits, features, z and per-video timings in STORE/teacher/NAME/.
+
+    With --from-logits FILE, import a teacher of another framework instead: its per-clip logits (Parquet or CSV),
+    cached under --teacher NAME with the same z and predictions, without features or timings."""
     from condi_pipe.stages.teacher_cache import teacher_cache as run_teacher_cache
 
     request = TEACHER_CACHE_OPTIONS.request(**sgs_from(options))  # the stage resolves the teacher's weights

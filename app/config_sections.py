@@ -66,6 +66,17 @@ class TeacherSection(TEACHER_CACHE_OPTIONS.section("TeacherOptions", exclude=_NO
 
     workers: int = field_like(ExecutorOptions, "workers", default=INFERENCE_WORKERS)  # teacher-cache's and score's
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.from_logits is not None:  # a teacher of another framework: nothing to train, load or run here
+            given = [key for key, value in (("weights", self.weights), ("width", self.width),
+                                            ("reset_head", self.reset_head),
+                                            ("z_labels", self.z_labels if self.z_labels == "out-of-fold" else None))
+                     if value not in (None, False)]
+            if given:
+                raise ValueError(f"{given[0]}: [teacher] from_logits imports the teacher's logits from a file, so "
+                                 f"{', '.join(given)} does not apply")
+
 
 #: teacher-train's options that [teacher_train] does not take: [teacher] gives the model, width and runtime, [sgs]
 #: the SGS teacher.

@@ -103,7 +103,7 @@ class PredictModels:
     teacher: ModelRef
     student: ModelRef | None
     classes: tuple[str, ...]
-    ranking: str | None  # what the student ranks clips by: "confidence" or "entropy"
+    ranking: str | None  # what the student ranks clips by: "confidence", "entropy" or "max-prob"
     decode: DecodeOptions = DecodeOptions()
     model_store: str | None = None  # the store holding weights inside it (None: the weights are files)
     recorded: tuple = ()  # (role, runtime choice JSON) made where the models were trained

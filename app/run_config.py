@@ -28,6 +28,7 @@ from condi_pipe.app.config_sections import (
     TimeModelsSection,
 )
 from condi_pipe.app.sweep_config import SweepSection
+from condi_pipe.methods.registry import get_method
 from condi_pipe.models.pretrained import PRETRAINED
 
 
@@ -97,6 +98,18 @@ SECTIONS = {"extract": ExtractSection, "teacher": TeacherSection, "teacher_train
             "time_models": TimeModelsSection, "sweep": SweepSection}
 
 
+def _check_from_logits(sections: dict, path: str) -> None:
+    """A teacher imported from a logits file has no model (nothing to fine-tune with SGS) and no features."""
+    if "sgs" in sections:
+        raise ConfigError(f"{path}: [sgs] fine-tunes the teacher with SGS, and [teacher] from_logits has no model to "
+                          "fine-tune: remove one of the two")
+    needing = [loss for loss in sections.get("distill", DistillSection()).losses
+               if get_method(loss).uses_teacher_features]
+    if needing:
+        raise ConfigError(f"{path}: [distill] losses: {', '.join(needing)} needs the teacher's features, and a "
+                          "teacher from [teacher] from_logits has none (a file carries logits only)")
+
+
 def load_run_config(path: str | os.PathLike) -> RunConfig:
     """Parse and check ``path``; relative paths in it are relative to the file's folder."""
     path = Path(path)
@@ -125,6 +138,10 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
     sections["extract"] = dataclasses.replace(sections["extract"], root=local(sections["extract"].root),
                                               annotations=local(sections["extract"].annotations))
 
+    from_logits = sections["teacher"].from_logits
+    if from_logits is not None:
+        sections["teacher"] = dataclasses.replace(sections["teacher"], from_logits=local(from_logits))
+        _check_from_logits(sections, str(path))
     weights = sections["teacher"].weights
     if weights != PRETRAINED:  # "pretrained" names the shipped checkpoint, not a file next to the config
         sections["teacher"] = dataclasses.replace(sections["teacher"], weights=local(weights))

@@ -48,9 +48,10 @@ class PipelineRequests:
         return {"device": te.device, "threads": te.threads, "bf16": te.bf16, "layout": te.layout}
 
     def teacher_train(self):
-        """The teacher's training (from ``[teacher]`` and ``[teacher_train]``); None when [teacher] gives weights."""
+        """The teacher's training (from ``[teacher]`` and ``[teacher_train]``); None when [teacher] gives weights or
+        imports the teacher's logits (``from_logits``)."""
         te = self.config.teacher
-        if te.weights:
+        if te.weights or te.from_logits:
             return None
         return TEACHER_TRAIN_OPTIONS.request(teacher=te.name, width=te.width, **self._teacher_runtime(),
                                              **TEACHER_TRAIN_OPTIONS.values(self.config.teacher_train))
@@ -76,7 +77,7 @@ class PipelineRequests:
             teacher = {"teacher": te.name, "width": te.width, "sgs": sg.options, "name": sg.name}
         else:
             teacher = {"teacher": te.name, "width": te.width, "weights": te.weights, "reset_head": te.reset_head,
-                       "z_labels": te.z_labels}
+                       "z_labels": te.z_labels, "from_logits": te.from_logits}
         return TEACHER_CACHE_OPTIONS.request(**teacher, **self._teacher_runtime(), clips_per_group=te.clips_per_group)
 
     def distill(self) -> list:
@@ -149,8 +150,9 @@ def pipeline_steps(config: RunConfig, store: Store, *, quiet: bool = False,
     if train is not None:
         steps.append(PipelineStep(TEACHER_TRAIN.name, teacher, partial(teacher_train, store, train, **quietly)))
     elif config.teacher_train.oof_folds:
-        log("run: note: [teacher_train] oof_folds is not used: the teacher comes from [teacher] weights (no "
-            "teacher-train), so its z labels are in-sample")
+        log("run: note: [teacher_train] oof_folds is not used: the teacher comes from [teacher] "
+            f"{'from_logits' if config.teacher.from_logits else 'weights'} (no teacher-train), so its z labels are "
+            "in-sample")
     steps.append(PipelineStep(TEACHER_CACHE.name, teacher,
                               partial(teacher_cache, store, requests.teacher_cache(), model_workers, **quietly)))
     if config.sgs is not None:
@@ -168,6 +170,10 @@ def pipeline_steps(config: RunConfig, store: Store, *, quiet: bool = False,
         steps.append(PipelineStep(DISTILL.name, request.run, partial(distill, store, request, **quietly)))
     for request in requests.score():
         steps.append(PipelineStep(SCORE.name, request.run, partial(score, store, request, model_workers, **quietly)))
+    if config.teacher.from_logits:  # no teacher model to time: the report costs what it can (see its notes)
+        log(f"run: note: no time-models: the teacher's logits come from {config.teacher.from_logits}, so there is "
+            "no teacher model to time")
+        return steps
     # A new score run or retrained weights make earlier timings stale: redo them rather than refuse.
     steps.append(PipelineStep(TIME_MODELS.name, teacher, partial(time_models, store, requests.time_models(),
                                                                redo_if_changed=True, **quietly)))

@@ -12,6 +12,7 @@ that stage.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Callable, NamedTuple
 
@@ -20,11 +21,13 @@ import numpy as np
 from condi_pipe.compute.clip_inference import ModelRef
 from condi_pipe.compute.torch_runtime import RuntimeOptions
 from condi_pipe.compute.training import TrainOptions
+from condi_pipe.models.checkpoints import file_sha256
 from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
+from condi_pipe.pipeline.stage import StageError
 from condi_pipe.stages.distill import distill
 from condi_pipe.stages.distill_request import DistillRequest, LossOptions
 from condi_pipe.stages.score import ScoreRequest, score
-from condi_pipe.stages.teacher_cache import IN_SAMPLE, OUT_OF_FOLD, TeacherCacheRequest, teacher_cache
+from condi_pipe.stages.teacher_cache import IN_SAMPLE, OUT_OF_FOLD, TeacherCacheRequest, TeacherChoice, teacher_cache
 from condi_pipe.storage import checksums, clip_array, clip_outputs, tables
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.lock import store_lock
@@ -114,7 +117,14 @@ def _redo(store: Store, key: str, config: dict, executor: ExecutorOptions, log: 
     """Run the stage of record ``key`` again (--force) with the configuration it recorded."""
     stage = key.split("/", 1)[0]
     again = {"force": True, "quiet": True, "log": log}
-    if stage == "teacher-cache":
+    if stage == "teacher-cache" and config.get("from_logits"):  # imported: again from the same file, unchanged
+        path = config["from_logits"]
+        if os.path.isfile(path) and file_sha256(path) != config.get("from_logits_sha256"):
+            raise StageError(f"{path}: changed since {key} was imported from it; import it again with "
+                             "`condi-pipe teacher-cache --from-logits ... --force`")
+        teacher_cache(store, TeacherCacheRequest(TeacherChoice(config["teacher"]["name"]), from_logits=path),
+                      **again)
+    elif stage == "teacher-cache":
         z_labels = OUT_OF_FOLD if config.get("z_labels") == OUT_OF_FOLD else IN_SAMPLE
         teacher = ModelRef(**_known(ModelRef, config["teacher"]))
         teacher_cache(store, TeacherCacheRequest(teacher, _runtime(config), config["clips_per_group"], z_labels),

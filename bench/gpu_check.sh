@@ -61,7 +61,7 @@ $PY - "$OUT/predictions" <<'PYEOF'
 import sys
 import pyarrow.parquet as pq
 steps = pq.read_table(f"{sys.argv[1]}/step_seconds.parquet").to_pandas()
-print("gpu_check: ms per video by step:", {c: round(1000 * steps[c].mean(), 1) for c in steps if c.endswith("_s")})
+print("gpu_check: ms per video by step:", {c: round(1000 * float(steps[c].mean()), 1) for c in steps if c.endswith("_s")})
 print("gpu_check: failures:", pq.read_table(f"{sys.argv[1]}/failures.parquet").num_rows)
 PYEOF
 if [ "$DEVICE" != "cpu" ]; then

@@ -15,6 +15,8 @@ fewer-frames   video level: the student sees K equidistant clips, averages     n
                all clips (through a learned Linear when widths differ) + KL
                to the teacher's mean softmax + CE
 uniform-k      the same student on K equidistant clips, CE only               none
+sc-sampler     CE of every clip against its video's label, no teacher         largest student softmax
+               (SCSampler's saliency classifier; not a default method)         probability (``max-prob``)
 =============  ============================================================  ==============================
 
 A clip-level method gets a :class:`ClipBatch`, a video-level one a :class:`VideoBatch`; both get the run's
@@ -140,3 +142,11 @@ def uniform_k(batch: VideoBatch, context: LossContext) -> tuple[LossTerms, float
     from condi_pipe.methods.losses import uniform_k_loss
 
     return uniform_k_loss(batch.logits, batch.labels), NO_WEIGHT
+
+
+@register_method("sc-sampler", display="SCSampler", level="clip", ranking="max-prob", needs_confidence_head=False)
+def sc_sampler(batch: ClipBatch, context: LossContext) -> tuple[LossTerms, float]:
+    """CE of every clip against its video's label, no teacher; clips ranked by the largest softmax probability."""
+    from condi_pipe.methods.losses import sc_sampler_loss
+
+    return sc_sampler_loss(batch.logits, batch.labels), NO_WEIGHT

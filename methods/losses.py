@@ -42,6 +42,7 @@ __all__ = [
     "trivial_mt_loss",
     "fewer_frames_loss",
     "uniform_k_loss",
+    "sc_sampler_loss",
 ]
 
 
@@ -394,3 +395,20 @@ def uniform_k_loss(student_video_logits: Tensor, labels: Tensor) -> LossTerms:
     _check_labels(labels, student_video_logits.shape[0])
     ce = F.cross_entropy(student_video_logits, labels)
     return _terms(ce, student_video_logits.shape[0], total=ce, ce=ce)
+
+
+# ------------------------------------------------------------------------------------- SCSampler (Korbar et al.)
+
+
+def sc_sampler_loss(student_logits: Tensor, labels: Tensor) -> LossTerms:
+    """SCSampler's saliency classifier (Korbar et al., ICCV 2019): cross-entropy of each clip against its video's
+    label, mean over the batch; no teacher, no confidence term.
+
+    Every clip of a video carries the video's label, the uninformative ones too: the classifier learns to be
+    confident only on clips that show their class, and its largest softmax probability ranks the clips
+    (the registry's ``"max-prob"`` ranking).
+    """
+    _check_logits(student_logits, "student_logits")
+    _check_labels(labels, student_logits.shape[0])
+    ce = F.cross_entropy(student_logits, labels.long())
+    return _terms(ce, student_logits.shape[0], total=ce, ce=ce)

@@ -24,9 +24,9 @@ from condi_pipe.methods.metrics import softmax_entropy
 from condi_pipe.registry import Registry, first_docstring_line
 
 Level = Literal["clip", "video"]
-Ranking = Optional[Literal["confidence", "entropy"]]
+Ranking = Optional[Literal["confidence", "entropy", "max-prob"]]
 LEVELS = ("clip", "video")
-RANKINGS = ("confidence", "entropy")
+RANKINGS = ("confidence", "entropy", "max-prob")
 LossFunction = Callable[..., Any]
 
 
@@ -61,12 +61,31 @@ class Method:
 def ranking_scores(ranking: str, logits: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
     """Clip scores, higher = send to the teacher first: the confidence logit for ``"confidence"`` (the order of
     z~, or of ST-Conf's c, both sigmoids of it; the logit keeps confident clips apart where the sigmoid rounds to
-    1.0), minus the student's softmax entropy for ``"entropy"``."""
+    1.0), minus the student's softmax entropy for ``"entropy"``, the log of the student's largest softmax
+    probability for ``"max-prob"`` (SCSampler's saliency; the log keeps the order of the probability)."""
     if ranking == "entropy":
         return -np.asarray(softmax_entropy(np.asarray(logits).astype(np.float64)))
+    if ranking == "max-prob":
+        return max_log_probability(logits)
     if ranking == "confidence":
         return np.asarray(confidence, np.float64)
     raise ValueError(f"unknown ranking {ranking!r}; choose one of: {', '.join(RANKINGS)}")
+
+
+def max_log_probability(logits: np.ndarray) -> np.ndarray:
+    """(M,) log of each row's largest softmax probability, float64: -log(sum_j exp(l_j - max l)), with the sum
+    over the other classes through log1p, so a confident clip's value stays apart from 0 where its probability
+    rounds to 1.0.
+
+    >>> max_log_probability(np.log(np.array([[0.5, 0.25, 0.25], [0.05, 0.9, 0.05]]))).round(4).tolist()
+    [-0.6931, -0.1054]
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must have shape (M, C) with C >= 1, got {logits.shape}")
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    shifted[np.arange(len(shifted)), logits.argmax(axis=1)] = 0.0  # the top class's own exp(0) = 1, left out
+    return -np.log1p(shifted.sum(axis=1))
 
 
 #: Every method; the built-ins register in ``methods.catalogue``, which ``condi_pipe.methods`` imports.

@@ -134,6 +134,9 @@ def _mean_row(fold_names: list[str], rows: list[ReportRow]) -> ReportRow:
     if all(t is not None for t in times):
         time = float(np.mean(times))
         extra.update(time_per_video_s_std=_std(times), time_per_video_s_per_fold=[float(t) for t in times])
+    gflops = [r.extra.get("gflops_per_video") for r in rows]  # JSON only: the cells keep time and accuracy
+    if all(g is not None for g in gflops):
+        extra.update(gflops_per_video=float(np.mean(gflops)), gflops_per_video_per_fold=[float(g) for g in gflops])
     diffs = [r.extra.get("diff_vs_dense_pp") for r in rows]
     if all(d is not None for d in diffs):
         extra.update(diff_vs_dense_pp=float(np.mean(diffs)), diff_vs_dense_pp_std=_std(diffs),

@@ -1,9 +1,9 @@
 """The methods of a report evaluated on one split: which clips each method sends to the teacher, the video
 accuracy that gives, and the measured time per video (:mod:`condi_pipe.methods.video_time`).
 
-A method is a builtin selection (Dense, Oracle, Random, Equidistant, Perfect z) or a score run whose loss the
-method registry (:mod:`condi_pipe.methods.registry`) describes. Rows keep every video's correctness so tables can
-add the paired bootstrap against Dense (:func:`versus_dense`) and between ConDi and each other method
+A method is a builtin selection (Dense, Oracle, Random, Equidistant, Motion energy, Perfect z) or a score run
+whose loss the method registry (:mod:`condi_pipe.methods.registry`) describes. Rows keep every video's correctness
+so tables can add the paired bootstrap against Dense (:func:`versus_dense`) and between ConDi and each other method
 (:func:`versus_others`).
 """
 
@@ -18,6 +18,8 @@ from condi_pipe.methods import registry, samplers
 from condi_pipe.methods.context_rankings import OWN_RANKING, get_context_ranking
 from condi_pipe.methods.statistics import paired_bootstrap_ci
 from condi_pipe.methods.video_time import TimeBreakdown, chunked_batch_seconds, mean_time, side_by_side_mean_time, timed
+from condi_pipe.report.clip_motion import motion_energy_ranking
+from condi_pipe.report.cost import row_gflops
 from condi_pipe.report.inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs, normalised_name
 from condi_pipe.report.predictions import (
     division_predictions,
@@ -39,8 +41,9 @@ BUILTIN_DISPLAY = {
     "perfect-z": "Perfect z",
     "random": "Random",
     "equidistant": "Equidistant",
+    "motion-energy": "Motion energy",
 }
-BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant", "perfect-z")
+BUILTIN_METHODS = ("dense", "oracle", "random", "equidistant", "motion-energy", "perfect-z")
 RANDOM_SEEDS = (0, 1, 2)  # Random and Perfect z (its ties): mean over these seeds
 BOOTSTRAP_RESAMPLES = 2000  # tables 3, 4 and pairwise: paired bootstrap of accuracy differences
 BOOTSTRAP_SEED = 0
@@ -137,6 +140,7 @@ class Evaluator:
                 "student_s": times.student, "teacher_s": times.teacher, "selection_s": times.selection,
                 "teacher_time": self.teacher_time}
         info.update(extra)
+        info.update(row_gflops(self.inp, run, extra))  # GFLOPs per video beside the time parts (report.cost)
         return ReportRow(method, k, ks, accuracy, times.total, info)
 
     # -- Dense and teacher-only selections -----------------------------------------------------------------
@@ -227,6 +231,11 @@ class Evaluator:
     def perfect_z(self, ks: Sequence[int]) -> dict[int, ReportRow]:
         return self._seed_mean("perfect-z", ks)
 
+    def motion_energy(self, ks: Sequence[int]) -> dict[int, ReportRow]:
+        """The top K clips by motion energy (report.clip_motion: training-free, from the stored clips)."""
+        _, order, seconds = motion_energy_ranking(self.inp)
+        return self._top_k("motion-energy", "Motion energy", ks, order, seconds)
+
     # -- students --------------------------------------------------------------------------------------------
     def ranked_run(self, run: ScoreRunOutputs, ks: Sequence[int]) -> dict[int, ReportRow]:
         """Type a: the top K clips by the run's rank_score (or, for a context variant, by its context ranking of
@@ -255,7 +264,7 @@ class Evaluator:
         if isinstance(entry, ScoreRunOutputs):
             return self.video_level(entry) if entry.video_level else self.ranked_run(entry, ks)
         return {"equidistant": self.equidistant, "oracle": self.oracle, "random": self.random,
-                "perfect-z": self.perfect_z}[entry](ks)
+                "perfect-z": self.perfect_z, "motion-energy": self.motion_energy}[entry](ks)
 
     def division(self, run: ScoreRunOutputs, budgets: Sequence[tuple[int, int]]) -> dict[tuple[int, int], ReportRow]:
         """Type b: K_s clips by lowest student entropy (student softmax), K_t = K - K_s by z~ (teacher softmax)."""

@@ -9,14 +9,16 @@ the report's inputs live in a store and how they are stored; :mod:`condi_pipe.re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
 
 from condi_pipe.methods.video_time import curve_seconds
 from condi_pipe.storage import clip_outputs, model_timings, training_artifacts
+from condi_pipe.storage.clip_array import CLIPS_ARRAY, open_clip_array
 from condi_pipe.storage.errors import StoreError
+from condi_pipe.storage.manifests import read_clip_batch
 from condi_pipe.storage.run_state import stage_record
 from condi_pipe.storage.store import Store
 
@@ -93,6 +95,18 @@ class ScoreRunOutputs:
     @property
     def folder(self) -> str:
         return clip_outputs.scores_folder(self.run)
+
+
+class ValidationOutputs(NamedTuple):
+    """A score run's outputs on the validation videos its student carved from train, in (video, clip) order with
+    CSR offsets, and the report teacher's logits on the same clips: what thresholds are chosen on."""
+
+    video_id: np.ndarray  # (V,)
+    labels: np.ndarray  # (V,) int64
+    offsets: np.ndarray  # (V + 1,) int64
+    rank_score: np.ndarray  # (M,) float64
+    logits: np.ndarray  # (M, C) float32, the student's
+    teacher_logits: np.ndarray  # (M, C) float32
 
 
 class ReportInputs:
@@ -192,6 +206,10 @@ class ReportInputs:
             raise StoreError(f"{store.path(folder, 'videos.parquet')}: video {int(self.video_id[bad])} has "
                              f"{int(stored_clips[bad])} clips there but {int(self.clips[bad])} in clips.parquet")
         self.teacher_seconds = videos.column("seconds").to_numpy().astype(np.float64)[pos]
+        if self.teacher_meta.get("from_logits") and np.isnan(self.teacher_seconds).all():
+            self.notes.append(f"teacher/{self.teacher} was imported from a logits file (teacher-cache --from-logits): "
+                              "no teacher model ran here, so every time that includes the teacher is n/a (JSON: "
+                              "null); the accuracies come from the imported logits.")
 
     @property
     def location(self) -> str:
@@ -293,11 +311,30 @@ class ReportInputs:
             return values.to_numpy(zero_copy_only=False).astype(np.float64)[self.rows]
         return self.cached(("clip_values", column), make)
 
+    def model_flops(self) -> Optional[dict[str, model_timings.ModelFlops]]:
+        """{model key: its FLOPs per clip} that ``condi-pipe time-models`` stored beside the teacher's timings; None
+        when not counted (read by :mod:`condi_pipe.report.cost`)."""
+        return self.cached("model_flops", lambda: model_timings.read_flops(self.store, self.teacher))
+
     def teacher_z(self) -> np.ndarray:
         def make():
             z = clip_outputs.read_clips(self.store, self.teacher_folder, ["z"]).column("z").to_numpy()
             return z[self.rows].astype(np.int8)
         return self.cached("z", make)
+
+    def clip_frames(self, start: int, stop: int) -> np.ndarray:
+        """uint8 (n, T, H, W, 3) frames of the split's clips ``start:stop`` (report order) from the extract
+        stage's clip array, which clip ids index (raises OutputUnavailable when the store holds no such array)."""
+        def open_array():
+            try:
+                array = open_clip_array(self.store)
+            except StoreError as exc:
+                raise OutputUnavailable(str(exc)) from None
+            if self.num_clips and int(self.clip_id.max()) >= array.shape[0]:
+                raise OutputUnavailable(f"{self.store.path(CLIPS_ARRAY)} holds {array.shape[0]} clips, fewer than "
+                                        f"teacher/{self.teacher}'s clip ids reach ({int(self.clip_id.max()) + 1})")
+            return array
+        return read_clip_batch(self.cached("clip_array", open_array), self.clip_id[start:stop])
 
     def _read_rows(self, folder: str, name: str, rows: np.ndarray) -> np.ndarray:
         if len(rows) and (np.diff(rows) > 0).all():
@@ -347,6 +384,38 @@ class ReportInputs:
         folder = training_artifacts.student_folder(run.run)
         return training_artifacts.read_history(self.store, folder) if training_artifacts.has_history(
             self.store, folder) else None
+
+    def run_validation(self, run: ScoreRunOutputs) -> ValidationOutputs:
+        """The run's kept validation outputs and this teacher's logits on those clips (raises OutputUnavailable
+        with what to do when the run keeps none)."""
+        def make():
+            if not clip_outputs.has_validation_scores(self.store, run.folder):
+                if "validation_scores" not in run.meta:
+                    raise OutputUnavailable(f"scores/{run.run} keeps no validation scores (scored before `score` "
+                                            f"kept them); re-run `condi-pipe score --student {run.run} --force` to "
+                                            "add them")
+                raise OutputUnavailable(f"scores/{run.run} keeps no validation scores: its student carved no "
+                                        "validation part from train (distill --val-fraction 0)")
+            table = clip_outputs.read_validation_clips(self.store, run.folder,
+                                                       ["clip_id", "video_id", "label", "rank_score"])
+            clip_id, video = table.column("clip_id").to_numpy(), table.column("video_id").to_numpy()
+            if len(clip_id) == 0:
+                raise OutputUnavailable(f"scores/{run.run} keeps an empty validation part")
+            order = np.lexsort((clip_id, video))
+            clip_id, video = clip_id[order], video[order]
+            label = table.column("label").to_numpy()[order].astype(np.int64)
+            starts = np.flatnonzero(np.concatenate([[True], video[1:] != video[:-1]]))
+            teacher_ids = clip_outputs.read_clips(self.store, self.teacher_folder, ["clip_id"]).column("clip_id")
+            rows = positions(teacher_ids.to_numpy(), clip_id)
+            if (rows < 0).any():
+                missing = int(clip_id[np.argmax(rows < 0)])
+                raise OutputUnavailable(f"teacher/{self.teacher} lacks validation clip {missing} of scores/{run.run}")
+            return ValidationOutputs(
+                video[starts], label[starts], np.append(starts, len(video)).astype(np.int64),
+                table.column("rank_score").to_numpy(zero_copy_only=False).astype(np.float64)[order],
+                clip_outputs.read_validation_array(self.store, run.folder, "logits")[order].astype(np.float32),
+                self._read_rows(self.teacher_folder, "logits", rows).astype(np.float32, copy=False))
+        return self.cached(("validation", run.run), make)
 
     def run_logits(self, run: ScoreRunOutputs) -> np.ndarray:
         """The run's student logits (M, C) float32 aligned with the split's clips (raises OutputUnavailable)."""

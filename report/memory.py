@@ -17,19 +17,23 @@ import numpy as np
 from condi_pipe.methods.metrics import softmax_entropy
 from condi_pipe.report.build import check_options, clip_budget_notes
 from condi_pipe.report.evaluate import describe_runs
-from condi_pipe.report.inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs
+from condi_pipe.report.inputs import OutputUnavailable, ReportInputs, ScoreRunOutputs, ValidationOutputs
 from condi_pipe.report.registry import TableRequest
 from condi_pipe.report.results import ReportTable
+from condi_pipe.storage import model_timings
 
 
 class MemoryInputs(ReportInputs):
     """One split's videos (ids, labels, clip counts) with the teacher's logits per clip and measured seconds per
     video, and score runs as ``{run: {"loss", "logits", "rank_score", "confidence", "seconds"}}`` (per clip, per
-    clip, per clip, per video), optionally with the ``"context_ranking"`` record ``score`` chooses on validation. Clips are in video order; times are costed per clip share (``share``)."""
+    clip, per clip, per video), optionally with the ``"context_ranking"`` record ``score`` chooses on validation,
+    and ``model_flops`` (FLOPs per clip by model key, as ``time-models`` stores them). Clips are in video order;
+    times are costed per clip share (``share``)."""
 
     def __init__(self, *, video_id: Sequence[int], labels: Sequence[int], clips: Sequence[int],
                  teacher_logits: Any, teacher_seconds: Sequence[float], runs: Optional[Mapping[str, dict]] = None,
-                 teacher: str = "teacher", split: str = "test") -> None:
+                 teacher: str = "teacher", split: str = "test",
+                 model_flops: Optional[Mapping[str, int]] = None) -> None:
         self.store = None
         self.teacher, self.split, self.teacher_time = teacher, split, "share"
         self.teacher_folder = f"teacher/{teacher}"
@@ -50,6 +54,10 @@ class MemoryInputs(ReportInputs):
             raise ValueError(f"teacher_logits has {self._logits.shape[0]} rows for {self.offsets[-1]} clips")
         self.teacher_seconds = np.asarray(teacher_seconds, dtype=np.float64)
         self._runs = {name: dict(data) for name, data in (runs or {}).items()}
+        # FLOPs per clip by model key (``teacher/<teacher>``, ``scores/<run>``), as time-models stores them
+        self._model_flops = None if model_flops is None else {
+            model: model_timings.ModelFlops(model, "", None, None, int(flops), (16, 112, 112))
+            for model, flops in model_flops.items()}
         # a run's "context_ranking" is the record `score` writes to its meta.json (the ranking chosen on validation)
         self.runs = [ScoreRunOutputs(name, data["loss"], {"run": name, "loss": data["loss"],
                                                           "context_ranking": data.get("context_ranking")})
@@ -68,6 +76,12 @@ class MemoryInputs(ReportInputs):
     def clip_values(self, column: str) -> Optional[np.ndarray]:
         return None
 
+    def model_flops(self) -> Optional[dict[str, model_timings.ModelFlops]]:
+        return self._model_flops
+
+    def clip_frames(self, start: int, stop: int) -> np.ndarray:
+        raise OutputUnavailable("in-memory inputs hold no clip frames")
+
     def _run(self, run: ScoreRunOutputs, key: str) -> np.ndarray:
         data = self._runs[run.run]
         if data.get(key) is None:
@@ -85,6 +99,18 @@ class MemoryInputs(ReportInputs):
 
     def run_logits(self, run: ScoreRunOutputs) -> np.ndarray:
         return self._run(run, "logits").astype(np.float32)
+
+    def run_validation(self, run: ScoreRunOutputs) -> ValidationOutputs:
+        """A run's ``"validation"``: {video_id, labels, clips, rank_score, logits, teacher_logits} of its validation
+        videos (clips in video order), as ``score`` keeps them."""
+        part = self._runs[run.run].get("validation")
+        if part is None:
+            raise OutputUnavailable(f"run {run.run} keeps no validation scores")
+        clips = np.asarray(part["clips"], dtype=np.int64)
+        return ValidationOutputs(np.asarray(part["video_id"], np.int64), np.asarray(part["labels"], np.int64),
+                                 np.concatenate([[0], np.cumsum(clips)]).astype(np.int64),
+                                 np.asarray(part["rank_score"], np.float64), np.asarray(part["logits"], np.float32),
+                                 np.asarray(part["teacher_logits"], np.float32))
 
     def run_videos(self, run: ScoreRunOutputs, columns: Sequence[str]) -> dict[str, np.ndarray]:
         return {"seconds": self._run(run, "seconds"), **{c: self._run(run, c) for c in columns}}

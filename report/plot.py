@@ -1,8 +1,12 @@
 """Figures of the tables (PNG through matplotlib's Agg canvas): accuracy against K, accuracy against time, FPR per
-epoch, the histogram of B'."""
+epoch, the histogram of B'; beside Table 3's, accuracy against GFLOPs per video with the Pareto front."""
 
 from __future__ import annotations
 
+import math
+import os
+
+from condi_pipe.report.cost import PLOT_SERIES
 from condi_pipe.report.registry import get_table
 from condi_pipe.report.render import format_seconds
 from condi_pipe.report.results import ReportRow, ReportTable
@@ -115,3 +119,75 @@ def plot_report(report: ReportTable, path: str):
     fig.tight_layout()
     fig.savefig(path, format="png")
     return fig
+
+
+def plot_accuracy_vs_gflops(report: ReportTable, path: str):
+    """Write a PNG of accuracy against GFLOPs per video: every method and K of the table (one marker and colour per
+    method, Dense a star), the Pareto front ringed and drawn as a step line (the best accuracy each budget buys); a
+    log scale when the costs span more than a factor of 10.
+    Reads ``report.series`` (:func:`condi_pipe.report.cost.cost_front`); returns the Figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    data = report.series.get(PLOT_SERIES)
+    if not data:
+        raise ValueError(f"table '{report.table}' has no GFLOPs per video to plot (`condi-pipe time-models` counts "
+                         "them)")
+    fig = Figure(figsize=(8, 5.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    styles = line_styles()
+    groups: dict[str, list[dict]] = {}
+    for point in data["points"]:
+        groups.setdefault(point["group"], []).append(point)
+    for name, points in groups.items():
+        if all(p["k"] is None for p in points):  # Dense
+            ax.plot([p["gflops"] for p in points], [p["accuracy"] for p in points], marker="*", markersize=14,
+                    color="black", linestyle="none", label=name)
+            continue
+        style = {**next(styles), "linestyle": "none"}
+        drawn = ax.plot([p["gflops"] for p in points], [p["accuracy"] for p in points], label=name, alpha=0.85,
+                        **style)[0]
+        for p in points:
+            ax.annotate(p["label"][len(name):].strip(), (p["gflops"], p["accuracy"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=drawn.get_color())
+    front = sorted((p for p in data["points"] if p["front"]), key=lambda p: (p["gflops"], p["accuracy"]))
+    xs, ys = [p["gflops"] for p in front], [p["accuracy"] for p in front]
+    ax.plot(xs, ys, drawstyle="steps-post", color="black", linewidth=1.2, alpha=0.7, label="Pareto front")
+    ax.plot(xs, ys, marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black", linestyle="none")
+    costs = [p["gflops"] for p in data["points"] if p["gflops"] > 0]
+    wide = bool(costs) and max(costs) > 10 * min(costs)  # a video-level student next to Dense: orders of magnitude
+    if wide:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(  # 2 and 5 of each decade: enough to read a point off
+            lambda value, _: f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5)
+            else ""))
+    ax.set_xlabel("GFLOPs per video (mean over the split's videos" + (", log scale)" if wide else ")"))
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(report.title.replace("mean time per video (top-1 accuracy, %)",
+                                      "top-1 accuracy (%) against GFLOPs per video"), fontsize=9, wrap=True)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return fig
+
+
+def beside_path(path: str, suffix: str) -> str:
+    """``table-3.png`` -> ``table-3-gflops.png``: where a figure drawn beside a table's own goes."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{suffix}{ext or '.png'}"
+
+
+def plot_figures(report: ReportTable, path: str) -> list[str]:
+    """The table's figure at ``path`` (:func:`plot_report`) and, when it has GFLOPs per video (Table 3 of a store
+    `condi-pipe time-models` counted), accuracy against GFLOPs beside it (:func:`beside_path`, ``-gflops``): the
+    paths written."""
+    plot_report(report, path)
+    written = [path]
+    if report.series.get(PLOT_SERIES):
+        written.append(beside_path(path, "gflops"))
+        plot_accuracy_vs_gflops(report, written[-1])
+    return written

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional, Sequence, Union
 
-from condi_pipe.report import ReportTable, build_report, plot_report, render
+from condi_pipe.report import ReportTable, build_report, render
+from condi_pipe.report.plot import plot_figures
 from condi_pipe.report.registry import get_table
 from condi_pipe.storage.store import Store
 
@@ -27,7 +28,7 @@ def write_report(store: Union[Store, str], table: str, stem: str, *, formats: Se
 def write_table(report: ReportTable, stem: str, *, formats: Sequence[str] = ("md",), plot: bool = False
                 ) -> ReportTable:
     """Write a finished table as ``<stem>.<format>`` for each format, and ``<stem>.png`` when ``plot`` and the
-    table has a figure."""
+    table has a figure (Table 3 with GFLOPs per video also ``<stem>-gflops.png``, :func:`report.plot.plot_figures`)."""
     folder = os.path.dirname(stem)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -35,5 +36,5 @@ def write_table(report: ReportTable, stem: str, *, formats: Sequence[str] = ("md
         with open(f"{stem}.{fmt}", "w", encoding="utf-8") as fh:
             fh.write(render(report, fmt))
     if plot and get_table(report.table).plot is not None:
-        plot_report(report, f"{stem}.png")
+        plot_figures(report, f"{stem}.png")
     return report

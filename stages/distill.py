@@ -87,6 +87,15 @@ DISTILL = define_stage(
     summary="train a student from the teacher cache with ConDi-SR or a baseline loss",
 )
 TERMS = ("total", "kd", "conf", "ce", "rep")
+def require_teacher_features(store: Store, teacher: str, user: str) -> None:
+    """A StageError when teacher cache ``teacher`` has no features for ``user`` (a loss matching them): a cache
+    imported from a logits file (teacher-cache --from-logits) holds logits only."""
+    if not clip_outputs.has_array(store, clip_outputs.teacher_folder(teacher), "features"):
+        raise StageError(f"{store.url}: {user} needs the teacher's features, and teacher cache '{teacher}' has none "
+                         "(imported with teacher-cache --from-logits: a file carries logits only); choose a loss "
+                         "that needs logits only, or cache a teacher condi-pipe runs")
+
+
 class TeacherCache:
     """The cached teacher outputs the losses need, indexed by clip id."""
 
@@ -102,6 +111,8 @@ class TeacherCache:
         self.row[clip_id] = np.arange(len(clip_id))
         self.z = table.column("z").to_numpy().astype(np.float32)
         self.logits = clip_outputs.read_array(store, folder, "logits").astype(np.float32)
+        if need_features:
+            require_teacher_features(store, teacher, "this loss")
         self.features = clip_outputs.read_array(store, folder, "features") if need_features else None
 
     def rows(self, clip_ids: np.ndarray) -> np.ndarray:
@@ -428,6 +439,8 @@ def _distill(store: Store, request: DistillRequest, processes: TrainingProcesses
     if not clip_outputs.is_complete(store, clip_outputs.teacher_folder(request.teacher)):
         raise StageError(f"{store.url}: no teacher cache for '{request.teacher}'; run `condi-pipe teacher-cache "
                          f"--teacher {request.teacher}` first")
+    if request.method.uses_teacher_features:  # before anything is recorded
+        require_teacher_features(store, request.teacher, f"--loss {request.loss}")
     check_checkpoint(request.weights)  # before anything is recorded or --force deletes the old run
     with stage_run(store, DISTILL, request.config(), force=force, record_key=key, log=log) as run:
         if run.skip:

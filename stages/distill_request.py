@@ -62,7 +62,8 @@ def default_run_name(loss: str, student: str, width: float | None, k: int | None
 class DistillRequest:
     loss: str = option(choices=method_names, help=(
         "condi-sr: the method; bce-conf, st-ent, st-conf: baseline samplers; trivial-mt: the cheating ablation; "
-        "fewer-frames, uniform-k: one prediction per video from K clips."))
+        "fewer-frames, uniform-k: one prediction per video from K clips; sc-sampler: SCSampler's clip classifier "
+        "(labels only, ranked by its top softmax probability)."))
     student: str = option(help="Registered student model (see `condi-pipe models`).")
     teacher: str = option(help="Teacher whose cache to distil from (`condi-pipe teacher-cache`).")
     width: float | None = option(None, low=0, low_open=True, help="Width multiplier (default: the model's default).")

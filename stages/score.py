@@ -1,20 +1,23 @@
 """Stage ``score``: run a trained student over the eval split and keep what the samplers and the report need.
 
-Per-clip students (condi-sr, bce-conf, st-ent, st-conf, trivial-mt) score every clip of every eval video,
-each video's clips as one timed batch (``pipeline.clip_inference``). ``scores/<run>/`` gets:
+Per-clip students (condi-sr, bce-conf, st-ent, st-conf, trivial-mt, sc-sampler) score every clip of every eval
+video, each video's clips as one timed batch (``pipeline.clip_inference``). ``scores/<run>/`` gets:
 
 - ``logits.zarr`` (M, C) float32 student logits, rows aligned with ``clips.parquet``;
 - ``clips.parquet``: clip_id, video_id, split, label, pred (student argmax), confidence (z~ = sigmoid of the
   confidence logit; NaN without a confidence head), entropy (student softmax entropy, nats), rank_score (what
   the run's sampler ranks by, higher = send to the teacher first: the confidence logit for condi-sr,
   bce-conf, trivial-mt and st-conf (the order of z~ and c, without the ties of a saturated sigmoid), minus
-  the entropy for st-ent);
+  the entropy for st-ent, the log of the largest softmax probability for sc-sampler);
 - ``videos.parquet``: video_id, split, clips, seconds (student time for all the video's clips as one batch);
 - ``meta.json``: run, student, width, loss, ranking, device, device_name, threads, teacher, and
   ``context_ranking``: for a clip-level run with a validation part, every ranking of
   :mod:`condi_pipe.methods.context_rankings` (the run's own first) judged on the validation videos carved from
-  train (the student's own carve, scored here too but not stored per clip), and the one chosen. The report
-  shows the chosen ranking beside the run's own; nothing about it is chosen on the eval split.
+  train (the student's own carve, scored here too), and the one chosen. The report shows the chosen ranking
+  beside the run's own; nothing about it is chosen on the eval split;
+- ``validation_clips.parquet`` and ``validation_logits.zarr``: the same columns and logits for those validation
+  clips (split ``validation``; ``meta.json`` ``validation_scores`` counts them, None when nothing was kept), so
+  the report can choose thresholds on them (the adaptive table) from stored outputs.
 
 Video-level students (fewer-frames, uniform-k) predict once per video from its K equidistant clips:
 ``videos.parquet`` also has ``pred`` and ``k`` (clips the student saw), ``seconds`` is the student's time over
@@ -173,7 +176,7 @@ def score(
         outputs = assemble_groups(store, stage_name, groups)
         device = staging.staged_meta(store, stage_name, groups[0].key) if groups else {}
         validation_stage = f"{stage_name}-validation"
-        context = None
+        context = kept = None
         if not video_level:
             validation = validation_videos(store, student)
             if validation is not None:
@@ -182,11 +185,12 @@ def score(
                 run_unstaged(store, validation_stage, val_groups, lambda g: g.key, infer_group, executor,
                              desc=f"score {request.run} (validation)", fault_point="score.group", quiet=quiet,
                              common=(store.url, ref, runtime, workers, validation_stage, 1))
-                context = choose_context_ranking(store, student, validation,
-                                                 assemble_groups(store, validation_stage, val_groups))
+                kept = (validation, assemble_groups(store, validation_stage, val_groups))
+                context = choose_context_ranking(store, student, *kept)
                 log(f"score {request.run}: on {len(validation.video_id)} validation videos the ranking chosen is "
                     f"{context['chosen']!r} ({context['criterion']})")
-        counts = _publish(store, request, student, split, videos, outputs, device, video_level, choice, context)
+        counts = _publish(store, request, student, split, videos, outputs, device, video_level, choice, context,
+                          kept)
         finish_staged(run, store, [stage_name, validation_stage], counts)
     log(f"score {request.run}: {counts['videos']} videos, {counts['clips']} clips, accuracy {counts['accuracy']:.1%}, "
         f"{counts['ms_per_video']:.1f} ms/video on {device.get('device_name', '?')}")
@@ -225,7 +229,8 @@ def choose_context_ranking(store: Store, student: dict, validation: VideoSet, ou
 
 
 def _publish(store: Store, request: ScoreRequest, student: dict, split: str, videos, outputs: dict, device: dict,
-             video_level: bool, choice: RuntimeChoice, context: dict | None = None) -> dict:
+             video_level: bool, choice: RuntimeChoice, context: dict | None = None,
+             validation: tuple[VideoSet, dict] | None = None) -> dict:
     seconds = outputs.get("seconds", np.zeros(0, np.float64))
     video_columns = {"video_id": videos.video_id, "split": [split] * len(videos.video_id), "clips": videos.clips,
                      "seconds": seconds}
@@ -240,19 +245,9 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
         accuracy = float((pred == videos.label).mean()) if len(pred) else 0.0
     else:
         logits = outputs.get("logits", np.zeros((0, student["num_classes"]), np.float32)).astype(np.float32)
-        raw = outputs.get("confidence")
-        confidence = sigmoid(raw) if raw is not None else np.full(len(logits), np.nan)
-        clip_video = np.repeat(videos.video_id, videos.clips)
-        labels = np.repeat(videos.label, videos.clips).astype(np.int32)
-        pred = logits.argmax(1).astype(np.int32) if len(logits) else np.zeros(0, np.int32)
-        clips = {
-            "clip_id": videos.clip_ids, "video_id": clip_video, "split": [split] * len(clip_video), "label": labels,
-            "pred": pred, "confidence": confidence,
-            "entropy": np.asarray(softmax_entropy(logits.astype(np.float64))),
-            "rank_score": get_method(student["loss"]).rank_scores(logits, raw),
-        }
+        clips = clip_columns(student, videos, split, logits, outputs.get("confidence"))
         arrays = {"logits": logits}
-        accuracy = float((pred == labels).mean()) if len(pred) else 0.0
+        accuracy = float((clips["pred"] == clips["label"]).mean()) if len(logits) else 0.0
     meta = {
         "run": request.run, "student": student["student"], "width": student["width"], "loss": student["loss"],
         "ranking": student["ranking"], "teacher": student["teacher"], "k": student.get("k"),
@@ -260,10 +255,34 @@ def _publish(store: Store, request: ScoreRequest, student: dict, split: str, vid
         "device": device.get("device"), "device_name": device.get("device_name"), "threads": device.get("threads"),
         "bf16": choice.bf16, "layout": choice.layout, "runtime_choice": choice.to_json(), "split": split,
         "context_ranking": context,
+        # None: nothing kept (a video-level student, or no validation part); absent: scored before they were kept
+        "validation_scores": None if validation is None else {
+            "split": "validation", "videos": len(validation[0].video_id), "clips": int(validation[0].clips.sum()),
+            "val_fraction": student.get("val_fraction"), "val_seed": student.get("val_seed")},
         "timing": ("wall time of one forward pass over each video's K equidistant clips as one batch" if video_level
                    else "wall time of one forward pass over each video's clips as one batch"),
     }
-    clip_outputs.write_score_run(store, request.run, arrays, clips, video_columns, meta)
+    kept = None
+    if validation is not None:
+        part, part_outputs = validation
+        part_logits = part_outputs["logits"].astype(np.float32)
+        kept = ({"logits": part_logits},
+                clip_columns(student, part, "validation", part_logits, part_outputs.get("confidence")))
+    clip_outputs.write_score_run(store, request.run, arrays, clips, video_columns, meta, kept)
     n_videos = int(len(videos.video_id))
     return {"videos": n_videos, "clips": len(clips["clip_id"]), "accuracy": round(accuracy, 4),
             "ms_per_video": round(float(1000 * seconds.sum() / max(n_videos, 1)), 3)}
+
+
+def clip_columns(student: dict, videos: VideoSet, split: str, logits: np.ndarray, raw: np.ndarray | None) -> dict:
+    """The per-clip columns of ``clips.parquet`` (SCORE_CLIPS_SCHEMA) for ``videos``' clips, from the student's
+    logits and raw confidence logits (None without a confidence head)."""
+    confidence = sigmoid(raw) if raw is not None else np.full(len(logits), np.nan)
+    clip_video = np.repeat(videos.video_id, videos.clips)
+    return {
+        "clip_id": videos.clip_ids, "video_id": clip_video, "split": [split] * len(clip_video),
+        "label": np.repeat(videos.label, videos.clips).astype(np.int32),
+        "pred": logits.argmax(1).astype(np.int32) if len(logits) else np.zeros(0, np.int32),
+        "confidence": confidence, "entropy": np.asarray(softmax_entropy(logits.astype(np.float64))),
+        "rank_score": get_method(student["loss"]).rank_scores(logits, raw),
+    }

@@ -15,6 +15,10 @@ clip (validation part, test split) the full teacher's. ``"in-sample"``: the full
 choice with given ``--weights``). ``clips.parquet`` ``teacher_source`` names each row's teacher (``full``,
 ``fold-<f>``). Per-video timings, the latency curve, FLOPs and B' always come from the full teacher: they cost the
 methods at test time, where only it runs.
+
+**From a file** (``from_logits``, :func:`import_teacher_logits`): a teacher of another framework handed over as
+per-clip logits (``storage.logits_file``), cached under its own name through the same writer, so z, predictions and
+KD targets follow from the logits alike; it has no features, timings or FLOPs (no model ran here).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from condi_pipe.compute.torch_runtime import RUNTIME_OPTIONS, TIMING_REPEATS, Ru
 from condi_pipe.methods.metrics import softmax
 from condi_pipe.models.checkpoints import check_checkpoint, file_sha256
 from condi_pipe.models.pretrained import is_shipped, resolve_weights
+from condi_pipe.models.registry import MODELS
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
+from condi_pipe.pipeline import faults
 from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import (
@@ -55,7 +61,7 @@ from condi_pipe.pipeline.options import (
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.stages.extract import EXTRACT
 from condi_pipe.stages.teacher_train import FoldTeachers, fold_teachers
-from condi_pipe.storage import clip_outputs, staging, tables
+from condi_pipe.storage import clip_outputs, logits_file, staging, tables
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.errors import StoreError
 from condi_pipe.storage.manifests import VideoSet, class_names, load_videos
@@ -148,6 +154,9 @@ class TeacherCacheRequest:
         "Confidence labels of the clips the teacher trained on: from the fold teacher that never saw the video "
         "(needs teacher-train --oof-folds F), or the teacher's own (default: out-of-fold when the store's trained "
         "teacher has fold teachers, else in-sample)."))
+    from_logits: str | None = option(None, help=(
+        "Import the teacher's per-clip logits from this Parquet or CSV file (a teacher of another framework) "
+        "instead of running one; --teacher then names the cache. Format: docs/teacher-from-logits.md."))
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -177,6 +186,7 @@ class TeacherCacheRequest:
 TEACHER_CACHE_OPTIONS = OptionTable(TeacherCacheRequest, {
     **nested_paths("teacher", ("teacher", "width", "weights", "random_init", "reset_head", "sgs", "name")),
     **nested_paths("runtime", RUNTIME_OPTIONS), "clips_per_group": "clips_per_group", "z_labels": "z_labels",
+    "from_logits": "from_logits",
 }, parts={"teacher": TeacherChoice})
 
 
@@ -186,6 +196,10 @@ def cached_teacher(store: Store, name: str) -> ModelRef:
     record = stage_record(store, f"{TEACHER_CACHE.name}/{name}")
     if record.get("state") != "done":
         raise StageError(f"{store.url}: no finished teacher cache for '{name}'; run `condi-pipe teacher-cache`")
+    if record["config"].get("from_logits"):
+        raise StageError(f"{store.url}: teacher cache '{name}' was imported from {record['config']['from_logits']} "
+                         "(teacher-cache --from-logits): there is no model to run or time; this needs a teacher "
+                         "condi-pipe runs")
     return ModelRef(**record["config"]["teacher"])
 
 
@@ -269,7 +283,10 @@ def teacher_cache(
     quiet: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Cache ``request.teacher``'s outputs for every clip of every split; resumable per video group."""
+    """Cache ``request.teacher``'s outputs for every clip of every split; resumable per video group. With
+    ``request.from_logits``, the teacher's logits come from that file instead (:func:`import_teacher_logits`)."""
+    if request.from_logits is not None:
+        return import_teacher_logits(store, request, force=force, log=log)
     request = request.resolved(store)
     executor = executor.for_device(request.runtime.device)
     name = request.teacher.teacher_name
@@ -325,23 +342,112 @@ def teacher_cache(
     return counts
 
 
-def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outputs, device: dict,
-             source: np.ndarray, folds: FoldTeachers | None, choice: RuntimeChoice) -> dict:
+#: ``clips.parquet`` teacher_source of a cache imported with --from-logits, and the fault point between staging
+#: its logits and publishing the cache (the resume tests kill the stage there).
+FILE_SOURCE = "file"
+FROM_LOGITS_FAULT = "teacher-cache.from-logits"
+
+
+def imported_teacher_name(request: TeacherCacheRequest) -> str:
+    """The cache name of a ``--from-logits`` request: its ``--teacher`` (or ``--name``), which must not be a
+    registered model's (the cache is no model condi-pipe could run); a ValueError for options that choose a model
+    to run, since the logits come from the file."""
+    choice = request.teacher
+    if not isinstance(choice, TeacherChoice):
+        raise TypeError("from_logits: the teacher is the file's; name the cache with TeacherChoice(name), not a model")
+    given = [option for option, value in (("width", choice.width), ("weights", choice.weights),
+                                          ("random_init", choice.random_init), ("reset_head", choice.reset_head),
+                                          ("sgs", choice.sgs)) if value not in (None, False)]
+    if request.z_labels == OUT_OF_FOLD:
+        given.append(f"z_labels {OUT_OF_FOLD}")
+    if given:
+        raise ValueError(f"from_logits: the logits come from the file, so {', '.join(given)} does not apply")
+    name = choice.name or choice.teacher
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name != name.strip():
+        raise ValueError(f"from_logits: {name!r} is not a usable cache name (a plain folder name)")
+    if name in MODELS.names():
+        raise ValueError(f"from_logits: '{name}' is a registered model; name the imported teacher's cache otherwise "
+                         "(e.g. mmaction-c3d), so it is never taken for a model condi-pipe runs")
+    return name
+
+
+def import_teacher_logits(store: Store, request: TeacherCacheRequest, *, force: bool = False,
+                          log: Callable[[str], None] = print) -> dict:
+    """``teacher/<name>/`` from the per-clip logits in ``request.from_logits`` (``storage.logits_file``: one row per
+    clip of the store), written as :func:`teacher_cache` writes a cache it computes (the same z, predictions and
+    KD targets from the logits), without features (a file has none) or timings. Everything is checked before
+    anything is written: a file that is not exactly one finite row of the store's classes per clip is one line
+    naming the file and why. One step: the aligned logits are staged, then the cache is published and the stage
+    marked done; a run killed before that leaves no complete cache, and the next run redoes it."""
+    name = imported_teacher_name(request)
+    path = os.path.abspath(request.from_logits)
+    videos = load_videos(store)
+    classes = class_names(store)
+    rows = logits_file.read_logits_file(path)
+    logits = logits_file.logits_in_clip_order(path, rows, videos, len(classes))
+    digest = file_sha256(path)
+    key, stage_name = f"{TEACHER_CACHE.name}/{name}", f"teacher-cache-{name}"
+    config = {"teacher": {"name": name, "num_classes": len(classes)}, "from_logits": path,
+              "from_logits_sha256": digest}
+    if logits_file.looks_like_probabilities(logits):
+        log(f"teacher-cache {name}: warning: every row of {path} is in [0, 1] and sums to 1: probabilities, not "
+            "logits? KD targets take the softmax of what the file holds")
+    with stage_run(store, TEACHER_CACHE, config, force=force, record_key=key, log=log) as run:
+        if run.skip:
+            return run.previous.get("counts", {})
+        staging.stage_item(store, stage_name, "file", {"logits": logits}, {"sha256": digest})
+        faults.checkpoint(FROM_LOGITS_FAULT)
+        logits = staging.staged_arrays(store, stage_name, "file")["logits"]
+        total_clips = len(logits)
+        meta = {
+            "model": name, "architecture": None, "width": None, "num_classes": len(classes), "weights": None,
+            "shipped_weights": False,
+            # the file's digest stands for the weights': students distilled from another file are stale
+            "weights_sha256": digest,
+            "from_logits": {"path": path, "sha256": digest, "rows": len(rows.video_id),
+                            "note": "logits imported from this file (teacher-cache --from-logits); no features, "
+                                    "timings, FLOPs or latency curve: there is no model here"},
+            "sgs": None, "flops": None, "bf16": None, "layout": None, "runtime_choice": None, "device": None,
+            "device_name": None, "threads": None, "latency_curve": None,
+            "timing": "none: imported from a file (videos.parquet seconds are NaN)",
+            "classes": classes, "z_labels": IN_SAMPLE, "folds": None,
+        }
+        counts = _write_cache(store, name, videos, {"logits": logits}, np.full(total_clips, FILE_SOURCE, object),
+                              [None] * total_clips, np.full(len(videos.video_id), np.nan), meta)
+        finish_staged(run, store, [stage_name], counts)
+    log(f"teacher-cache {name}: {counts['clips']} clips imported from {path}, clip accuracy "
+        f"{counts['clip_accuracy']:.1%}; no features or timings (a file has none)")
+    return counts
+
+
+def _write_cache(store: Store, name: str, videos: VideoSet, arrays: dict[str, np.ndarray], source: np.ndarray,
+                 flops, seconds, meta: dict, extra_clip_columns: dict | None = None) -> dict:
+    """Write ``teacher/<name>/`` (``arrays``: logits and features, rows in ``videos.clip_ids`` order): the clip
+    table's predictions, probabilities and z (Eq. 1) follow from the logits, the same way for a teacher run here
+    and one imported from a file. The counts ``videos``, ``clips`` and ``clip_accuracy``."""
     split_of = dict(zip(*(store.read_table(tables.VIDEOS, columns=["video_id", "split"]).column(c).to_pylist()
                           for c in ("video_id", "split"))))
     clip_video = np.repeat(videos.video_id, videos.clips)
     labels = np.repeat(videos.label, videos.clips)
-    stats = clip_statistics(outputs["logits"], labels)
-    flops = model_flop_table(request.teacher)
-    bins = outputs.get("sgs_bins")
+    stats = clip_statistics(arrays["logits"], labels)
     clips = {
         "clip_id": videos.clip_ids, "video_id": clip_video, "split": [split_of[v] for v in clip_video],
-        "label": labels, **stats, "teacher_source": source.tolist(), "flops": flops.per_clip(len(labels), bins),
-        **({} if bins is None else {"sgs_bins": bins}),
+        "label": labels, **stats, "teacher_source": source.tolist(), "flops": flops, **(extra_clip_columns or {}),
     }
-    seconds = outputs["seconds"]
     video_columns = {"video_id": videos.video_id, "split": [split_of[v] for v in videos.video_id],
                      "clips": videos.clips, "seconds": seconds}
+    clip_outputs.write_teacher_cache(store, name, arrays, clips, video_columns, meta)
+    total_clips = int(videos.clips.sum())
+    return {"videos": len(videos.video_id), "clips": total_clips,
+            "clip_accuracy": float(stats["z"].mean()) if total_clips else 0.0}
+
+
+def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outputs, device: dict,
+             source: np.ndarray, folds: FoldTeachers | None, choice: RuntimeChoice) -> dict:
+    flops = model_flop_table(request.teacher)
+    bins = outputs.get("sgs_bins")
+    clip_flops = flops.per_clip(int(videos.clips.sum()), bins)
+    seconds = outputs["seconds"]
     sgs = request.teacher.sgs
     meta = {
         "model": name, "architecture": request.teacher.name, "width": request.teacher.width,
@@ -367,13 +473,11 @@ def _publish(store: Store, name: str, request: TeacherCacheRequest, videos, outp
             "note": "clips of the videos the full teacher trained on: logits, features, pred, z of the fold teacher "
                     "that never saw the video (teacher_source); timings, latency curve, FLOPs, B': the full teacher"},
     }
-    clip_outputs.write_teacher_cache(store, name, {"logits": outputs["logits"], "features": outputs["features"]},
-                                     clips, video_columns, meta)
-    total_clips = int(videos.clips.sum())
-    counts = {"videos": int(len(videos.video_id)), "clips": total_clips,
-              "clip_accuracy": float(stats["z"].mean()) if total_clips else 0.0,
-              "ms_per_clip": float(1000 * seconds.sum() / max(total_clips, 1)),
-              "gflops_per_clip": round(float(np.mean(clips["flops"])) / 1e9, 4) if total_clips else 0.0}
+    counts = _write_cache(store, name, videos, {"logits": outputs["logits"], "features": outputs["features"]}, source,
+                          clip_flops, seconds, meta, None if bins is None else {"sgs_bins": bins})
+    total_clips = counts["clips"]
+    counts.update({"ms_per_clip": float(1000 * seconds.sum() / max(total_clips, 1)),
+                   "gflops_per_clip": round(float(np.mean(clip_flops)) / 1e9, 4) if total_clips else 0.0})
     if bins is not None:
         counts["mean_sgs_bins"] = round(float(bins.mean()), 4) if total_clips else 0.0
     return counts

@@ -16,6 +16,10 @@ the pipeline uses (``video.decode.stream_clips`` with the options extract record
 warm-up decode after the models' warm-up, then after each repeat's model timings the next share of the sample
 (video i after repeat i mod repeats). Stored per video: wall seconds and clips decoded; when the source files
 cannot be reached (moved, on another machine) or no longer decode as extract did, the reason instead.
+
+Beside the times, every model's FLOPs per clip (:mod:`condi_pipe.models.flops`, counted once on one stored clip
+after the timing), so the report costs methods in GFLOPs per video too. A folder timed before FLOPs were counted
+gets them from a re-run that is otherwise a no-op (counting needs no timing).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from condi_pipe.compute.torch_runtime import (
 )
 from condi_pipe.methods.registry import method_names
 from condi_pipe.methods.video_time import robust_summary
+from condi_pipe.models.flops import clip_flops
 from condi_pipe.pipeline.options import OptionTable, check_fields, field_like, option
 from condi_pipe.pipeline.stage import StageError, define_stage, stage_run
 from condi_pipe.stages.score import student_ref
@@ -307,6 +312,18 @@ def measure(store: Store, models: list[TimedModel], clips: np.ndarray, repeats: 
     return seconds
 
 
+def count_flops(models: list[TimedModel], clips: np.ndarray) -> list[model_timings.ModelFlops]:
+    """Every model's FLOPs on one of ``clips`` (stored uint8 (B, T, H, W, 3)), built on the "meta" device: the
+    counts depend only on the architecture and the clip's shape."""
+    _, frames, height, width, _ = clips.shape
+    counted = []
+    for entry in models:
+        flops = clip_flops(entry.ref.build(device="meta"), (1, 3, frames, height, width))
+        counted.append(model_timings.ModelFlops(entry.key, entry.ref.name, entry.ref.width, entry.ref.weights_sha256,
+                                                flops.flops, flops.input_shape))
+    return counted
+
+
 def _config(request: TimeModelsRequest, models: list[TimedModel], batches: int) -> dict:
     return {"teacher": request.teacher, "models": [entry.describe() for entry in models], "repeats": request.repeats,
             "batches": batches, "max_batch": MAX_BATCH, "device": request.device, "threads": request.threads,
@@ -334,6 +351,11 @@ def time_models(
         force = True
     with stage_run(store, TIME_MODELS, config, force=force, record_key=key, log=log) as run:
         if run.skip:
+            if model_timings.read_flops(store, request.teacher) is None:  # timed before FLOPs were counted
+                flops = count_flops(models, clips)
+                model_timings.write_flops(store, request.teacher, flops)
+                log(f"time-models {request.teacher}: added FLOPs per clip to the earlier timings: "
+                    + ", ".join(f"{f.model} {f.flops_per_clip / 1e9:.3g} GFLOPs/clip" for f in flops))
             return run.previous.get("counts", {})
         runtime = RuntimeOptions(device=request.device, threads=request.threads)
         threads = configure_threads(runtime, 1)
@@ -342,6 +364,7 @@ def time_models(
         seconds = measure(store, models, clips, request.repeats, decode)
         took = time.perf_counter() - started
         decoded = decode.result()
+        flops = count_flops(models, clips)
         summary = robust_summary(seconds)
         rows = [{"model": entry.key, "batch": b + 1, "median_s": float(summary.median[m, b]),
                  "min_s": float(summary.minimum[m, b]), "iqr_s": float(summary.iqr[m, b]), "repeats": request.repeats}
@@ -353,12 +376,13 @@ def time_models(
                 "percentile)", "order": "after one warm-up pass: per repeat, per batch size, every model in turn, "
                 "the order rotated by one model per repeat", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "seconds": round(took, 3), "clips": source, "models": [entry.describe() for entry in models]}
-        model_timings.write_timings(store, request.teacher, rows, meta, decoded)
+        model_timings.write_timings(store, request.teacher, rows, meta, decoded, flops)
         largest = len(clips)
         per_clip = {entry.key: 1000 * float(summary.median[m, -1]) / largest for m, entry in enumerate(models)}
         decode_per_clip = decoded.seconds_per_clip
         counts = {"models": len(models), "batches": largest, "repeats": request.repeats, "seconds": round(took, 2),
                   "teacher_ms_per_clip": round(per_clip[models[0].key], 3),
+                  "teacher_gflops_per_clip": round(flops[0].flops_per_clip / 1e9, 4),
                   "decode_ms_per_clip": round(1000 * decode_per_clip, 3) if decode_per_clip is not None else None}
         run.done(counts)
     students = ", ".join(f"{key.split('/', 1)[1]} {ms:.2f}" for key, ms in list(per_clip.items())[1:])

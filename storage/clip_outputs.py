@@ -5,6 +5,9 @@
 - ``clips.parquet``: one row per clip, the columns the report reads (predictions, z, ranking scores)
 - ``videos.parquet``: one row per video: clip count and the measured model time for its clips as one batch
 - ``meta.json``: model, weights, device name, thread count, dtype
+
+A clip-level score run also keeps its student's outputs on the validation part carved from train:
+``validation_clips.parquet`` (the columns of ``clips.parquet``) and ``validation_logits.zarr``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ VIDEOS = "videos.parquet"
 META = "meta.json"
 ROWS_PER_CHUNK = 4096
 SCORE_CLIP_COLUMNS = tuple(tables.SCORE_CLIPS_SCHEMA.names)
+VALIDATION_PREFIX = "validation_"  # a score run's outputs on its student's validation part, beside the eval split's
 
 
 def teacher_folder(name: str) -> str:
@@ -39,8 +43,9 @@ def scores_folder(run: str) -> str:
 
 
 def write_outputs(store: Store, folder: str, arrays: dict[str, np.ndarray], clips: pa.Table, videos: pa.Table,
-                  meta: dict) -> None:
-    """Write a complete output folder; ``meta.json`` goes last and marks it complete."""
+                  meta: dict, other_tables: Mapping[str, pa.Table] | None = None) -> None:
+    """Write a complete output folder (``other_tables``: more Parquet files by name); ``meta.json`` goes last and
+    marks it complete."""
     import zarr
 
     store.remove(folder, META)
@@ -54,6 +59,8 @@ def write_outputs(store: Store, folder: str, arrays: dict[str, np.ndarray], clip
             array[...] = values
     store.write_table(posixpath.join(folder, CLIPS), clips)
     store.write_table(posixpath.join(folder, VIDEOS), videos)
+    for name, table in (other_tables or {}).items():
+        store.write_table(posixpath.join(folder, name), table)
     store.write_json(posixpath.join(folder, META), meta)
 
 
@@ -67,11 +74,37 @@ def write_teacher_cache(store: Store, name: str, arrays: dict[str, np.ndarray], 
 
 
 def write_score_run(store: Store, run: str, arrays: dict[str, np.ndarray], clips: Mapping[str, object],
-                    videos: Mapping[str, object], meta: dict) -> None:
+                    videos: Mapping[str, object], meta: dict,
+                    validation: tuple[dict[str, np.ndarray], Mapping[str, object]] | None = None) -> None:
     """``scores/<run>/``: ``clips`` and ``videos`` are column arrays of SCORE_CLIPS_SCHEMA and OUTPUT_VIDEOS_SCHEMA
-    (plus ``pred`` and ``k`` for a video-level student, whose clips table is empty)."""
+    (plus ``pred`` and ``k`` for a video-level student, whose clips table is empty). ``validation``: (arrays, clip
+    columns) of the student's validation part, kept beside them as ``validation_clips.parquet`` (SCORE_CLIPS_SCHEMA)
+    and ``validation_<array>.zarr``."""
+    others = {}
+    if validation is not None:
+        validation_arrays, validation_clips = validation
+        arrays = {**arrays, **{VALIDATION_PREFIX + name: values for name, values in validation_arrays.items()}}
+        others[VALIDATION_PREFIX + CLIPS] = tables.table_from_columns(validation_clips, tables.SCORE_CLIPS_SCHEMA)
     write_outputs(store, scores_folder(run), arrays, tables.table_from_columns(clips, tables.SCORE_CLIPS_SCHEMA),
-                  tables.table_from_columns(videos, tables.OUTPUT_VIDEOS_SCHEMA, tables.SCORE_VIDEO_LEVEL), meta)
+                  tables.table_from_columns(videos, tables.OUTPUT_VIDEOS_SCHEMA, tables.SCORE_VIDEO_LEVEL), meta,
+                  others)
+
+
+def has_validation_scores(store: Store, folder: str) -> bool:
+    """Whether the score run ``folder`` keeps its outputs on its student's validation part (runs scored before
+    ``score`` kept them, and runs whose student carved none, do not)."""
+    return is_complete(store, folder) and store.exists(posixpath.join(folder, VALIDATION_PREFIX + CLIPS))
+
+
+def read_validation_clips(store: Store, folder: str, columns: list[str] | None = None) -> pa.Table:
+    """``validation_clips.parquet`` of a score run: the validation clips' rows, as ``clips.parquet``'s."""
+    _check(store, folder)
+    return store.read_table(posixpath.join(folder, VALIDATION_PREFIX + CLIPS), columns=columns)
+
+
+def read_validation_array(store: Store, folder: str, name: str) -> np.ndarray:
+    """``validation_<name>.zarr`` of a score run, rows aligned with ``validation_clips.parquet``."""
+    return read_array(store, folder, VALIDATION_PREFIX + name)
 
 
 def is_complete(store: Store, folder: str) -> bool:
@@ -81,6 +114,12 @@ def is_complete(store: Store, folder: str) -> bool:
 def _check(store: Store, folder: str) -> None:
     if not is_complete(store, folder):
         raise StoreError(f"{store.path(folder)}: no complete outputs here (run the stage that writes them)")
+
+
+def has_array(store: Store, folder: str, name: str) -> bool:
+    """Whether the complete output folder ``folder`` holds ``<name>.zarr`` (a teacher cache imported from a logits
+    file has no ``features``)."""
+    return is_complete(store, folder) and store.exists(posixpath.join(folder, f"{name}.zarr"))
 
 
 def read_meta(store: Store, folder: str) -> dict:

@@ -7,14 +7,19 @@
 - ``meta.json``: device, threads, repeats, when, and every model with its weights digest; ``decode``: how the
   decoding was sampled and timed, with ``skipped`` (why nothing was timed, e.g. the source files are gone) or
   null. Timings written before decoding was timed have no ``decode`` entry: decode time unknown. Written last, so
-  its presence marks the folder complete.
+  its presence marks the folder complete;
+- ``flops.parquet``: one row per timed model: ``model`` (as in ``timings.parquet``), ``architecture``, ``width``,
+  ``weights_sha256`` (the weights timed, as in ``meta.json``), ``flops_per_clip`` (``models.flops``: one clip,
+  a multiply-add = 2 FLOPs) and ``frames`` / ``height`` / ``width_px`` (the network input it was counted at). Timings
+  written before FLOPs were counted have none (:func:`read_flops` gives None); ``time-models`` adds them to such a
+  folder without re-timing.
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +31,7 @@ TIMINGS_ROOT = "timings"
 TABLE = "timings.parquet"
 META = "meta.json"
 DECODE_TABLE = "decode.parquet"
+FLOPS_TABLE = "flops.parquet"
 
 SCHEMA = pa.schema([
     ("model", pa.string()),
@@ -43,6 +49,30 @@ DECODE_SCHEMA = pa.schema([
     ("clips", pa.int64()),
     ("seconds", pa.float64()),
 ])
+
+
+FLOPS_SCHEMA = pa.schema([
+    ("model", pa.string()),
+    ("architecture", pa.string()),
+    ("width", pa.float64()),  # null: an architecture without a width multiplier
+    ("weights_sha256", pa.string()),
+    ("flops_per_clip", pa.int64()),
+    ("frames", pa.int32()),
+    ("height", pa.int32()),
+    ("width_px", pa.int32()),
+])
+
+
+@dataclass(frozen=True)
+class ModelFlops:
+    """FLOPs of one clip through a timed model, and the network input (frames, height, width) counted."""
+
+    model: str  # ``teacher/<name>`` or ``scores/<run>``
+    architecture: str
+    width: float | None
+    weights_sha256: str | None
+    flops_per_clip: int
+    input_shape: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -83,12 +113,15 @@ def run_key(run: str) -> str:
 
 
 def write_timings(store: Store, teacher: str, rows: Iterable[Mapping], meta: dict,
-                  decode: DecodeTimings | None = None) -> None:
-    """Replace ``timings/<teacher>/`` with ``rows`` (dicts with SCHEMA's columns), ``meta`` and ``decode`` (None:
-    decoding not timed, read back as unknown)."""
+                  decode: DecodeTimings | None = None, flops: Sequence[ModelFlops] | None = None) -> None:
+    """Replace ``timings/<teacher>/`` with ``rows`` (dicts with SCHEMA's columns), ``meta``, ``decode`` (None:
+    decoding not timed, read back as unknown) and ``flops`` (None: not counted, read back as unknown)."""
     folder = timings_folder(teacher)
     store.remove(folder, META)
     store.remove(folder, DECODE_TABLE)  # an earlier run's sample must not outlive this run's meta
+    store.remove(folder, FLOPS_TABLE)  # nor its counts
+    if flops is not None:
+        write_flops(store, teacher, flops)
     rows = list(rows)
     table = pa.Table.from_pydict({name: [row[name] for row in rows] for name in SCHEMA.names}, schema=SCHEMA)
     store.write_table(posixpath.join(folder, TABLE), table)
@@ -134,6 +167,32 @@ def read_decode_timings(store: Store, teacher: str) -> DecodeTimings | None:
     return DecodeTimings(table.column("video_id").to_numpy().astype(np.int64), tuple(table.column("path").to_pylist()),
                          table.column("clips").to_numpy().astype(np.int64),
                          table.column("seconds").to_numpy().astype(np.float64), how)
+
+
+def write_flops(store: Store, teacher: str, flops: Sequence[ModelFlops]) -> None:
+    """Write ``timings/<teacher>/flops.parquet`` (replacing it): one row per model."""
+    columns = {"model": [f.model for f in flops], "architecture": [f.architecture for f in flops],
+               "width": [f.width for f in flops], "weights_sha256": [f.weights_sha256 for f in flops],
+               "flops_per_clip": [int(f.flops_per_clip) for f in flops],
+               "frames": [int(f.input_shape[0]) for f in flops], "height": [int(f.input_shape[1]) for f in flops],
+               "width_px": [int(f.input_shape[2]) for f in flops]}
+    store.write_table(posixpath.join(timings_folder(teacher), FLOPS_TABLE),
+                      pa.Table.from_pydict(columns, schema=FLOPS_SCHEMA))
+
+
+def read_flops(store: Store, teacher: str) -> dict[str, ModelFlops] | None:
+    """{model: its FLOPs per clip} stored beside ``timings/<teacher>/``; None when not counted (no timings, or
+    timings written before FLOPs were counted)."""
+    folder = timings_folder(teacher)
+    if not store.exists(folder, FLOPS_TABLE):
+        return None
+    table = store.read_table(posixpath.join(folder, FLOPS_TABLE))
+    missing = [name for name in FLOPS_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise StoreError(f"{store.path(folder, FLOPS_TABLE)}: missing column(s) {', '.join(missing)}")
+    return {row["model"]: ModelFlops(row["model"], row["architecture"], row["width"], row["weights_sha256"],
+                                     int(row["flops_per_clip"]), (row["frames"], row["height"], row["width_px"]))
+            for row in table.to_pylist()}
 
 
 def curves(table: pa.Table) -> dict[str, dict[str, list]]:

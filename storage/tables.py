@@ -120,7 +120,11 @@ def table_from_columns(columns: Mapping[str, object], schema: pa.Schema,
 
 
 def _column_array(values: object, dtype: pa.DataType) -> pa.Array:
-    """Numeric columns cast with NumPy's rules (as ``astype``), others (strings) converted as they are."""
+    """Numeric columns cast with NumPy's rules (as ``astype``), others (strings) converted as they are; None in a
+    numeric column is a null (unknown: a teacher imported from a file has no FLOPs)."""
     if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-        return pa.array(np.asarray(values).astype(dtype.to_pandas_dtype(), copy=False), dtype)
+        array = np.asarray(values)
+        if array.dtype == object:
+            return pa.array(array.tolist(), dtype)
+        return pa.array(array.astype(dtype.to_pandas_dtype(), copy=False), dtype)
     return pa.array(list(values) if isinstance(values, np.ndarray) else values, dtype)

@@ -1,9 +1,17 @@
 """Shared pytest fixtures, in sections by topic. Tests run with ``--import-mode=importlib``, so shared helpers
-live here as fixtures rather than in an importable module."""
+live here as fixtures rather than in an importable module.
+
+The suite runs on pytest-xdist workers (``addopts`` in pyproject.toml), a test file to a worker. The expensive
+session fixtures below are built once per run, not once per worker: :func:`shared_folder` builds them in a folder
+every worker of the run sees, under a file lock."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +24,6 @@ from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
 
 def _run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    import os
     import sys
 
     return subprocess.run([sys.executable, "-m", "condi_pipe.cli", *args], env={**os.environ, **(env or {})},
@@ -30,16 +37,47 @@ def _fingerprint(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _run_folder(tmp_path_factory) -> Path:
+    """The folder this test run's workers share: the run's base temporary folder (under xdist each worker's own
+    base is a folder inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def shared_folder(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """``<run folder>/shared/<name>``, made by ``build(folder)`` once per test run: the first worker to ask builds
+    it while holding the folder's lock, the others wait for it and reuse it. Fixtures built this way are read-only
+    for tests (they copy before writing), as they are without workers."""
+    root = _run_folder(tmp_path_factory) / "shared"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def build_once(tmp_path_factory):
+    """``build_once(name, build) -> Path``: :func:`shared_folder` for the conftests below this one."""
+    return lambda name, build: shared_folder(tmp_path_factory, name, build)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def machine_runtime_cache(tmp_path_factory):
     """This session's cache of runtime choices (``storage.runtime_choices``), in place of the user's: every store
     the tests make computes a model in one runtime, and nothing outside the session is read or written. Set in
     the environment, so CLI processes and Dask workers started by the tests share it."""
-    import os
-
     from condi_pipe.storage.runtime_choices import MACHINE_CACHE_ENV
 
-    folder = tmp_path_factory.mktemp("runtime_choices")
+    # one cache for every worker of the run, so that stores built by one worker are computed in the runtime the
+    # others choose (the cache's first writer wins, see storage.runtime_choices)
+    folder = _run_folder(tmp_path_factory) / "runtime_choices"
+    folder.mkdir(exist_ok=True)
     previous = os.environ.get(MACHINE_CACHE_ENV)
     os.environ[MACHINE_CACHE_ENV] = str(folder)
     yield folder
@@ -129,9 +167,10 @@ def synth_root(tmp_path_factory) -> Path:
     """20 embedded-benchmark videos (2 per class, real H.264 files in the UCF-101 layout)."""
     from condi_pipe.video.synth import generate_benchmark
 
-    root = tmp_path_factory.mktemp("synth") / "data"
-    generate_benchmark(root, videos=SYNTH_VIDEOS, seed=7)
-    return root
+    def build(folder: Path) -> None:
+        generate_benchmark(folder / "data", videos=SYNTH_VIDEOS, seed=7)
+
+    return shared_folder(tmp_path_factory, "synth", build) / "data"
 
 
 @pytest.fixture(scope="session")
@@ -141,29 +180,31 @@ def synth_store(synth_root, tmp_path_factory) -> Path:
     from condi_pipe.stages.extract import ExtractRequest, extract
     from condi_pipe.storage.store import Store
 
-    out = tmp_path_factory.mktemp("synth_store") / "store"
-    extract(Store(str(out)), ExtractRequest("ucf101", str(synth_root), clips_per_shard=8), ExecutorOptions(workers=0),
-            quiet=True, log=lambda message: None)
-    return out
+    def build(folder: Path) -> None:
+        extract(Store(str(folder / "store")), ExtractRequest("ucf101", str(synth_root), clips_per_shard=8),
+                ExecutorOptions(workers=0), quiet=True, log=lambda message: None)
+
+    return shared_folder(tmp_path_factory, "synth_store", build) / "store"
 
 
 @pytest.fixture(scope="session")
 def synth_teacher_store(synth_store, tmp_path_factory) -> Path:
     """``synth_store`` plus a random-init ``resnet10_3d_small`` teacher cache (z has both values on the eval
     split). Shared: tests copy it before writing."""
-    import shutil
-
     from condi_pipe.compute.clip_inference import ModelRef
     from condi_pipe.compute.torch_runtime import RuntimeOptions
     from condi_pipe.pipeline.executor import ExecutorOptions
     from condi_pipe.stages.teacher_cache import TeacherCacheRequest, teacher_cache
     from condi_pipe.storage.store import Store
 
-    store_dir = tmp_path_factory.mktemp("synth_teacher") / "store"
-    shutil.copytree(synth_store, store_dir)
-    request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=2), clips_per_group=64)
-    teacher_cache(Store(str(store_dir)), request, ExecutorOptions(workers=0), quiet=True, log=lambda message: None)
-    return store_dir
+    def build(folder: Path) -> None:
+        shutil.copytree(synth_store, folder / "store")
+        request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=2),
+                                      clips_per_group=64)
+        teacher_cache(Store(str(folder / "store")), request, ExecutorOptions(workers=0), quiet=True,
+                      log=lambda message: None)
+
+    return shared_folder(tmp_path_factory, "synth_teacher", build) / "store"
 
 
 def _distill_and_score(store_dir: Path, run: str, loss: str) -> None:
@@ -200,13 +241,12 @@ def synth_scored_store(synth_teacher_store, tmp_path_factory) -> Path:
     """``synth_teacher_store`` plus two one-epoch students scored on the eval split (``distill_and_score``):
     ``conf`` (condi-sr, confidence ranking) and ``ent`` (st-ent, entropy ranking). Shared: tests copy it before
     writing."""
-    import shutil
+    def build(folder: Path) -> None:
+        shutil.copytree(synth_teacher_store, folder / "store")
+        for run, loss in SCORED_RUNS.items():
+            _distill_and_score(folder / "store", run, loss)
 
-    store_dir = tmp_path_factory.mktemp("synth_scored") / "store"
-    shutil.copytree(synth_teacher_store, store_dir)
-    for run, loss in SCORED_RUNS.items():
-        _distill_and_score(store_dir, run, loss)
-    return store_dir
+    return shared_folder(tmp_path_factory, "synth_scored", build) / "store"
 
 
 VALIDATION_VIDEOS = 40
@@ -226,15 +266,17 @@ def validation_teacher_store(tmp_path_factory) -> Path:
     from condi_pipe.storage.store import Store
     from condi_pipe.video.synth import generate_benchmark
 
-    folder = tmp_path_factory.mktemp("validation_store")
-    generate_benchmark(folder / "data", videos=VALIDATION_VIDEOS, seed=7)
-    store = Store(str(folder / "store"))
-    quiet = dict(quiet=True, log=lambda message: None)
-    extract(store, ExtractRequest("ucf101", str(folder / "data"), clips_per_shard=8), ExecutorOptions(workers=0),
-            **quiet)
-    request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=2), clips_per_group=64)
-    teacher_cache(store, request, ExecutorOptions(workers=0), **quiet)
-    return folder / "store"
+    def build(folder: Path) -> None:
+        generate_benchmark(folder / "data", videos=VALIDATION_VIDEOS, seed=7)
+        store = Store(str(folder / "store"))
+        quiet = dict(quiet=True, log=lambda message: None)
+        extract(store, ExtractRequest("ucf101", str(folder / "data"), clips_per_shard=8), ExecutorOptions(workers=0),
+                **quiet)
+        request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=2),
+                                      clips_per_group=64)
+        teacher_cache(store, request, ExecutorOptions(workers=0), **quiet)
+
+    return shared_folder(tmp_path_factory, "validation_store", build) / "store"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,4 +9,5 @@ from condi_pipe.report.tables import sgs  # noqa: F401
 from condi_pipe.report.tables import kinds  # noqa: F401
 from condi_pipe.report.tables import sweep  # noqa: F401
 from condi_pipe.report.tables import pairwise  # noqa: F401  (ConDi against each method of 3)
+from condi_pipe.report.tables import adaptive  # noqa: F401  (adaptive clip budgets against fixed K)
 # isort: on

@@ -29,7 +29,7 @@ def accuracy_table(request: TableRequest) -> ReportTable:
     if methods:
         entries = resolve_methods(inputs, methods, notes=notes)
     else:
-        entries = ["oracle", "random", "equidistant", *inputs.runs]
+        entries = ["oracle", "random", "equidistant", "motion-energy", *inputs.runs]
     entries = [e for e in entries if e != "dense"]
     dense = ev.dense()
     results = evaluate_entries(ev, entries, ks, notes)

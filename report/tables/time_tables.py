@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from condi_pipe.report.cost import cost_front, gflops_notes
 from condi_pipe.report.evaluate import (
     Entry,
     Evaluator,
@@ -30,7 +31,7 @@ from condi_pipe.report.results import ReportRow, ReportTable
 
 # ConDi-SR as published and its student ranked by the context ranking chosen on validation ("+context"), then
 # the baselines
-TABLE3_METHODS = ("condi-sr", "condi-sr+context", "equidistant", "bce-conf", "st-ent")
+TABLE3_METHODS = ("condi-sr", "condi-sr+context", "equidistant", "motion-energy", "bce-conf", "st-ent")
 
 
 @dataclass
@@ -75,10 +76,12 @@ def table3(request: TableRequest) -> ReportTable:
     cells = [[str(k)] + [time_accuracy_cell(by_k.get(k)) for _, by_k in results] for k in k_rows(ks, results)]
     cells.append(["All", time_accuracy_cell(dense)] + [""] * max(len(results) - 1, 0))
     rows = [row for _, by_k in results for row in by_k.values()] + [dense]
+    front = cost_front(rows)  # GFLOPs per video: the Pareto front of every method and K (report.cost)
     return ReportTable(
         "3", f"Table 3: mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', split '{inputs.split}'",
-        tuple(columns), padded_rows(cells, len(columns)), tuple(rows),
-        footer_lines(inputs, rows, runs_of(e for e, _ in results), notes + ["All = Dense: the teacher on every clip."]))
+        tuple(columns), padded_rows(cells, len(columns)), front.rows,
+        footer_lines(inputs, rows, runs_of(e for e, _ in results), notes + ["All = Dense: the teacher on every clip."]
+                     + gflops_notes(inputs, rows) + front.notes), front.series)
 
 
 @register_table("4", summary="ConDi-SR with division", uses_ks=True, plot="accuracy-vs-time")
@@ -123,5 +126,5 @@ def table4(request: TableRequest) -> ReportTable:
         "4", f"Table 4: ConDi-SR with division, mean time per video (top-1 accuracy, %), teacher '{inputs.teacher}', "
              f"split '{inputs.split}'",
         tuple(columns), padded_rows(cells, len(columns)), tuple(rows),
-        footer_lines(inputs, rows, [r for r, _ in results], notes + [rule]))
+        footer_lines(inputs, rows, [r for r, _ in results], notes + [rule] + gflops_notes(inputs, rows)))
 

@@ -176,21 +176,23 @@ def test_every_loss_trains_from_the_cache_and_logs_every_column(loss, distilled)
         round(row["eval_video_accuracy"] * VALIDATION_VIDEOS))
     # Terms a loss does not have stay zero; the ones it has are positive.
     has = {"condi-sr": {"kd", "conf"}, "bce-conf": {"conf"}, "st-ent": {"kd"}, "st-conf": {"conf", "ce"},
-           "trivial-mt": {"kd", "conf", "ce"}, "fewer-frames": {"rep", "kd", "ce"}, "uniform-k": {"ce"}}[loss]
+           "trivial-mt": {"kd", "conf", "ce"}, "fewer-frames": {"rep", "kd", "ce"}, "uniform-k": {"ce"},
+           "sc-sampler": {"ce"}}[loss]
     for term in ("kd", "conf", "ce", "rep"):
         assert (row[f"eval_{term}"] > 0) == (term in has), (term, row[f"eval_{term}"])
     if loss in VIDEO_LOSSES:
         assert math.isnan(row["eval_clip_accuracy"]) and math.isnan(row["eval_auroc"])
         assert row["train_samples"] == FIT_VIDEOS  # videos
     else:
-        assert math.isnan(row["eval_fpr"]) == (loss == "st-ent")
+        assert math.isnan(row["eval_fpr"]) == (loss in ("st-ent", "sc-sampler"))  # FPR of z~: confidence-ranked
         assert row["train_samples"] == FIT_VIDEOS  # one clip per fit video
     assert math.isnan(row["train_lam"]) == (loss not in ("condi-sr", "st-conf", "trivial-mt"))
 
     meta = store.read_json(f"students/{run}/meta.json")
     assert meta["loss"] == loss and meta["teacher"] == TEACHER and meta["width"] == WIDTH
     assert meta["config"]["losses"]["tau"] == 0.9 and meta["config"]["lr_decay"] == 1.25
-    assert meta["ranking"] == {"st-ent": "entropy"}.get(loss, "none" if loss in VIDEO_LOSSES else "confidence")
+    assert meta["ranking"] == {"st-ent": "entropy", "sc-sampler": "max-prob"}.get(
+        loss, "none" if loss in VIDEO_LOSSES else "confidence")
     assert (folder / "weights.pt").exists() and not (folder / "checkpoints").exists()
     # The teacher's features are 128-d, the student's 1024-d: fewer-frames learns and keeps a projection.
     assert (folder / "projection.pt").exists() == (loss == "fewer-frames")

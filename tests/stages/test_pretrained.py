@@ -158,13 +158,11 @@ def test_teacher_cache_calls_the_shipped_teachers_z_labels_honest(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
-    """The recipe on a tiny corpus, twice in separate folders: the same weight bytes, and a card whose held-out
-    accuracy is recomputed here from the teacher cache and the generator's sidecar. The second run starts from a
-    copy of the first one's generated videos (the generator reproduces its bytes in a test of its own,
-    tests/unit/video/test_synth.py) and redoes every other step: extract, teacher-train, teacher-cache, the card."""
-    import shutil
-
+def test_pretrain_command_writes_a_card_and_weights_teacher_cache_accepts(tmp_path):
+    """The recipe on a tiny corpus: a card whose held-out accuracy is recomputed here from the teacher cache and
+    the generator's sidecar, and weights that teacher-cache accepts. The recipe is teacher-train on a generated
+    corpus; that training reproduces its weight bytes is tested in tests/stages/test_teacher_train.py (a resumed run
+    ends with the uninterrupted run's bytes), and the generator's in tests/unit/video/test_synth.py."""
     from condi_pipe.recipes.pretrain import PretrainOptions, pretrain_teacher
     from condi_pipe.storage import clip_outputs, training_artifacts
     from condi_pipe.storage.manifests import eval_split, load_videos, video_paths
@@ -172,14 +170,8 @@ def test_pretrain_command_is_deterministic_and_writes_a_card(tmp_path):
     from condi_pipe.video.synth import read_clip_kinds
 
     options = PretrainOptions(videos=20, seed=11, epochs=1, clips_per_video=1, batch_size=8, eval_every=1)
-    a, b = tmp_path / "a" / "teacher.pt", tmp_path / "b" / "teacher.pt"
+    a = tmp_path / "a" / "teacher.pt"
     card_a = pretrain_teacher(tmp_path / "a" / "work", a, options, quiet=True, log=lambda m: None)
-    shutil.copytree(tmp_path / "a" / "work" / "synth", tmp_path / "b" / "work" / "synth")
-    messages = []
-    card_b = pretrain_teacher(tmp_path / "b" / "work", b, options, quiet=True, log=messages.append)
-    assert not any("already done" in m for m in messages), messages  # only the videos were reused
-    assert a.read_bytes() == b.read_bytes()
-    assert card_a["held_out"] == card_b["held_out"]
     assert json.loads(a.with_suffix(".json").read_text())["weights_sha256"] == card_a["weights_sha256"]
 
     store = Store(str(tmp_path / "a" / "work" / "store"))

@@ -4,6 +4,7 @@ video-level students, idempotent re-runs and resume after SIGKILL."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -23,6 +24,7 @@ from condi_pipe.methods.samplers import equidistant_indices
 from condi_pipe.models import build_model
 from condi_pipe.pipeline.executor import ExecutorOptions
 from condi_pipe.pipeline.stage import StageError
+from condi_pipe.report import build_report
 from condi_pipe.stages.score import ScoreRequest, score
 from condi_pipe.storage import clip_outputs
 from condi_pipe.storage.clip_array import open_clip_array
@@ -166,7 +168,8 @@ def test_sigkill_then_resume_through_dask_matches_the_inline_run(scored, tmp_pat
 def test_the_context_ranking_is_chosen_on_the_students_validation_part(validation_teacher_store, distill_and_score,
                                                                         tmp_path):
     """A student with a validation carve: score judges every context ranking on those videos (the teacher's cached
-    softmax, the student's own outputs) and records the choice; the eval split's clips are all it stores."""
+    softmax, the student's own outputs) and records the choice; clips.parquet holds the eval split's clips, and
+    the validation clips' outputs are kept beside them, where the adaptive table reads them."""
     from condi_pipe.methods.context_rankings import choose_on_validation
     from condi_pipe.methods.metrics import softmax
     from condi_pipe.pipeline.splits import training_splits
@@ -194,3 +197,33 @@ def test_the_context_ranking_is_chosen_on_the_students_validation_part(validatio
     for name, judged in expected["candidates"].items():
         assert record["candidates"][name]["accuracy"] == pytest.approx(judged["accuracy"], abs=1e-9)
     assert not (store_dir / "staging").exists()
+
+    # the validation clips' outputs are kept beside the eval split's, for the report to choose thresholds on
+    folder = clip_outputs.scores_folder("conf")
+    kept = clip_outputs.read_validation_clips(store, folder).to_pandas()
+    assert kept.clip_id.tolist() == validation.clip_ids.tolist() and set(kept.split) == {"validation"}
+    assert meta["validation_scores"]["videos"] == 10 and meta["validation_scores"]["clips"] == len(kept)
+    # the tolerances of the eval split's check above: the stored pass ran in the runtime's layout, this one not
+    np.testing.assert_allclose(clip_outputs.read_validation_array(store, folder, "logits"), out.logits.numpy(),
+                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(kept.rank_score, out.confidence.numpy().ravel(), rtol=1e-3, atol=1e-4)
+
+    # the adaptive table chooses its thresholds on them; a run scored before they were kept gets a note naming
+    # the command that adds them
+    table = build_report(str(store_dir), "adaptive", k=[1, 2])
+    adaptive = [row for row in table.rows if "policy" in row.extra]
+    entries = {row.method.split("@")[0] for row in adaptive}  # ConDi-SR, and its +context variant if chosen
+    assert "condi-sr" in entries and entries <= {"condi-sr", "condi-sr+context"} and len(adaptive) == 8 * len(entries)
+    assert {row.extra["validation"]["videos"] for row in adaptive} == {10}
+    assert all(row.extra["validation"]["mean_teacher_clips"] <= row.extra["target_clips"] for row in adaptive)
+
+    folder = store_dir / "scores" / "conf"  # as scored before the validation part was kept
+    shutil.rmtree(folder / "validation_logits.zarr")
+    (folder / "validation_clips.parquet").unlink()
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["validation_scores"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    table = build_report(str(store_dir), "adaptive", k=[1, 2])
+    assert not [row for row in table.rows if "policy" in row.extra]
+    assert any("scores/conf keeps no validation scores (scored before `score` kept them); re-run `condi-pipe score "
+               "--student conf --force` to add them; no adaptive rows." in line for line in table.footer)

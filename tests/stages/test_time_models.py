@@ -31,7 +31,7 @@ from condi_pipe.stages.time_models import (
     spread_sample,
     time_models,
 )
-from condi_pipe.storage import model_timings
+from condi_pipe.storage import clip_outputs, model_timings
 from condi_pipe.storage.manifests import load_videos, video_paths
 from condi_pipe.storage.run_state import set_stage, stage_record
 from condi_pipe.storage.store import Store
@@ -246,6 +246,54 @@ def test_timings_made_before_decode_timing_read_as_unknown(timed_store, tmp_path
     assert model_timings.read_decode_timings(store, TEACHER) is None
     line = _time_line(build_report(store, "3", k=[1]))
     assert "Decoding is excluded, and not measured for this store (timings/" in line and "ms per clip" not in line
+
+
+def test_flops_per_clip_are_stored_beside_the_timings_and_cost_the_report(timed_store):
+    store = Store(str(timed_store))
+    flops = model_timings.read_flops(store, TEACHER)
+    _, meta = model_timings.read_timings(store, TEACHER)
+    assert {model: count.weights_sha256 for model, count in flops.items()} == {
+        m["model"]: m["weights_sha256"] for m in meta["models"]}
+    teacher = f"teacher/{TEACHER}"
+    # teacher-cache counted its teacher on its own (models.flop_table, clips.parquet 'flops'): the same number
+    cached = clip_outputs.read_clips(store, clip_outputs.teacher_folder(TEACHER), ["flops"]).column("flops")
+    assert set(cached.to_pylist()) == {flops[teacher].flops_per_clip}
+    assert all(0 < count.flops_per_clip < flops[teacher].flops_per_clip for model, count in flops.items()
+               if model != teacher)  # width-0.25 ShuffleNets
+    per_clip = {model: count.flops_per_clip / 1e9 for model, count in flops.items()}
+    clips = load_videos(store, "test").clips
+    report = build_report(store, "3", k=[1, 3], methods=["conf", "ent", "equidistant"])
+    for row in report.rows:
+        to_teacher = clips if row.k is None else np.minimum(row.k, clips)
+        run = row.extra.get("run")
+        student = per_clip[f"scores/{run}"] * clips.mean() if run else 0.0
+        assert row.extra["teacher_gflops"] == pytest.approx(per_clip[teacher] * to_teacher.mean(), rel=1e-12)
+        assert row.extra["student_gflops"] == pytest.approx(student, rel=1e-12)
+        assert row.extra["gflops_per_video"] == pytest.approx(student + per_clip[teacher] * to_teacher.mean(),
+                                                              rel=1e-12)
+    assert any(row.extra["pareto_front"] for row in report.rows)
+    assert any(line.startswith("Note: Pareto front of accuracy against GFLOPs per video") for line in report.footer)
+
+
+def test_timings_made_before_flops_were_counted_get_them_from_a_rerun_that_times_nothing(timed_store, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(timed_store, store_dir)
+    store = Store(str(store_dir))
+    counted = model_timings.read_flops(store, TEACHER)
+    timings, _ = model_timings.read_timings(store, TEACHER)
+    store.remove(model_timings.timings_folder(TEACHER), model_timings.FLOPS_TABLE)  # as time-models left it before
+    report = build_report(store, "3", k=[1])
+    assert all(row.extra["gflops_per_video"] is None for row in report.rows)
+    assert [line for line in report.footer if "GFLOPs" in line] == [
+        f"Note: GFLOPs per video: not counted for this store (timings/{TEACHER}/flops.parquet is absent: timed "
+        f"before `condi-pipe time-models` counted FLOPs, or never timed); `condi-pipe time-models --teacher "
+        f"{TEACHER}` adds them without re-timing. JSON gflops_per_video: null."]
+    messages: list[str] = []
+    time_models(store, TimeModelsRequest(TEACHER, repeats=REPEATS, threads=2), quiet=True, log=messages.append)
+    assert any("already done" in m for m in messages) and any("added FLOPs per clip" in m for m in messages)
+    assert model_timings.read_flops(store, TEACHER) == counted
+    assert model_timings.read_timings(store, TEACHER)[0].equals(timings)  # nothing re-timed
+    assert all(row.extra["gflops_per_video"] > 0 for row in build_report(store, "3", k=[1]).rows)
 
 
 def test_a_source_that_no_longer_decodes_as_extract_did_is_not_timed(tiny_videos):

@@ -29,9 +29,11 @@ def test_ci_runs_the_readme_test_command():
     ci_lines = _ci_lines()
     assert ci_lines[0] == commands[1], "CI's first command is the README's test command, verbatim"
     assert [ln.split("  #")[0] for ln in ci_lines[1:]] == [
+        'VIDEOS=20 EPOCHS=1 bash bench/gpu_check.sh "$(mktemp -d)"',
         ".venv/bin/lint-imports",
         '.venv/bin/pip install \'.[docs]\' && .venv/bin/mkdocs build --strict -d "$(mktemp -d)"',
-    ], "after the tests, CI only checks the layer contract and builds the documentation site, warnings as errors"
+    ], ("after the tests, CI only runs the GPU check at CI size, checks the layer contract and builds the documentation "
+        "site, warnings as errors")
     assert "set -euo pipefail" in (ROOT / ".ci" / "run").read_text().splitlines()
 
 

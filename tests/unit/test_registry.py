@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from condi_pipe.methods.adaptive_budgets import STOPPING_RULES, register_stopping_rule
 from condi_pipe.methods.context_rankings import CONTEXT_RANKINGS, register_context_ranking
 from condi_pipe.methods.registry import METHODS, register_method
 from condi_pipe.models import MODELS, register_model
@@ -132,11 +133,13 @@ BUILTINS = {
                 "resnet10_3d_motion_tiny", "resnet10_3d_motion_skim", "shufflenetv2_3d", "mobilenetv2_3d")),
     "methods": ("import condi_pipe.methods as p; names = p.method_names(); "
                 "assert 'torch' not in sys.modules, 'torch was imported'",
-                ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "fewer-frames", "uniform-k")),
+                ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "fewer-frames", "uniform-k", "sc-sampler")),
     "tables": ("import condi_pipe.report as p; names = p.table_names()",
-               ("3", "4", "accuracy", "oracle", "confidence", "sgs", "kinds", "sweep", "pairwise")),
+               ("3", "4", "accuracy", "oracle", "confidence", "sgs", "kinds", "sweep", "pairwise", "adaptive")),
     "context rankings": ("import condi_pipe.methods.context_rankings as p; names = p.CONTEXT_RANKINGS.names()",
                          ("consensus", "z-consensus")),
+    "stopping rules": (("import condi_pipe.methods.adaptive_budgets as p; names = p.STOPPING_RULES.names(); "
+                        "assert 'torch' not in sys.modules, 'torch was imported'"), ("z-threshold", "confident-mean")),
     "sources": ("import condi_pipe.video.sources as p; names = p.SOURCES.names()",
                 ("ucf101", "hmdb51", "kinetics", "ssv2", "folder", "csv")),
 }
@@ -162,6 +165,8 @@ DUPLICATES = {
     "tables": (TABLES, "3", lambda: register_table("3", summary="again")(_noop)),
     "context rankings": (CONTEXT_RANKINGS, "consensus",
                          lambda: register_context_ranking("consensus", needs_confidence=False)(_noop)),
+    "stopping rules": (STOPPING_RULES, "z-threshold", lambda: register_stopping_rule(
+        "z-threshold", statistic="again", continue_while="below", decision_values=_noop)(_noop)),
     "sources": (SOURCES, "ucf101", lambda: SOURCES.register("ucf101")(_noop)),
 }
 

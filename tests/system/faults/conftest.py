@@ -1,6 +1,6 @@
 """Fixtures for the fault-injection tests: a dataset that holds the foundation issue's bad-input corpus beside
 good videos, and a store built from it by the CLI through every stage (the baseline the faults are judged
-against)."""
+against; the tests kill and resume stages in processes of their own)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from click.testing import CliRunner
 
+from condi_pipe.cli import main as cli
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
 TEACHER = "resnet10_3d_small"
@@ -48,24 +51,30 @@ def bad_inputs() -> tuple:
 
 
 @pytest.fixture(scope="session")
-def corpus_root(synth_root, tmp_path_factory) -> Path:
+def corpus_root(synth_root, build_once) -> Path:
     """The 20 synth videos plus every bad input, listed in the UCF-101 split files like the good ones."""
-    root = tmp_path_factory.mktemp("corpus") / "data"
-    shutil.copytree(synth_root, root)
-    good_video = next(root.rglob("*.mp4"))
-    for folder, name, split, how, *_ in BAD_INPUTS:
-        _make_bad_file(root / folder / name, how, good_video)
-        with open(root / f"{split}list01.txt", "a") as fh:
-            fh.write(f"{folder}/{name}" + (" 1\n" if split == "train" else "\n"))
-    return root
+
+    def build(folder: Path) -> None:
+        root = folder / "data"
+        shutil.copytree(synth_root, root)
+        good_video = next(root.rglob("*.mp4"))
+        for class_folder, name, split, how, *_ in BAD_INPUTS:
+            _make_bad_file(root / class_folder / name, how, good_video)
+            with open(root / f"{split}list01.txt", "a") as fh:
+                fh.write(f"{class_folder}/{name}" + (" 1\n" if split == "train" else "\n"))
+
+    return build_once("corpus", build) / "data"
 
 
 @pytest.fixture(scope="session")
-def pipeline_store(corpus_root, tmp_path_factory, run_cli) -> Path:
+def pipeline_store(corpus_root, build_once) -> Path:
     """extract -> teacher-cache (random-init teacher) -> distill (1 epoch) -> score, and teacher-train (2 epochs)
-    of another teacher, each through the CLI in one process with one thread, so reruns elsewhere can be compared
-    byte for byte."""
-    store = tmp_path_factory.mktemp("faults") / "store"
+    of another teacher, each through the CLI (in this process: ``CliRunner``) with no workers and one thread, so
+    reruns elsewhere can be compared byte for byte."""
+    return build_once("faults", lambda folder: _run_pipeline(corpus_root, folder / "store")) / "store"
+
+
+def _run_pipeline(corpus_root: Path, store: Path) -> None:
     steps = [
         ("extract", "--source", "ucf101", "--root", str(corpus_root), "--clips-per-shard", "8", "--workers", "0"),
         ("teacher-cache", "--teacher", TEACHER, "--random-init", "--clips-per-group", "16", "--threads", "1",
@@ -73,11 +82,15 @@ def pipeline_store(corpus_root, tmp_path_factory, run_cli) -> Path:
         ("distill", "--loss", "condi-sr", "--student", "shufflenetv2_3d", "--width", "0.25", "--name", STUDENT_RUN,
          "--teacher", TEACHER, "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1", "--threads", "1"),
         ("score", "--student", STUDENT_RUN, "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
-        # another architecture, so its trained weights do not replace the random-init teacher above
-        ("teacher-train", "--teacher", "resnet10_3d_motion", "--epochs", "2", "--batch-size", "8",
+        # another architecture (the cheapest registered one), so its trained weights do not replace the random-init
+        # teacher above
+        ("teacher-train", "--teacher", "resnet10_3d_motion_skim", "--epochs", "2", "--batch-size", "8",
          "--clips-per-video", "1", "--threads", "1"),
     ]
-    for command, *args in steps:
-        result = run_cli(command, *args, "--store", str(store), "--quiet")
-        assert result.returncode == 0, f"{command}: {result.stderr}"
-    return store
+    threads = torch.get_num_threads()
+    try:
+        for command, *args in steps:
+            result = CliRunner().invoke(cli, [command, *args, "--store", str(store), "--quiet"])
+            assert result.exit_code == 0, f"{command}: {result.output} {result.exception!r}"
+    finally:
+        torch.set_num_threads(threads)  # --threads 1 set it for this whole process

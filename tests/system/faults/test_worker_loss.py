@@ -18,11 +18,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cluster_losing_a_worker(start_dask_cluster):
+def own_dask_cluster(start_dask_cluster):
+    """``start_dask_cluster`` for this test alone: its clusters are closed when the test ends (an idle cluster left
+    for the rest of the session would keep taking CPU from the tests after it)."""
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(start_dask_cluster(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_losing_a_worker(own_dask_cluster):
     """A healthy worker and one that dies on its ``n``-th task (no nanny, so it stays dead)."""
 
     def start(n: int = 1):
-        return start_dask_cluster([None, {KILL_ENV: f"{WORKER_TASK}:{n}"}])
+        return own_dask_cluster([None, {KILL_ENV: f"{WORKER_TASK}:{n}"}])
 
     return start
 
@@ -83,7 +98,7 @@ def test_model_stages_survive_a_killed_worker(stage, cluster_losing_a_worker, pi
     assert verify_store(ensure_store(str(store))) == []  # what `condi-pipe verify` checks
 
 
-def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(start_dask_cluster, pipeline_store, tmp_path,
+def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(own_dask_cluster, pipeline_store, tmp_path,
                                                              fingerprint):
     """Teacher tasks for a CUDA device ask for ``GPU=1``: a worker started without that resource never gets one
     (here it would kill itself on its first task). On this CPU machine the tasks ask explicitly."""
@@ -95,7 +110,7 @@ def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(start_dask_cluster,
 
     assert ExecutorOptions().for_device("cuda:1").resources == {"GPU": 1}
     assert ExecutorOptions().for_device("cpu").resources is None
-    cluster = start_dask_cluster([{KILL_ENV: f"{WORKER_TASK}:1"}, None], [[], ["--resources", "GPU=1"]])
+    cluster = own_dask_cluster([{KILL_ENV: f"{WORKER_TASK}:1"}, None], [[], ["--resources", "GPU=1"]])
     store = tmp_path / "store"
     shutil.copytree(pipeline_store, store)
     request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=1), clips_per_group=16)

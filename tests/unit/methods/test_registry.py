@@ -18,7 +18,7 @@ from condi_pipe.app.run_config import ConfigError, DistillSection, load_run_conf
 from condi_pipe.cli import main as cli
 from condi_pipe.methods.catalogue import ClipBatch, LossContext, VideoBatch
 from condi_pipe.methods.losses import BudgetLambda, st_ent_loss
-from condi_pipe.methods.metrics import softmax_entropy
+from condi_pipe.methods.metrics import softmax, softmax_entropy
 from condi_pipe.methods.registry import (
     clip_methods,
     get_method,
@@ -138,15 +138,17 @@ def test_unregister_returns_the_method_and_refuses_unknown_names():
 
 
 def test_the_builtin_methods_keep_their_names_order_and_identity():
-    assert method_names() == ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "fewer-frames", "uniform-k")
-    assert method_names("clip") == ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt")
+    assert method_names() == ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "fewer-frames", "uniform-k",
+                              "sc-sampler")
+    assert method_names("clip") == ("condi-sr", "bce-conf", "st-ent", "st-conf", "trivial-mt", "sc-sampler")
     assert method_names(level="video") == ("fewer-frames", "uniform-k")
     assert {m.name: m.display for m in list_methods()} == {
         "condi-sr": "ConDi-SR", "bce-conf": "BCE-Conf", "st-ent": "ST-Ent", "st-conf": "ST-Conf",
-        "trivial-mt": "Trivial-MT", "fewer-frames": "Fewer-frames", "uniform-k": "Uniform-k"}
+        "trivial-mt": "Trivial-MT", "fewer-frames": "Fewer-frames", "uniform-k": "Uniform-k",
+        "sc-sampler": "SCSampler"}
     assert {m.name: m.ranking for m in list_methods()} == {
         "condi-sr": "confidence", "bce-conf": "confidence", "trivial-mt": "confidence", "st-conf": "confidence",
-        "st-ent": "entropy", "fewer-frames": None, "uniform-k": None}
+        "st-ent": "entropy", "fewer-frames": None, "uniform-k": None, "sc-sampler": "max-prob"}
     assert [m.name for m in list_methods() if m.needs_confidence_head] == [
         "condi-sr", "bce-conf", "st-conf", "trivial-mt"]
     assert DistillSection().losses == ["condi-sr", "bce-conf", "st-ent", "st-conf"]
@@ -190,8 +192,12 @@ def test_each_builtin_method_trains_and_ranks_as_registered(name):
         terms, weight = method.loss(_clip_batch(confidence=True), context)
         if not method.needs_confidence_head:  # a student without a confidence head can train it
             method.loss(_clip_batch(confidence=False), context)
-        expected = confidence if method.ranking == "confidence" else -softmax_entropy(logits)
-        np.testing.assert_array_equal(method.rank_scores(logits, confidence), expected)
+        scores = method.rank_scores(logits, confidence)
+        if method.ranking == "max-prob":  # SCSampler's saliency: the largest softmax probability, as its log
+            np.testing.assert_allclose(scores, np.log(softmax(logits, axis=1).max(axis=1)), rtol=1e-12, atol=0)
+        else:
+            expected = confidence if method.ranking == "confidence" else -softmax_entropy(logits)
+            np.testing.assert_array_equal(scores, expected)
         assert "alpha_rep" not in DistillRequest(name, STUDENT, "t").config()["losses"]
         assert default_run_name(name, STUDENT, None, 3) == f"{name}-{STUDENT}"
     assert torch.isfinite(terms.total) and terms.total.requires_grad
@@ -208,6 +214,7 @@ def test_confidence_ranked_methods_need_the_confidence_logits():
 
 def test_the_registry_does_not_load_torch():
     """The CLI's choices and the report read the registry; torch loads only with the losses."""
-    code = ("import sys, condi_pipe.methods.registry as r; assert len(r.method_names()) == 7; "
+    code = ("import sys, condi_pipe.methods.registry as r; "
+            "assert {'condi-sr', 'uniform-k', 'sc-sampler'} <= set(r.method_names()); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
