@@ -176,8 +176,8 @@ def models(num_classes, as_json):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here instead of stdout.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG figure here (table 3 with GFLOPs per video: also accuracy against GFLOPs, "
-                   "beside it as <name>-gflops.png).")
+              help="Also write a PNG figure here (tables 3 and adaptive with GFLOPs per video: also accuracy "
+                   "against GFLOPs, beside it as <name>-gflops.png).")
 @click.option("--teacher-time", type=click.Choice(TEACHER_TIME), default="auto",
               show_default=True,
               help="How models are costed: side-by-side: every model's curve from `condi-pipe time-models` (what auto "
@@ -211,7 +211,7 @@ def report(stores, table, teacher, split, k_values, ks_values, methods, fmt, out
         click.echo(f"report: wrote table {table} to {out}", err=True)
     else:
         click.echo(text, nl=False)
-    if plot:  # Table 3 with GFLOPs per video: also accuracy against GFLOPs, beside it (<plot>-gflops.png)
+    if plot:  # Tables 3 and adaptive with GFLOPs per video: also accuracy against GFLOPs (<plot>-gflops.png)
         for path in plot_figures(result, plot):
             click.echo(f"report: wrote {path}", err=True)
 

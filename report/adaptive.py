@@ -17,6 +17,10 @@ their K clips as one batch.
 the two neighbouring K (K_lo for a share 1 - w of videos, K_lo + 1 for w), whose expected correctness on video v is
 (1 - w) c_lo(v) + w c_hi(v). The paired bootstrap of :mod:`condi_pipe.methods.statistics` compares the adaptive
 row's per-video correctness with that mix, at equal mean teacher clips and, likewise, at equal mean time per video.
+
+**GFLOPs.** Where ``time-models`` counted FLOPs, an adaptive row costs the student on all N clips of each video plus
+the teacher on the j clips that video sent (:func:`condi_pipe.report.cost.sent_gflops`), mean over the videos;
+sending them one at a time costs time, not FLOPs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from condi_pipe.methods.adaptive_budgets import (
 from condi_pipe.methods.context_rankings import get_context_ranking
 from condi_pipe.methods.statistics import paired_bootstrap_ci
 from condi_pipe.methods.video_time import TimeBreakdown, chunked_batch_seconds, curve_seconds, timed
+from condi_pipe.report.cost import sent_gflops
 from condi_pipe.report.evaluate import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -198,6 +203,8 @@ def evaluate_adaptive(ev: Evaluator, dense: ReportRow, run: ScoreRunOutputs, ks:
                 "validation": {"videos": choice.videos, "mean_teacher_clips": choice.mean_clips,
                                "accuracy": 100.0 * float((on_validation.predictions == validation_labels).mean())},
                 **parts,
+                # the student on all N clips + the teacher on the clips each video sent, mean over videos
+                **sent_gflops(inp, run.run, selection.clips),
             }
             if rule == "z-threshold" and run.context_ranking is None and confidence_ranked:
                 extra["threshold_z"] = float(0.5 * (1.0 + np.tanh(choice.threshold / 2.0)))  # its z~: sigmoid(t)

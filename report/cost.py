@@ -1,10 +1,11 @@
-"""GFLOPs per video of the report's rows, and Table 3's Pareto front of accuracy against GFLOPs.
+"""GFLOPs per video of the report's rows, and the Pareto front of accuracy against GFLOPs (Table 3, adaptive).
 
 Each model's FLOPs per clip come from ``timings/<teacher>/flops.parquet`` (counted once by ``condi-pipe
 time-models``, :mod:`condi_pipe.models.flops`); a row's GFLOPs per video follow from its clip budget
 (:func:`condi_pipe.methods.video_cost.mean_gflops`): the student on the clips it sees plus the teacher on the
-clips it ran, averaged over the split's videos. A store timed before FLOPs were counted has no counts: its rows
-carry ``gflops_per_video: null`` and the table says which command adds them.
+clips it ran (an adaptive row: the clips each video sent, :func:`sent_gflops`), averaged over the split's
+videos. A store timed before FLOPs were counted has no counts: its rows carry ``gflops_per_video: null`` and the
+table says which command adds them.
 """
 
 from __future__ import annotations
@@ -69,26 +70,45 @@ def row_gflops(inputs: ReportInputs, run: Optional[str], extra: Mapping[str, Any
     a model of the row has no count, and no keys for a row without ``k_t``."""
     if "k_t" not in extra:
         return {}
+    k_t = extra["k_t"]
+    return _gflops(inputs, run, inputs.clips if k_t is None else int(k_t), extra.get("clips_seen_mean"))
+
+
+def sent_gflops(inputs: ReportInputs, run: str, clips_sent: np.ndarray) -> dict[str, float | None]:
+    """The GFLOPs parts of a row whose videos send clips to the teacher each its own number (an adaptive budget:
+    video v sends ``clips_sent[v]``): run's student on all N clips of each video + the teacher on the clips that
+    video sent, then the mean over the split's videos; every value None when a model has no count."""
+    return _gflops(inputs, run, np.asarray(clips_sent, dtype=np.int64))
+
+
+def _gflops(inputs: ReportInputs, run: str | None, to_teacher: int | np.ndarray,
+            clips_seen_mean: float | None = None) -> dict[str, float | None]:
     counts = clip_gflops(inputs).per_clip
     teacher = counts.get(model_timings.teacher_key(inputs.teacher))
     student = None if run is None else counts.get(model_timings.run_key(run))
     if teacher is None or (run is not None and student is None):
         return dict.fromkeys(GFLOPS_KEYS)
-    k_t = extra["k_t"]
-    to_teacher = inputs.clips if k_t is None else int(k_t)
-    if run is not None and extra.get("clips_seen_mean") is not None:  # a video-level student sees its k clips
-        parts = GflopsBreakdown(student * float(extra["clips_seen_mean"]),
+    if run is not None and clips_seen_mean is not None:  # a video-level student sees its k clips
+        parts = GflopsBreakdown(student * float(clips_seen_mean),
                                 mean_gflops(inputs.clips, to_teacher, teacher).teacher)
     else:
         parts = mean_gflops(inputs.clips, to_teacher, teacher, student)
     return {"gflops_per_video": parts.total, "student_gflops": parts.student, "teacher_gflops": parts.teacher}
 
 
+def budget_label(row: ReportRow) -> str:
+    """A row's budget as figures annotate it: ``K=3``, ``K=3 K_s=1`` (division), ``target=1.5`` (an adaptive row's
+    target mean of teacher clips), or "" (Dense)."""
+    if row.k is not None:
+        return f"K={row.k}" + ("" if row.ks is None else f" K_s={row.ks}")
+    target = row.extra.get("target_clips")
+    return "" if target is None else f"target={target:g}"
+
+
 def _label(row: ReportRow) -> str:
     name = str(row.extra.get("display", row.method))
-    if row.k is None:
-        return name
-    return f"{name} K={row.k}" + ("" if row.ks is None else f" K_s={row.ks}")
+    budget = budget_label(row)
+    return f"{name} {budget}" if budget else name
 
 
 def gflops_notes(inputs: ReportInputs, rows: Sequence[ReportRow]) -> list[str]:
@@ -133,7 +153,8 @@ class CostFront(NamedTuple):
 
 
 def cost_front(rows: Sequence[ReportRow]) -> CostFront:
-    """The Pareto front of accuracy against GFLOPs per video over ``rows`` (every method and K, Dense included):
+    """The Pareto front of accuracy against GFLOPs per video over ``rows`` (every method and K, Dense included; in
+    the adaptive table every fixed K and every policy and target too):
     :func:`condi_pipe.methods.video_cost.pareto_front`."""
     costs = [np.nan if row.extra.get("gflops_per_video") is None or row.accuracy is None
              else float(row.extra["gflops_per_video"]) for row in rows]
@@ -146,7 +167,8 @@ def cost_front(rows: Sequence[ReportRow]) -> CostFront:
     listed = ", ".join(f"{_label(rows[i])} ({format_gflops(costs[i])} GFLOPs, {accuracies[i]:.2f})" for i in front)
     note = ("Pareto front of accuracy against GFLOPs per video (no other row is at least as accurate at no more "
             f"GFLOPs and better in one; JSON pareto_front), by cost: {listed}.")
-    points = [{"label": _label(row), "group": str(row.extra.get("display", row.method)), "k": row.k, "ks": row.ks,
-               "gflops": cost, "accuracy": float(row.accuracy), "front": i in front}
+    points = [{"label": _label(row), "group": str(row.extra.get("display", row.method)), "method": row.method,
+               "k": row.k, "ks": row.ks, "policy": row.extra.get("policy"), "gflops": cost,
+               "accuracy": float(row.accuracy), "front": i in front}
               for i, (row, cost) in enumerate(zip(rows, costs)) if not np.isnan(cost)]
     return CostFront(marked, [note], {PLOT_SERIES: {"points": points, "front": [_label(rows[i]) for i in front]}})

@@ -1,12 +1,13 @@
 """Figures of the tables (PNG through matplotlib's Agg canvas): accuracy against K, accuracy against time, FPR per
-epoch, the histogram of B'; beside Table 3's, accuracy against GFLOPs per video with the Pareto front."""
+epoch, the histogram of B'; beside Table 3's and the adaptive table's, accuracy against GFLOPs per video with the
+Pareto front."""
 
 from __future__ import annotations
 
 import math
 import os
 
-from condi_pipe.report.cost import PLOT_SERIES
+from condi_pipe.report.cost import PLOT_SERIES, budget_label
 from condi_pipe.report.registry import get_table
 from condi_pipe.report.render import format_seconds
 from condi_pipe.report.results import ReportRow, ReportTable
@@ -28,9 +29,10 @@ def line_styles():
 def plot_report(report: ReportTable, path: str):
     """Write a PNG for ``report`` with matplotlib's Agg canvas (no GUI, no global backend switch).
 
-    accuracy: accuracy against K per method, Dense dashed (Fig. 4); 3 and 4: accuracy against time per video
-    (the trade-off); oracle: accuracy against k; confidence: FPR per epoch per run (Fig. 5); sgs: the histogram
-    of B' over the split's clips. Returns the matplotlib Figure (its axes hold the drawn data).
+    accuracy: accuracy against K per method, Dense dashed (Fig. 4); 3, 4 and adaptive: accuracy against time per
+    video (the trade-off; an adaptive policy's line runs through its targets); oracle: accuracy against k;
+    confidence: FPR per epoch per run (Fig. 5); sgs: the histogram of B' over the split's clips. Returns the
+    matplotlib Figure (its axes hold the drawn data).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -78,11 +80,11 @@ def plot_report(report: ReportTable, path: str):
                     drawn = line([r.time_per_video_s for r in sub], [r.accuracy for r in sub], f"{name}, K={k}")
                     for r in sub:
                         annotate(f"K_s={r.ks}", r.time_per_video_s, r.accuracy, drawn.get_color())
-            else:
-                group = sorted(group, key=lambda r: r.k)
+            else:  # by K; an adaptive policy's rows (no K, one per target) by time
+                group = sorted(group, key=lambda r: (r.k is None, r.k or 0, r.time_per_video_s))
                 drawn = line([r.time_per_video_s for r in group], [r.accuracy for r in group], name)
                 for r in group:
-                    annotate(f"K={r.k}", r.time_per_video_s, r.accuracy, drawn.get_color())
+                    annotate(budget_label(r), r.time_per_video_s, r.accuracy, drawn.get_color())
         if dense is not None:
             ax.plot([dense.time_per_video_s], [dense.accuracy], marker="*", markersize=14, color="black",
                     linestyle="none", label=f"Dense ({format_seconds(dense.time_per_video_s)}, {dense.accuracy:.2f})")
@@ -123,8 +125,8 @@ def plot_report(report: ReportTable, path: str):
 
 def plot_accuracy_vs_gflops(report: ReportTable, path: str):
     """Write a PNG of accuracy against GFLOPs per video: every method and K of the table (one marker and colour per
-    method, Dense a star), the Pareto front ringed and drawn as a step line (the best accuracy each budget buys); a
-    log scale when the costs span more than a factor of 10.
+    method, and per adaptive policy, its targets annotated; Dense a star), the Pareto front ringed and drawn as a
+    step line (the best accuracy each budget buys); a log scale when the costs span more than a factor of 10.
     Reads ``report.series`` (:func:`condi_pipe.report.cost.cost_front`); returns the Figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -142,7 +144,7 @@ def plot_accuracy_vs_gflops(report: ReportTable, path: str):
     for point in data["points"]:
         groups.setdefault(point["group"], []).append(point)
     for name, points in groups.items():
-        if all(p["k"] is None for p in points):  # Dense
+        if all(p["method"] == "dense" for p in points):  # Dense
             ax.plot([p["gflops"] for p in points], [p["accuracy"] for p in points], marker="*", markersize=14,
                     color="black", linestyle="none", label=name)
             continue

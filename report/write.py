@@ -28,7 +28,8 @@ def write_report(store: Union[Store, str], table: str, stem: str, *, formats: Se
 def write_table(report: ReportTable, stem: str, *, formats: Sequence[str] = ("md",), plot: bool = False
                 ) -> ReportTable:
     """Write a finished table as ``<stem>.<format>`` for each format, and ``<stem>.png`` when ``plot`` and the
-    table has a figure (Table 3 with GFLOPs per video also ``<stem>-gflops.png``, :func:`report.plot.plot_figures`)."""
+    table has a figure (Tables 3 and adaptive with GFLOPs per video also ``<stem>-gflops.png``,
+    :func:`report.plot.plot_figures`)."""
     folder = os.path.dirname(stem)
     if folder:
         os.makedirs(folder, exist_ok=True)

@@ -15,6 +15,7 @@ from condi_pipe.methods.adaptive_budgets import (
 )
 from condi_pipe.methods.context_rankings import OWN_RANKING
 from condi_pipe.report.adaptive import AdaptiveEvaluation, evaluate_adaptive
+from condi_pipe.report.cost import cost_front, gflops_notes
 from condi_pipe.report.evaluate import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -116,11 +117,13 @@ def explanation(evaluated: list[AdaptiveEvaluation], num_videos: int) -> list[st
 
 
 @register_table("adaptive", summary="adaptive clip budgets (stop per video) against fixed K and Dense",
-                default_k=(1, 2, 3, 4, 5))
+                default_k=(1, 2, 3, 4, 5), plot="accuracy-vs-time")
 def adaptive_table(request: TableRequest) -> ReportTable:
     """Each confidence-ranked run's fixed K rows, then each stopping rule at each target mean of teacher clips
     (:data:`~condi_pipe.methods.adaptive_budgets.DEFAULT_TARGET_CLIPS`), with the threshold chosen on validation,
-    the mean teacher clips it sends, time, accuracy and the paired CIs; Dense last."""
+    the mean teacher clips it sends, time, accuracy and the paired CIs; Dense last. With FLOPs counted, GFLOPs per
+    video in each cell and the Pareto front of accuracy against GFLOPs over every row (JSON ``pareto_front``; the
+    figure beside the table's, :func:`condi_pipe.report.plot.plot_figures`)."""
     inputs, ks = request.inputs, request.k_values
     ev = Evaluator(inputs)
     dense = ev.dense()
@@ -130,17 +133,25 @@ def adaptive_table(request: TableRequest) -> ReportTable:
             evaluated.append(evaluate_adaptive(ev, dense, entry, ks, DEFAULT_TARGET_CLIPS))
         except OutputUnavailable as exc:
             request.notes.append(f"{entry.display}: {exc}; no adaptive rows.")
+    rows = [row for e in evaluated for row in (*e.fixed.values(), *e.adaptive)] + [dense]
+    counted = any(row.extra.get("gflops_per_video") is not None for row in rows)
     columns = ("Method", "Selection", "Target", "Threshold", "Teacher clips",
-               "Time per video (accuracy) [CI vs Dense]", "x Dense", "vs fixed K, equal clips",
-               "vs fixed K, equal time")
+               f"Time per video{', GFLOPs' if counted else ''} (accuracy) [CI vs Dense]", "x Dense",
+               "vs fixed K, equal clips", "vs fixed K, equal time")
     cells = [cell for e in evaluated for cell in entry_cells(e)]
     cells.append(("Dense", "all clips", "", "", f"{float(inputs.clips.mean()):.2f}", time_accuracy_cell(dense),
                   "1.00", "", ""))
-    rows = [row for e in evaluated for row in (*e.fixed.values(), *e.adaptive)] + [dense]
     notes = list(request.notes) + ([bootstrap_note(inputs), *explanation(evaluated, inputs.num_videos)]
                                    if evaluated else [])
+    cost_notes = gflops_notes(inputs, rows)
+    if counted and any(e.adaptive for e in evaluated):
+        cost_notes.append("GFLOPs of an adaptive row: its student on all N clips + the teacher on the j clips each "
+                          "video sent, per video, then the mean over the videos (sending them one at a time costs "
+                          "time, not FLOPs).")
+    front = cost_front(rows)  # every fixed K, policy and target, and Dense (report.cost)
     return ReportTable(
         "adaptive", f"Adaptive clip budgets against fixed K: mean time per video (top-1 accuracy, %), teacher "
                     f"'{inputs.teacher}', split '{inputs.split}'",
-        columns, padded_rows(cells, len(columns)), tuple(rows),
-        footer_lines(inputs, rows, [e.run for e in evaluated], notes))
+        columns, padded_rows(cells, len(columns)), front.rows,
+        footer_lines(inputs, rows, [e.run for e in evaluated], notes + cost_notes + front.notes),
+        front.series)

@@ -28,7 +28,8 @@ def part(rng, videos: int, video_id0: int = 0) -> dict:
             "logits": rng.normal(size=(clips.sum(), CLASSES)), "teacher_logits": teacher}
 
 
-def inputs(test_seed: int = 0, validation_seed: int = 100, *, validation: bool = True) -> MemoryInputs:
+def inputs(test_seed: int = 0, validation_seed: int = 100, *, validation: bool = True,
+           model_flops: dict | None = None) -> MemoryInputs:
     test = part(np.random.default_rng(test_seed), 80)
     run = {"loss": "condi-sr", "logits": test["logits"], "rank_score": test["rank_score"],
            "confidence": 1 / (1 + np.exp(-test["rank_score"])), "seconds": np.full(80, 0.002)}
@@ -36,7 +37,7 @@ def inputs(test_seed: int = 0, validation_seed: int = 100, *, validation: bool =
         run["validation"] = part(np.random.default_rng(validation_seed), 50, video_id0=1000)
     return MemoryInputs(video_id=test["video_id"], labels=test["labels"], clips=test["clips"],
                         teacher_logits=test["teacher_logits"], teacher_seconds=0.01 * test["clips"],
-                        runs={"good": run})
+                        runs={"good": run}, model_flops=model_flops)
 
 
 def adaptive_rows(table):
@@ -163,3 +164,96 @@ def test_a_run_without_validation_scores_gets_a_note_and_no_adaptive_rows():
     assert not adaptive_rows(table)
     assert any("ConDi-SR: run good keeps no validation scores; no adaptive rows." in line for line in table.footer)
     assert [row.method for row in table.rows] == ["dense"]
+
+
+# ------------------------------------------------------------- GFLOPs per video and the front (report.cost)
+# the teacher 8 GFLOPs per clip, the run's student 0.5
+FLOPS = {"teacher/teacher": 8_000_000_000, "scores/good": 500_000_000}
+
+
+def test_gflops_of_videos_sending_different_clips_by_hand():
+    from condi_pipe.report.cost import sent_gflops
+
+    def three_videos(model_flops):  # of 3, 1 and 4 clips
+        return MemoryInputs(video_id=[1, 2, 3], labels=[0, 0, 0], clips=[3, 1, 4], teacher_logits=np.zeros((8, 2)),
+                            teacher_seconds=[0.03, 0.01, 0.04], runs={"good": {"loss": "condi-sr"}},
+                            model_flops=model_flops)
+
+    # the videos send 2, 1 and 4 clips: the student on every clip, the teacher on the clips sent
+    parts = sent_gflops(three_videos(FLOPS), "good", np.array([2, 1, 4]))
+    assert parts["student_gflops"] == pytest.approx(0.5 * (3 + 1 + 4) / 3)
+    assert parts["teacher_gflops"] == pytest.approx(8 * (2 + 1 + 4) / 3)
+    assert parts["gflops_per_video"] == pytest.approx(0.5 * 8 / 3 + 8 * 7 / 3)
+    uncounted = three_videos({"teacher/teacher": FLOPS["teacher/teacher"]})  # a student without a count: none
+    assert sent_gflops(uncounted, "good", np.array([2, 1, 4])) == dict.fromkeys(
+        ("gflops_per_video", "student_gflops", "teacher_gflops"))
+
+
+def test_adaptive_rows_cost_the_student_on_all_clips_and_the_teacher_on_the_clips_sent():
+    data = inputs(model_flops=FLOPS)
+    table = build_table(data, "adaptive", k=[1, 2])
+    student = 0.5 * data.clips.mean()
+    for row in adaptive_rows(table).values():
+        sent = np.asarray(row.extra["videos_by_teacher_clips"])  # videos sending 1, 2, ... clips
+        teacher = 8 * (sent * np.arange(1, len(sent) + 1)).sum() / len(data.clips)
+        assert row.extra["student_gflops"] == pytest.approx(student)
+        assert row.extra["teacher_gflops"] == pytest.approx(teacher)
+        assert row.extra["gflops_per_video"] == pytest.approx(student + teacher)
+    assert any(np.count_nonzero(row.extra["videos_by_teacher_clips"]) > 1 for row in adaptive_rows(table).values())
+    fixed = {row.k: row for row in table.rows if row.method == "condi-sr"}
+    assert fixed[2].extra["gflops_per_video"] == pytest.approx(student + 8 * np.minimum(2, data.clips).mean())
+    dense = next(row for row in table.rows if row.method == "dense")
+    assert dense.extra["gflops_per_video"] == pytest.approx(8 * data.clips.mean())
+    # the cells show them as Table 3's do
+    assert table.columns[5] == "Time per video, GFLOPs (accuracy) [CI vs Dense]"
+    assert all(" GFLOPs (" in line[5] for line in table.cells)
+    assert any(line.startswith("Note: GFLOPs of an adaptive row: its student on all N clips") for line in table.footer)
+
+
+def test_the_pareto_front_runs_over_fixed_k_adaptive_rows_and_dense():
+    table = build_table(inputs(model_flops=FLOPS), "adaptive", k=[1, 2, 3])
+    points = [(row.extra["gflops_per_video"], row.accuracy) for row in table.rows]
+    dominated = [any(c <= cost and a >= accuracy and (c, a) != (cost, accuracy) for c, a in points)
+                 for cost, accuracy in points]
+    assert [row.extra["pareto_front"] for row in table.rows] == [not d for d in dominated]
+    on_front = [row for row in table.rows if row.extra["pareto_front"]]
+    assert any("policy" in row.extra for row in on_front) and any(row.k is not None for row in on_front)
+    note = next(line for line in table.footer if "Pareto front" in line)
+    cheapest = min(on_front, key=lambda row: row.extra["gflops_per_video"])
+    assert note.split("by cost: ")[1].startswith(str(cheapest.extra["display"]))
+
+
+def test_without_stored_flops_the_rows_carry_null_and_the_note():
+    table = build_table(inputs(), "adaptive", k=[1])
+    assert len(adaptive_rows(table)) == 8
+    assert all(row.extra["gflops_per_video"] is None and "pareto_front" not in row.extra for row in table.rows)
+    assert not any("GFLOPs" in cell for line in table.cells for cell in line) and "GFLOPs" not in table.columns[5]
+    notes = [line for line in table.footer if "GFLOPs" in line]
+    assert len(notes) == 1 and "`condi-pipe time-models --teacher teacher` adds them" in notes[0]
+    assert table.series == {}
+
+
+def test_the_gflops_figure_holds_every_row_with_a_marker_per_policy(tmp_path):
+    from condi_pipe.report.cost import PLOT_SERIES
+    from condi_pipe.report.plot import plot_accuracy_vs_gflops
+    from condi_pipe.report.write import write_table
+
+    table = build_table(inputs(model_flops=FLOPS), "adaptive", k=[1, 2])
+    series = table.series[PLOT_SERIES]
+    assert [(p["method"], p["k"], p["gflops"], p["accuracy"], p["front"]) for p in series["points"]] == [
+        (row.method, row.k, row.extra["gflops_per_video"], row.accuracy, row.extra["pareto_front"])
+        for row in table.rows]
+    assert {p["label"] for p in series["points"] if p["policy"]} == {
+        f"ConDi-SR {rule} target={target:g}" for rule in ("z-threshold", "confident-mean") for target in (1.5, 2, 3, 4)}
+    # `report --table adaptive --plot` and a run's [report] plots: the table's figure and the GFLOPs one beside it
+    write_table(table, str(tmp_path / "table-adaptive"), formats=("json",), plot=True)
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("table-adaptive.png", "table-adaptive-gflops.png"))
+    ax = plot_accuracy_vs_gflops(table, str(tmp_path / "again.png")).axes[0]
+    drawn = {line.get_label(): line for line in ax.lines}
+    for rule in ("z-threshold", "confident-mean"):
+        rows = [row for row in adaptive_rows(table).values() if row.extra["policy"] == rule]
+        assert list(drawn[f"ConDi-SR {rule}"].get_xdata()) == [row.extra["gflops_per_video"] for row in rows]
+    markers = {drawn[name].get_marker() for name in ("ConDi-SR", "ConDi-SR z-threshold", "ConDi-SR confident-mean")}
+    assert len(markers) == 3 and drawn["Dense"].get_marker() == "*"
+    front = sorted((row.extra["gflops_per_video"], row.accuracy) for row in table.rows if row.extra["pareto_front"])
+    assert list(zip(drawn["Pareto front"].get_xdata(), drawn["Pareto front"].get_ydata())) == front
