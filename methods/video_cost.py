@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+from condi_pipe.methods.video_time import checked_clip_budget
+
 __all__ = ["GflopsBreakdown", "mean_gflops", "pareto_front"]
 
 ClipCount = Union[int, np.ndarray]
@@ -46,12 +48,7 @@ def mean_gflops(clips: np.ndarray, clips_to_teacher: ClipCount, teacher_gflops_p
     >>> mean_gflops(np.array([4, 2]), 0, 10.0, 0.5, student_clips=1)
     GflopsBreakdown(student=0.5, teacher=0.0)
     """
-    clips = np.asarray(clips, dtype=np.int64)
-    if clips.ndim != 1 or (clips <= 0).any():
-        raise ValueError("clip counts must be a 1-D array of positive counts")
-    budget = np.broadcast_to(np.asarray(clips_to_teacher, dtype=np.int64), clips.shape)
-    if (budget < 0).any():
-        raise ValueError("the teacher's clip budget must be >= 0")
+    clips, budget = checked_clip_budget(clips, clips_to_teacher)
     teacher = float(teacher_gflops_per_clip) * float(np.minimum(budget, clips).mean())
     student = 0.0
     if student_gflops_per_clip is not None:

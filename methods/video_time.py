@@ -196,6 +196,18 @@ def chunked_batch_seconds(curve: Curve, sizes: ClipBudget, max_batch: int) -> np
     return full * chunk + curve_seconds(curve, rest)
 
 
+def checked_clip_budget(clips, clips_to_teacher) -> tuple[np.ndarray, np.ndarray]:
+    """Each video's clip count N and the teacher's clip budget K_t (a scalar or one per video) as int64 arrays of
+    one shape; ValueError for counts that are not a 1-D array of positive integers or a negative budget."""
+    clips = np.asarray(clips, dtype=np.int64)
+    if clips.ndim != 1 or (clips <= 0).any():
+        raise ValueError("clip counts must be a 1-D array of positive counts")
+    budget = np.broadcast_to(np.asarray(clips_to_teacher, dtype=np.int64), clips.shape)
+    if (budget < 0).any():
+        raise ValueError("the teacher's clip budget must be >= 0")
+    return clips, budget
+
+
 def side_by_side_video_seconds(teacher_curve: Curve, clips: np.ndarray, clips_to_teacher: ClipBudget,
                                student_curve: Optional[Curve] = None, student_clips: Optional[ClipBudget] = None,
                                selection_seconds: float = 0.0, max_batch: int = 64) -> TimeBreakdown:
@@ -207,12 +219,7 @@ def side_by_side_video_seconds(teacher_curve: Curve, clips: np.ndarray, clips_to
     >>> side_by_side_video_seconds(t, np.array([3, 2]), 2, s, selection_seconds=0.001)
     TimeBreakdown(student=array([0.03, 0.02]), teacher=array([0.4, 0.4]), selection=array([0.001, 0.001]))
     """
-    clips = np.asarray(clips, dtype=np.int64)
-    if clips.ndim != 1 or (clips <= 0).any():
-        raise ValueError("clip counts must be a 1-D array of positive counts")
-    budget = np.broadcast_to(np.asarray(clips_to_teacher, dtype=np.int64), clips.shape)
-    if (budget < 0).any():
-        raise ValueError("the teacher's clip budget must be >= 0")
+    clips, budget = checked_clip_budget(clips, clips_to_teacher)
     teacher = chunked_batch_seconds(teacher_curve, np.minimum(budget, clips), max_batch)
     student = np.zeros(clips.shape)
     if student_curve is not None:
