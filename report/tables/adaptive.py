@@ -23,6 +23,7 @@ from condi_pipe.report.evaluate import (
     Evaluator,
     OutputUnavailable,
     ScoreRunOutputs,
+    evaluate_entries,
     registered_method,
     resolve_methods,
 )
@@ -30,6 +31,7 @@ from condi_pipe.report.footer import bootstrap_note, footer_lines
 from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import difference_cell, padded_rows, time_accuracy_cell
 from condi_pipe.report.results import ReportRow, ReportTable
+from condi_pipe.report.tables.time_tables import TABLE3_METHODS
 
 
 def confidence_ranked(run: ScoreRunOutputs) -> bool:
@@ -122,8 +124,9 @@ def adaptive_table(request: TableRequest) -> ReportTable:
     """Each confidence-ranked run's fixed K rows, then each stopping rule at each target mean of teacher clips
     (:data:`~condi_pipe.methods.adaptive_budgets.DEFAULT_TARGET_CLIPS`), with the threshold chosen on validation,
     the mean teacher clips it sends, time, accuracy and the paired CIs; Dense last. With FLOPs counted, GFLOPs per
-    video in each cell and the Pareto front of accuracy against GFLOPs over every row (JSON ``pareto_front``; the
-    figure beside the table's, :func:`condi_pipe.report.plot.plot_figures`)."""
+    video in each cell and the Pareto front of accuracy against GFLOPs over every row and Table 3's other methods
+    (JSON ``pareto_front``; the figure beside the table's, :func:`condi_pipe.report.plot.plot_figures`, holds them
+    all)."""
     inputs, ks = request.inputs, request.k_values
     ev = Evaluator(inputs)
     dense = ev.dense()
@@ -148,10 +151,23 @@ def adaptive_table(request: TableRequest) -> ReportTable:
         cost_notes.append("GFLOPs of an adaptive row: its student on all N clips + the teacher on the j clips each "
                           "video sent, per video, then the mean over the videos (sending them one at a time costs "
                           "time, not FLOPs).")
-    front = cost_front(rows)  # every fixed K, policy and target, and Dense (report.cost)
+    # the Pareto front and the figure over every fixed K, policy and target, Dense, and Table 3's other methods at
+    # the same K (report.cost): one view of accuracy against cost for every method and policy; the table's rows
+    # are its own, flagged against all of them
+    front = cost_front(rows + table3_rows(ev, ks, {e.run.key for e in evaluated}))
     return ReportTable(
         "adaptive", f"Adaptive clip budgets against fixed K: mean time per video (top-1 accuracy, %), teacher "
                     f"'{inputs.teacher}', split '{inputs.split}'",
-        columns, padded_rows(cells, len(columns)), front.rows,
+        columns, padded_rows(cells, len(columns)), front.rows[:len(rows)],
         footer_lines(inputs, rows, [e.run for e in evaluated], notes + cost_notes + front.notes),
         front.series)
+
+
+def table3_rows(ev: Evaluator, ks, shown: set[str]) -> list[ReportRow]:
+    """Table 3's methods (:data:`~condi_pipe.report.tables.time_tables.TABLE3_METHODS`) at ``ks``, less the runs
+    this table already shows, for the cost figure; a method the store cannot give is left out (its note belongs
+    to Table 3)."""
+    unused: list[str] = []
+    entries = [entry for entry in resolve_methods(ev.inp, TABLE3_METHODS, notes=unused)
+               if entry != "dense" and getattr(entry, "key", None) not in shown]
+    return [row for _, by_k in evaluate_entries(ev, entries, ks, unused) for row in by_k.values()]

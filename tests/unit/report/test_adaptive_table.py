@@ -210,17 +210,23 @@ def test_adaptive_rows_cost_the_student_on_all_clips_and_the_teacher_on_the_clip
     assert any(line.startswith("Note: GFLOPs of an adaptive row: its student on all N clips") for line in table.footer)
 
 
-def test_the_pareto_front_runs_over_fixed_k_adaptive_rows_and_dense():
+def test_the_pareto_front_runs_over_fixed_k_adaptive_rows_dense_and_table_3s_methods():
+    from condi_pipe.report.cost import PLOT_SERIES
+
     table = build_table(inputs(model_flops=FLOPS), "adaptive", k=[1, 2, 3])
-    points = [(row.extra["gflops_per_video"], row.accuracy) for row in table.rows]
-    dominated = [any(c <= cost and a >= accuracy and (c, a) != (cost, accuracy) for c, a in points)
-                 for cost, accuracy in points]
-    assert [row.extra["pareto_front"] for row in table.rows] == [not d for d in dominated]
-    on_front = [row for row in table.rows if row.extra["pareto_front"]]
-    assert any("policy" in row.extra for row in on_front) and any(row.k is not None for row in on_front)
+    everything = table.series[PLOT_SERIES]["points"]
+    assert "equidistant" in {p["method"] for p in everything} - {row.method for row in table.rows}  # Table 3's
+    points = [(p["gflops"], p["accuracy"]) for p in everything]
+
+    def on_front(cost, accuracy):
+        return not any(c <= cost and a >= accuracy and (c, a) != (cost, accuracy) for c, a in points)
+
+    assert [p["front"] for p in everything] == [on_front(c, a) for c, a in points]
+    assert [row.extra["pareto_front"] for row in table.rows] == [
+        on_front(row.extra["gflops_per_video"], row.accuracy) for row in table.rows]
     note = next(line for line in table.footer if "Pareto front" in line)
-    cheapest = min(on_front, key=lambda row: row.extra["gflops_per_video"])
-    assert note.split("by cost: ")[1].startswith(str(cheapest.extra["display"]))
+    cheapest = min((p for p in everything if p["front"]), key=lambda p: p["gflops"])
+    assert note.split("by cost: ")[1].startswith(cheapest["label"])
 
 
 def test_without_stored_flops_the_rows_carry_null_and_the_note():
@@ -240,9 +246,13 @@ def test_the_gflops_figure_holds_every_row_with_a_marker_per_policy(tmp_path):
 
     table = build_table(inputs(model_flops=FLOPS), "adaptive", k=[1, 2])
     series = table.series[PLOT_SERIES]
-    assert [(p["method"], p["k"], p["gflops"], p["accuracy"], p["front"]) for p in series["points"]] == [
+    # the table's own rows, in order, then Table 3's other methods at the same K
+    shown = [(p["method"], p["k"], p["gflops"], p["accuracy"], p["front"]) for p in series["points"]]
+    assert shown[:len(table.rows)] == [
         (row.method, row.k, row.extra["gflops_per_video"], row.accuracy, row.extra["pareto_front"])
         for row in table.rows]
+    assert {p["method"] for p in series["points"][len(table.rows):]} >= {"equidistant"}
+    assert not {p["method"] for p in series["points"][len(table.rows):]} & {row.method for row in table.rows}
     assert {p["label"] for p in series["points"] if p["policy"]} == {
         f"ConDi-SR {rule} target={target:g}" for rule in ("z-threshold", "confident-mean") for target in (1.5, 2, 3, 4)}
     # `report --table adaptive --plot` and a run's [report] plots: the table's figure and the GFLOPs one beside it
@@ -255,5 +265,5 @@ def test_the_gflops_figure_holds_every_row_with_a_marker_per_policy(tmp_path):
         assert list(drawn[f"ConDi-SR {rule}"].get_xdata()) == [row.extra["gflops_per_video"] for row in rows]
     markers = {drawn[name].get_marker() for name in ("ConDi-SR", "ConDi-SR z-threshold", "ConDi-SR confident-mean")}
     assert len(markers) == 3 and drawn["Dense"].get_marker() == "*"
-    front = sorted((row.extra["gflops_per_video"], row.accuracy) for row in table.rows if row.extra["pareto_front"])
+    front = sorted((p["gflops"], p["accuracy"]) for p in series["points"] if p["front"])
     assert list(zip(drawn["Pareto front"].get_xdata(), drawn["Pareto front"].get_ydata())) == front
