@@ -22,9 +22,8 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import build_model
+from .registry import build_model, network_input_shape
 from .sgs import flop_table
 
 #: How the counts are made, for footers and stored records.
@@ -66,20 +65,10 @@ def clip_flops(model: nn.Module | str, clip_shape: tuple[int, ...] | None = None
     shape = tuple(int(s) for s in (clip_shape or model_input_shape(model)))
     if len(shape) != 5 or shape[0] != 1:
         raise ValueError(f"clip_shape must be (1, 3, T, H, W) for one clip, got {shape}")
-    if getattr(model, "sgs", None) is not None:
-        table = flop_table(model, shape)
+    table = flop_table(model, shape)  # measure_flops, or for an SGS model every B'
+    if table.after_sgs:
         return ClipFlops(table.fixed + table.after_sgs[max(table.after_sgs)], shape[2:])
-    reduce = getattr(model, "network_input_shape", None)
-    shape = tuple(reduce(shape)) if reduce is not None else shape
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(shape, device=device))
-    finally:
-        model.train(was_training)
-    return ClipFlops(int(counter.get_total_flops()), tuple(shape[2:]))
+    return ClipFlops(table.fixed, tuple(network_input_shape(model, shape)[2:]))
 
 
 def clip_gflops(model: nn.Module | str, clip_shape: tuple[int, ...] | None = None, **options) -> float:

@@ -112,10 +112,17 @@ def measure_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 16, 11
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(model.network_input_shape(input_shape), device=device))
+            model(torch.zeros(network_input_shape(model, input_shape), device=device))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def network_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ``model`` computes on for a clip batch of ``input_shape``: its ``network_input_shape`` (a student
+    reading clips at reduced size), the shape itself for a module without one."""
+    reduce = getattr(model, "network_input_shape", None)
+    return tuple(input_shape) if reduce is None else tuple(reduce(input_shape))
 
 
 def model_table(num_classes: int = 600, names: list[str] | None = None) -> list[dict]:
