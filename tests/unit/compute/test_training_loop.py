@@ -12,7 +12,15 @@ import torch
 from torch import nn
 
 from condi_pipe.compute.torch_runtime import RuntimeOptions
-from condi_pipe.compute.training import ParamGroup, SampleDecay, StepDecay, StepResult, TrainOptions, run_training
+from condi_pipe.compute.training import (
+    ParamGroup,
+    SampleDecay,
+    StepDecay,
+    StepResult,
+    TrainOptions,
+    deterministic_algorithms,
+    run_training,
+)
 from condi_pipe.storage import training_artifacts as artifacts
 from condi_pipe.storage.store import Store
 
@@ -153,3 +161,16 @@ def test_bad_selection_options_are_refused():
         TrainOptions(1, 1, 0.1, val_fraction=1.0)
     with pytest.raises(ValueError, match="reference epoch must be >= 1"):
         SampleDecay(5, 0)
+
+
+@pytest.mark.parametrize("before", [0, 2])  # off; on and raising
+def test_training_runs_with_warn_only_deterministic_kernels_and_restores_the_callers_mode(before):
+    torch.set_deterministic_debug_mode(before)
+    try:
+        with deterministic_algorithms(True, torch.device("cpu")):
+            assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.get_deterministic_debug_mode() == before
+        with deterministic_algorithms(False, torch.device("cpu")):
+            assert torch.get_deterministic_debug_mode() == before
+    finally:
+        torch.set_deterministic_debug_mode(0)
