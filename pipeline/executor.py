@@ -17,8 +17,10 @@ from condi_pipe.pipeline.progress import progress_bar
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 MALLOC_TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
-#: Workers the model stages (teacher-cache, score) start by default: timed inference should not share the cores.
-INFERENCE_WORKERS = 1
+#: Workers the model stages (teacher-cache, score) start by default: none, they run in this process. One model
+#: already uses every core, and a worker process adds its start-up (2-4.5 s) and runs the same forward pass slower
+#: (docs/results.md, "Dask's statistical profiler"); ``--workers N`` or a scheduler address fans groups out.
+INFERENCE_WORKERS = 0
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,7 @@ def pretrain_teacher(work: str | os.PathLike, out: str | os.PathLike, options: P
                                   runtime=runtime)
     teacher_train(store, request, quiet=quiet, log=log)
     folder = training_artifacts.trained_teacher_folder(TEACHER)
-    teacher_cache(store, TeacherCacheRequest(TeacherChoice(TEACHER), runtime), ExecutorOptions(workers=1),
-                  quiet=quiet, log=log)
+    teacher_cache(store, TeacherCacheRequest(TeacherChoice(TEACHER), runtime), quiet=quiet, log=log)
 
     history = _history_rows(store, folder)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ from condi_pipe.methods.context_rankings import choose_on_validation
 from condi_pipe.methods.metrics import sigmoid, softmax, softmax_entropy
 from condi_pipe.methods.registry import get_method
 from condi_pipe.methods.samplers import equidistant_indices
-from condi_pipe.pipeline.executor import ExecutorOptions
+from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import OptionTable, check_fields, nested_paths, option
 from condi_pipe.pipeline.splits import training_splits
@@ -141,7 +141,7 @@ def score_video_group(group: VideoGroup, store_url: str, ref: ModelRef, runtime:
 def score(
     store: Store,
     request: ScoreRequest,
-    executor: ExecutorOptions = ExecutorOptions(workers=1),
+    executor: ExecutorOptions = ExecutorOptions(workers=INFERENCE_WORKERS),
     *,
     force: bool = False,
     quiet: bool = False,

@@ -48,7 +48,7 @@ from condi_pipe.models.pretrained import is_shipped, resolve_weights
 from condi_pipe.models.registry import MODELS
 from condi_pipe.models.sgs import SGSOptions, sgs_teacher_name
 from condi_pipe.pipeline import faults
-from condi_pipe.pipeline.executor import ExecutorOptions, one_cluster, run_tasks
+from condi_pipe.pipeline.executor import INFERENCE_WORKERS, ExecutorOptions, one_cluster, run_tasks
 from condi_pipe.pipeline.fan_out import finish_staged, run_unstaged
 from condi_pipe.pipeline.options import (
     RESET_HEAD_HELP,
@@ -277,7 +277,7 @@ def clip_statistics(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
 def teacher_cache(
     store: Store,
     request: TeacherCacheRequest,
-    executor: ExecutorOptions = ExecutorOptions(workers=1),
+    executor: ExecutorOptions = ExecutorOptions(workers=INFERENCE_WORKERS),
     *,
     force: bool = False,
     quiet: bool = False,
