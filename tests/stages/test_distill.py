@@ -323,18 +323,20 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cached_store, tmp
     args = ["distill", "--loss", "st-conf", "--student", STUDENT, "--width", str(WIDTH), "--teacher", TEACHER,
             "--epochs", "2", "--batch-size", "4", "--clips-per-video", "1", "--seed", "1", "--threads", "1",
             "--reference-epoch", "30", "--quiet"]
+    request = DistillRequest("st-conf", STUDENT, TEACHER, WIDTH, train=TrainOptions(2, 4, 0.1, seed=1),
+                             reference_epoch=30, clips_per_video=1, runtime=RuntimeOptions(threads=1))
     reference = _copy(cached_store, tmp_path / "reference")  # the same run, uninterrupted and in-process
-    distill(Store(str(reference)), DistillRequest("st-conf", STUDENT, TEACHER, WIDTH,
-                                                  train=TrainOptions(2, 4, 0.1, seed=1), reference_epoch=30,
-                                                  clips_per_video=1, runtime=RuntimeOptions(threads=1)), **QUIET)
+    distill(Store(str(reference)), request, **QUIET)
     store_dir = _copy(cached_store, tmp_path / "killed")
     # 20 fit clips in batches of 4: 5 steps per epoch, so step 7 is the second of epoch 2 (after epoch 1's
     # checkpoint, which holds the best snapshot so far and the samples seen).
     killed = run_cli(*args, "--store", str(store_dir), env={KILL_ENV: "distill.step:7"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    resumed = run_cli(*args, "--store", str(store_dir))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming after epoch 1 of 2" in resumed.stdout
+    # Resumed in this process (a CLI process would add seconds of imports); the stage would refuse a request whose
+    # configuration differs from the killed CLI run's.
+    messages = []
+    distill(Store(str(store_dir)), request, quiet=True, log=messages.append)
+    assert "distill: resuming after epoch 1 of 2" in messages
     run = default_run_name("st-conf", STUDENT, WIDTH)
     ours, theirs = store_dir / "students" / run, reference / "students" / run
     assert (ours / "weights.pt").read_bytes() == (theirs / "weights.pt").read_bytes()

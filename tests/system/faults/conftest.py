@@ -1,6 +1,7 @@
 """Fixtures for the fault-injection tests: a dataset that holds the foundation issue's bad-input corpus beside
-good videos, and a store built from it by the CLI through every stage (the baseline the faults are judged
-against; the tests kill and resume stages in processes of their own)."""
+good videos; a store built from it by the CLI through every stage, and a copy of it with a second, cheaper teacher
+cache (the baselines the faults are judged against; the tests kill stages in processes of their own); and the CLI
+in this process, for the commands nothing kills."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from click.testing import CliRunner
 from condi_pipe.cli import main as cli
 from condi_pipe.video.ffmpeg_binary import ffmpeg_exe
 
-TEACHER = "resnet10_3d_small"
+TEACHER = "resnet10_3d_small"  # the student's teacher (test_bad_inputs.py reads its cache)
+# The cheapest registered model (it reads clips at 8x56x56) for what the fault tests run again, the student and
+# cheap_teacher_store's teacher cache: they check how stages survive kills and resume, the same for every architecture.
+CHEAP_MODEL = "resnet10_3d_motion_skim"
 STUDENT_RUN = "conf"
 
 # (class folder, file name, list it is in, how it is made, severity and kind of the failure row extract records).
@@ -67,30 +71,61 @@ def corpus_root(synth_root, build_once) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline_store(corpus_root, build_once) -> Path:
+def invoke_cli():
+    """``invoke_cli(*args) -> click Result``: ``condi-pipe ARGS`` in this process (``CliRunner``: a new process's
+    imports cost more CPU than these small stages), torch's thread count restored after it (``--threads`` sets it
+    for the whole process). For commands nothing kills: a killed command needs a process of its own."""
+
+    def invoke(*args: str):
+        threads = torch.get_num_threads()
+        try:
+            return CliRunner().invoke(cli, list(args))
+        finally:
+            torch.set_num_threads(threads)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def pipeline_store(corpus_root, build_once, invoke_cli) -> Path:
     """extract -> teacher-cache (random-init teacher) -> distill (1 epoch) -> score, and teacher-train (2 epochs)
-    of another teacher, each through the CLI (in this process: ``CliRunner``) with no workers and one thread, so
-    reruns elsewhere can be compared byte for byte."""
-    return build_once("faults", lambda folder: _run_pipeline(corpus_root, folder / "store")) / "store"
+    of another teacher, each through the CLI (in this process) with no workers and one thread, so reruns elsewhere
+    can be compared byte for byte."""
+    return build_once("faults", lambda folder: _run_pipeline(corpus_root, folder / "store", invoke_cli)) / "store"
 
 
-def _run_pipeline(corpus_root: Path, store: Path) -> None:
+TEACHER_CACHE = ("teacher-cache", "--random-init", "--clips-per-group", "16", "--threads", "1", "--workers", "0")
+
+
+def _run_pipeline(corpus_root: Path, store: Path, invoke_cli) -> None:
     steps = [
         ("extract", "--source", "ucf101", "--root", str(corpus_root), "--clips-per-shard", "8", "--workers", "0"),
-        ("teacher-cache", "--teacher", TEACHER, "--random-init", "--clips-per-group", "16", "--threads", "1",
-         "--workers", "0"),
-        ("distill", "--loss", "condi-sr", "--student", "shufflenetv2_3d", "--width", "0.25", "--name", STUDENT_RUN,
-         "--teacher", TEACHER, "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1", "--threads", "1"),
+        (*TEACHER_CACHE, "--teacher", TEACHER),
+        ("distill", "--loss", "condi-sr", "--student", CHEAP_MODEL, "--name", STUDENT_RUN, "--teacher", TEACHER,
+         "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1", "--threads", "1"),
         ("score", "--student", STUDENT_RUN, "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
-        # another architecture (the cheapest registered one), so its trained weights do not replace the random-init
-        # teacher above
-        ("teacher-train", "--teacher", "resnet10_3d_motion_skim", "--epochs", "2", "--batch-size", "8",
+        # another architecture than the teacher caches' (here and in cheap_teacher_store; the cheapest one left), so
+        # its trained weights replace no random-init teacher
+        ("teacher-train", "--teacher", "resnet10_3d_motion_tiny", "--epochs", "2", "--batch-size", "8",
          "--clips-per-video", "1", "--threads", "1"),
     ]
-    threads = torch.get_num_threads()
-    try:
-        for command, *args in steps:
-            result = CliRunner().invoke(cli, [command, *args, "--store", str(store), "--quiet"])
-            assert result.exit_code == 0, f"{command}: {result.output} {result.exception!r}"
-    finally:
-        torch.set_num_threads(threads)  # --threads 1 set it for this whole process
+    for command, *args in steps:
+        _invoke_step(invoke_cli, store, command, *args)
+
+
+def _invoke_step(invoke_cli, store: Path, command: str, *args: str) -> None:
+    result = invoke_cli(command, *args, "--store", str(store), "--quiet")
+    assert result.exit_code == 0, f"{command}: {result.output} {result.exception!r}"
+
+
+@pytest.fixture(scope="session")
+def cheap_teacher_store(pipeline_store, build_once, invoke_cli) -> Path:
+    """``pipeline_store`` plus a second teacher cache, of CHEAP_MODEL, made as TEACHER's was: the one the tests that
+    kill a teacher cache run again, at a fraction of TEACHER's cost. A copy, because ``condi-pipe report`` without
+    --teacher (test_bad_inputs.py) needs ``pipeline_store``'s teacher cache to be its only one."""
+
+    def build(folder: Path) -> None:
+        shutil.copytree(pipeline_store, folder / "store")
+        _invoke_step(invoke_cli, folder / "store", *TEACHER_CACHE, "--teacher", CHEAP_MODEL)
+
+    return build_once("faults_cheap_teacher", build) / "store"

@@ -1,5 +1,5 @@
 """SIGKILL each stage that trains or runs a model, resume, and compare with the uninterrupted run in
-``pipeline_store``: the same bytes for everything deterministic. Measured times (videos.parquet ``seconds``,
+``cheap_teacher_store``: the same bytes for everything deterministic. Measured times (videos.parquet ``seconds``,
 meta.json, history ``*_seconds`` columns) are the only outputs left out of the comparison.
 
 One kill per state a resume can start from. Every stage is killed the moment its first partial work shows in the
@@ -32,16 +32,17 @@ from condi_pipe.pipeline.stage import ensure_store
 
 pytestmark = pytest.mark.slow
 
-# Each stage as pipeline_store ran it (one process, one thread), the files it must reproduce, and its kill points.
+# Each stage as cheap_teacher_store's run made it (one process, one thread), the files it must reproduce, and its
+# kill points. The teacher cache is that store's cheaper one (CHEAP_MODEL in conftest.py).
 STAGES = {
     "teacher-cache": dict(
-        args=("--teacher", "resnet10_3d_small", "--random-init", "--clips-per-group", "16", "--threads", "1",
+        args=("--teacher", "resnet10_3d_motion_skim", "--random-init", "--clips-per-group", "16", "--threads", "1",
               "--workers", "0"),
-        record="teacher-cache/resnet10_3d_small", partial="staging/teacher-cache-resnet10_3d_small/*.json",
-        folder="teacher/resnet10_3d_small", same=("clips.parquet", "logits.zarr", "features.zarr"),
+        record="teacher-cache/resnet10_3d_motion_skim", partial="staging/teacher-cache-resnet10_3d_motion_skim/*.json",
+        folder="teacher/resnet10_3d_motion_skim", same=("clips.parquet", "logits.zarr", "features.zarr"),
         kills=("partial",)),
     "distill": dict(
-        args=("--loss", "condi-sr", "--student", "shufflenetv2_3d", "--width", "0.25", "--name", "conf",
+        args=("--loss", "condi-sr", "--student", "resnet10_3d_motion_skim", "--name", "conf",
               "--teacher", "resnet10_3d_small", "--epochs", "1", "--batch-size", "8", "--clips-per-video", "1",
               "--threads", "1"),
         # one epoch: its checkpoint lives from the end of the epoch until the student is published
@@ -49,11 +50,11 @@ STAGES = {
         folder="students/conf", same=("weights.pt", "history.parquet"),
         kills=("distill.step:2", "partial")),
     "teacher-train": dict(
-        args=("--teacher", "resnet10_3d_motion_skim", "--epochs", "2", "--batch-size", "8", "--clips-per-video", "1",
+        args=("--teacher", "resnet10_3d_motion_tiny", "--epochs", "2", "--batch-size", "8", "--clips-per-video", "1",
               "--threads", "1"),
-        record="teacher-train/resnet10_3d_motion_skim",
-        partial="trained_teachers/resnet10_3d_motion_skim/checkpoints/last.pt",
-        folder="trained_teachers/resnet10_3d_motion_skim", same=("weights.pt", "history.parquet"),
+        record="teacher-train/resnet10_3d_motion_tiny",
+        partial="trained_teachers/resnet10_3d_motion_tiny/checkpoints/last.pt",
+        folder="trained_teachers/resnet10_3d_motion_tiny", same=("weights.pt", "history.parquet"),
         kills=("partial",)),
     "score": dict(
         args=("--student", "conf", "--clips-per-group", "12", "--threads", "1", "--workers", "0"),
@@ -97,22 +98,23 @@ def _without_timings(path):
 
 
 @pytest.mark.parametrize("stage, kill", CASES, ids=[f"{s}-{k}" for s, k in CASES])
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run(stage, kill, pipeline_store, tmp_path, fingerprint):
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(stage, kill, cheap_teacher_store, tmp_path,
+                                                               fingerprint, invoke_cli):
     spec = STAGES[stage]
     store = tmp_path / "store"
-    shutil.copytree(pipeline_store, store)
+    shutil.copytree(cheap_teacher_store, store)
     _kill(stage, store, kill)
     # Where the kill landed: after --force restarted the stage and before it finished (a kill before --force
     # cleared anything would leave the old run "done", and the resume would have nothing to do).
     assert json.loads((store / "run.json").read_text())["stages"][spec["record"]]["state"] == "running"
     if kill == "partial":
         assert _partial_work(stage, store)
-    resumed = subprocess.run(_command(stage, store), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    output = resumed.stdout + resumed.stderr
-    assert "resuming an interrupted run" in output and "already done" not in output, output
+    # the resume in this process: nothing kills it, and what it reads of the killed run is all in the store
+    resumed = invoke_cli(stage, *STAGES[stage]["args"], "--store", str(store), "--quiet")
+    assert resumed.exit_code == 0, (resumed.output, resumed.exception)
+    assert "resuming an interrupted run" in resumed.output and "already done" not in resumed.output, resumed.output
 
-    ours, reference = store / spec["folder"], pipeline_store / spec["folder"]
+    ours, reference = store / spec["folder"], cheap_teacher_store / spec["folder"]
     for name in spec["same"]:
         if name == "history.parquet":
             # pandas' equals counts NaN in the same place as equal (a run without a validation part has NaN

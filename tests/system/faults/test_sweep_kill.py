@@ -58,6 +58,7 @@ def _sweep_folder(store_dir: Path, tmp_path: Path, name: str, epochs: int = 2, t
 
 
 def _sweep(config: Path, env: dict | None = None, wait: bool = True):
+    """``condi-pipe sweep`` in a process of its own, for the sweeps killed or run side by side."""
     command = [sys.executable, "-m", "condi_pipe.cli", "sweep", "--config", str(config)]
     if not wait:
         return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
@@ -75,14 +76,16 @@ def _trials(view) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(validation_teacher_store, tmp_path_factory):
+def uninterrupted(validation_teacher_store, tmp_path_factory, invoke_cli):
+    """The sweep run whole, in this process (nothing kills it)."""
     config = _sweep_folder(validation_teacher_store, tmp_path_factory.mktemp("sweep"), "uninterrupted")
-    done = _sweep(config)
-    assert done.returncode == 0, done.stderr
+    done = invoke_cli("sweep", "--config", str(config))
+    assert done.exit_code == 0, (done.output, done.exception)
     return config
 
 
-def test_a_killed_sweep_resumes_to_the_uninterrupted_study(uninterrupted, validation_teacher_store, tmp_path):
+def test_a_killed_sweep_resumes_to_the_uninterrupted_study(uninterrupted, validation_teacher_store, tmp_path,
+                                                           invoke_cli):
     config = _sweep_folder(validation_teacher_store, tmp_path, "killed")
     # the 3rd epoch any trial finishes: trial 1's first of two, after its checkpoint is written
     killed = _sweep(config, env={KILL_ENV: "distill.epoch:3"})
@@ -92,8 +95,8 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_study(uninterrupted, valida
     before = _study(config)
     assert [(t.number, t.state) for t in before.trials] == [(0, "COMPLETE"), (1, "RUNNING")]
 
-    resumed = _sweep(config)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = invoke_cli("sweep", "--config", str(config))  # in this process: nothing kills the resumed sweep
+    assert resumed.exit_code == 0, (resumed.output, resumed.exception)
     assert "trial 1 was left running by pid" in resumed.stdout and "running it again" in resumed.stdout
     assert "resuming after epoch 1 of 2" in resumed.stdout, resumed.stdout  # from its own checkpoint
 

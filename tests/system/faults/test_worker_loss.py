@@ -54,13 +54,13 @@ def _same_files(ours, reference, fingerprint, under: str) -> None:
     assert mine == fingerprint(reference / under)
 
 
-def test_extract_survives_a_killed_worker(cluster_losing_a_worker, corpus_root, pipeline_store, tmp_path, run_cli,
+def test_extract_survives_a_killed_worker(cluster_losing_a_worker, corpus_root, pipeline_store, tmp_path, invoke_cli,
                                           fingerprint):
     cluster = cluster_losing_a_worker(2)
     store = tmp_path / "store"
-    result = run_cli("extract", "--source", "ucf101", "--root", str(corpus_root), "--clips-per-shard", "8",
-                     "--store", str(store), "--scheduler-address", cluster.address, "--quiet")
-    assert result.returncode == 0, result.stderr
+    result = invoke_cli("extract", "--source", "ucf101", "--root", str(corpus_root), "--clips-per-shard", "8",
+                        "--store", str(store), "--scheduler-address", cluster.address, "--quiet")
+    assert result.exit_code == 0, (result.output, result.exception)
     _assert_worker_was_killed(cluster)
     _same_files(store, pipeline_store, fingerprint, "clips.zarr")
     for table in ("videos.parquet", "clips.parquet", "failures.parquet"):
@@ -70,35 +70,36 @@ def test_extract_survives_a_killed_worker(cluster_losing_a_worker, corpus_root, 
 
 
 # Stage arguments and the folder it writes; videos.parquet and meta.json hold measured times, so only the
-# per-clip outputs are compared.
+# per-clip outputs are compared. The teacher cache is cheap_teacher_store's cheaper one (CHEAP_MODEL in conftest.py).
+CHEAP_TEACHER = "resnet10_3d_motion_skim"
 MODEL_STAGES = {
-    "teacher-cache": (("--teacher", "resnet10_3d_small", "--random-init", "--clips-per-group", "16"),
-                      "teacher/resnet10_3d_small", ("clips.parquet", "logits.zarr", "features.zarr")),
+    "teacher-cache": (("--teacher", CHEAP_TEACHER, "--random-init", "--clips-per-group", "16"),
+                      f"teacher/{CHEAP_TEACHER}", ("clips.parquet", "logits.zarr", "features.zarr")),
     "score": (("--student", "conf", "--clips-per-group", "12"), "scores/conf", ("clips.parquet", "logits.zarr")),
 }
 
 
 @pytest.mark.parametrize("stage", sorted(MODEL_STAGES))
-def test_model_stages_survive_a_killed_worker(stage, cluster_losing_a_worker, pipeline_store, tmp_path, run_cli,
-                                              fingerprint):
+def test_model_stages_survive_a_killed_worker(stage, cluster_losing_a_worker, cheap_teacher_store, tmp_path,
+                                              invoke_cli, fingerprint):
     args, folder, outputs = MODEL_STAGES[stage]
     store = tmp_path / "store"
-    shutil.copytree(pipeline_store, store)
+    shutil.copytree(cheap_teacher_store, store)
     cluster = cluster_losing_a_worker(1)
-    result = run_cli(stage, *args, "--threads", "1", "--force", "--store", str(store),
-                     "--scheduler-address", cluster.address, "--quiet")
-    assert result.returncode == 0, result.stderr
+    result = invoke_cli(stage, *args, "--threads", "1", "--force", "--store", str(store),
+                        "--scheduler-address", cluster.address, "--quiet")
+    assert result.exit_code == 0, (result.output, result.exception)
     _assert_worker_was_killed(cluster)
     for name in outputs:
         if name.endswith(".parquet"):
-            assert fingerprint(store / folder)[name] == fingerprint(pipeline_store / folder)[name], name
+            assert fingerprint(store / folder)[name] == fingerprint(cheap_teacher_store / folder)[name], name
         else:
-            _same_files(store, pipeline_store, fingerprint, f"{folder}/{name}")
+            _same_files(store, cheap_teacher_store, fingerprint, f"{folder}/{name}")
     assert not (store / "staging").exists()
     assert verify_store(ensure_store(str(store))) == []  # what `condi-pipe verify` checks
 
 
-def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(own_dask_cluster, pipeline_store, tmp_path,
+def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(own_dask_cluster, cheap_teacher_store, tmp_path,
                                                              fingerprint):
     """Teacher tasks for a CUDA device ask for ``GPU=1``: a worker started without that resource never gets one
     (here it would kill itself on its first task). On this CPU machine the tasks ask explicitly."""
@@ -112,10 +113,10 @@ def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(own_dask_cluster, p
     assert ExecutorOptions().for_device("cpu").resources is None
     cluster = own_dask_cluster([{KILL_ENV: f"{WORKER_TASK}:1"}, None], [[], ["--resources", "GPU=1"]])
     store = tmp_path / "store"
-    shutil.copytree(pipeline_store, store)
-    request = TeacherCacheRequest(ModelRef("resnet10_3d_small", 10), RuntimeOptions(threads=1), clips_per_group=16)
+    shutil.copytree(cheap_teacher_store, store)
+    request = TeacherCacheRequest(ModelRef(CHEAP_TEACHER, 10), RuntimeOptions(threads=1), clips_per_group=16)
     options = ExecutorOptions(scheduler_address=cluster.address, resources={"GPU": 1})
     teacher_cache(Store(str(store)), request, options, force=True, quiet=True, log=lambda message: None)
     assert cluster.workers[0].poll() is None, "a task ran on the worker without a GPU"
-    folder = "teacher/resnet10_3d_small"
-    assert fingerprint(store / folder / "logits.zarr") == fingerprint(pipeline_store / folder / "logits.zarr")
+    folder = f"teacher/{CHEAP_TEACHER}"
+    assert fingerprint(store / folder / "logits.zarr") == fingerprint(cheap_teacher_store / folder / "logits.zarr")
