@@ -43,6 +43,7 @@ from condi_pipe.methods.adaptive_budgets import (
     teacher_steps,
 )
 from condi_pipe.methods.context_rankings import get_context_ranking
+from condi_pipe.methods.metrics import sigmoid
 from condi_pipe.methods.statistics import paired_bootstrap_ci
 from condi_pipe.methods.video_time import TimeBreakdown, chunked_batch_seconds, curve_seconds, timed
 from condi_pipe.report.cost import sent_gflops
@@ -156,6 +157,13 @@ def versus_fixed(mine: np.ndarray, mix: FixedMix | None) -> dict[str, Any] | Non
             "k_high": mix.k_high, "weight_high": mix.weight, "fixed_accuracy": mix.accuracy}
 
 
+def confidence_ranked(run: ScoreRunOutputs) -> bool:
+    """A clip-level run whose clips are ranked by the confidence logit (z~)."""
+    method = registered_method(run.loss)
+    ranking = method.ranking if method is not None else run.meta.get("ranking")
+    return not run.video_level and ranking == "confidence"
+
+
 def statistic_of(rule: str, run: ScoreRunOutputs) -> str:
     """What a rule's threshold is compared with, for this run."""
     if rule == "z-threshold" and run.context_ranking is not None:
@@ -184,8 +192,7 @@ def evaluate_adaptive(ev: Evaluator, dense: ReportRow, run: ScoreRunOutputs, ks:
     fixed = versus_dense(ev, {k: replace(fixed_all[k], extra={**fixed_all[k].extra,
                                                               "mean_teacher_clips": clips_at[k]}) for k in ks})
     student = student_seconds(inp, run)
-    method = registered_method(run.loss)
-    confidence_ranked = (method.ranking if method is not None else run.meta.get("ranking")) == "confidence"
+    by_confidence = confidence_ranked(run)
     rows: dict[str, ReportRow] = {}
     for rule in rules:
         for target in targets:
@@ -206,8 +213,8 @@ def evaluate_adaptive(ev: Evaluator, dense: ReportRow, run: ScoreRunOutputs, ks:
                 # the student on all N clips + the teacher on the clips each video sent, mean over videos
                 **sent_gflops(inp, run.run, selection.clips),
             }
-            if rule == "z-threshold" and run.context_ranking is None and confidence_ranked:
-                extra["threshold_z"] = float(0.5 * (1.0 + np.tanh(choice.threshold / 2.0)))  # its z~: sigmoid(t)
+            if rule == "z-threshold" and run.context_ranking is None and by_confidence:
+                extra["threshold_z"] = float(sigmoid(choice.threshold))  # the z~ the confidence logit t gives
             method = adaptive_key(run.key, rule, target)
             rows[method] = ev._row(method, f"{run.display} {rule}", None, selection.predictions, times,
                                    run=run.run, **extra)

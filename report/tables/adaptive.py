@@ -14,7 +14,7 @@ from condi_pipe.methods.adaptive_budgets import (
     stopping_rule_names,
 )
 from condi_pipe.methods.context_rankings import OWN_RANKING
-from condi_pipe.report.adaptive import AdaptiveEvaluation, evaluate_adaptive
+from condi_pipe.report.adaptive import AdaptiveEvaluation, confidence_ranked, evaluate_adaptive
 from condi_pipe.report.cost import cost_front, gflops_notes
 from condi_pipe.report.evaluate import (
     BOOTSTRAP_RESAMPLES,
@@ -24,7 +24,6 @@ from condi_pipe.report.evaluate import (
     OutputUnavailable,
     ScoreRunOutputs,
     evaluate_entries,
-    registered_method,
     resolve_methods,
 )
 from condi_pipe.report.footer import bootstrap_note, footer_lines
@@ -32,13 +31,6 @@ from condi_pipe.report.registry import TableRequest, register_table
 from condi_pipe.report.render import difference_cell, padded_rows, time_accuracy_cell
 from condi_pipe.report.results import ReportRow, ReportTable
 from condi_pipe.report.tables.time_tables import TABLE3_METHODS
-
-
-def confidence_ranked(run: ScoreRunOutputs) -> bool:
-    """A clip-level run whose clips are ranked by the confidence logit (z~)."""
-    method = registered_method(run.loss)
-    ranking = method.ranking if method is not None else run.meta.get("ranking")
-    return not run.video_level and ranking == "confidence"
 
 
 def adaptive_entries(request: TableRequest) -> list[ScoreRunOutputs]:
